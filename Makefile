@@ -1,0 +1,49 @@
+# One entry point for people and CI. `make test` and `make demo` work on a fresh machine:
+# every target that needs the virtualenv creates it first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# SAM CLI pins its own boto3/jsonschema ranges: it lives in a venv of its own.
+SAM_VENV := .venv-sam
+SAM      := $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+export SAM_CLI_TELEMETRY=0
+export AWS_EC2_METADATA_DISABLED=true
+
+.PHONY: venv test unit static lint build validate clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/pytest -q
+
+unit: venv
+	$(BIN)/pytest -q tests/unit tests/training
+
+static: venv
+	$(BIN)/pytest -q tests/static
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+
+# `sam build` needs python3.13 on PATH (the Lambda runtime). With pyenv, 3.13 may be
+# installed but inactive; scripts/with-lambda-python puts it on PATH if it can.
+build: $(SAM)
+	AWS_DEFAULT_REGION=us-east-1 $(SAM) validate --lint
+	scripts/with-lambda-python $(SAM) build
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

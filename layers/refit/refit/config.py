@@ -1,0 +1,139 @@
+"""Settings parsed once from a function's environment, failing fast on anything missing or wrong.
+
+The template's ``Globals.Function.Environment`` and each function's ``Environment`` set these
+variables; ``docs/architecture.md`` lists them. A handler calls ``Settings.from_env()`` at import
+time so that a misconfigured function fails at cold start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+DeploymentMode = Literal["endpoint", "batch"]
+DEPLOYMENT_MODES: tuple[DeploymentMode, ...] = ("endpoint", "batch")
+
+
+class ConfigError(RuntimeError):
+    """The function's environment is missing a variable or holds an unusable value."""
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def str(self, name: str, default: str | None = None) -> str:
+        value = self._environ.get(name, default)
+        if value is None or value == "":
+            if default is not None:
+                return default
+            raise ConfigError(f"environment variable {name} is required")
+        return value
+
+    def int(self, name: str, default: int | None = None, minimum: int = 0) -> int:
+        raw = self.str(name, None if default is None else str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        return value
+
+    def float(self, name: str, default: float | None = None) -> float:
+        raw = self.str(name, None if default is None else str(default))
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+    def bool(self, name: str, default: bool | None = None) -> bool:
+        raw = self.str(name, None if default is None else str(default).lower()).lower()
+        if raw in ("true", "1", "yes"):
+            return True
+        if raw in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+    def mode(self, name: str, default: DeploymentMode) -> DeploymentMode:
+        raw = self.str(name, default)
+        for mode in DEPLOYMENT_MODES:
+            if raw == mode:
+                return mode
+        raise ConfigError(f"{name} must be one of {', '.join(DEPLOYMENT_MODES)}, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the domain code needs from the stack, in one typed object."""
+
+    stack_name: str
+    data_bucket: str
+    runs_table: str
+    state_machine_arn: str
+    notification_topic_arn: str
+    sagemaker_role_arn: str
+    training_image_uri: str
+    training_instance_type: str
+    training_instance_count: int
+    use_spot_training: bool
+    max_runtime_seconds: int
+    max_wait_seconds: int
+    checkpoint_interval_rounds: int
+    deployment_mode: DeploymentMode
+    endpoint_name: str
+    endpoint_instance_type: str
+    endpoint_instance_count: int
+    evaluation_metric: str
+    min_improvement: float
+    models_to_keep: int
+    objective: str
+    num_rounds_full: int
+    num_rounds_incremental: int
+    max_file_mb: int
+    max_objects_per_run: int
+    endpoint_poll_seconds: int
+    endpoint_max_polls: int
+    training_code_dir: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        settings = cls(
+            stack_name=env.str("STACK_NAME"),
+            data_bucket=env.str("DATA_BUCKET"),
+            runs_table=env.str("RUNS_TABLE"),
+            # Only some functions need these two; the template gives them to those functions.
+            state_machine_arn=env.str("STATE_MACHINE_ARN", "-"),
+            notification_topic_arn=env.str("NOTIFICATION_TOPIC_ARN", "-"),
+            sagemaker_role_arn=env.str("SAGEMAKER_ROLE_ARN"),
+            training_image_uri=env.str("TRAINING_IMAGE_URI"),
+            training_instance_type=env.str("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
+            training_instance_count=env.int("TRAINING_INSTANCE_COUNT", 1, minimum=1),
+            use_spot_training=env.bool("USE_SPOT_TRAINING", True),
+            max_runtime_seconds=env.int("MAX_RUNTIME_SECONDS", 3600, minimum=60),
+            max_wait_seconds=env.int("MAX_WAIT_SECONDS", 7200, minimum=60),
+            checkpoint_interval_rounds=env.int("CHECKPOINT_INTERVAL_ROUNDS", 10, minimum=1),
+            deployment_mode=env.mode("DEPLOYMENT_MODE", "endpoint"),
+            endpoint_name=env.str("ENDPOINT_NAME"),
+            endpoint_instance_type=env.str("ENDPOINT_INSTANCE_TYPE", "ml.m5.large"),
+            endpoint_instance_count=env.int("ENDPOINT_INSTANCE_COUNT", 1, minimum=1),
+            evaluation_metric=env.str("EVALUATION_METRIC", "rmse"),
+            min_improvement=env.float("MIN_IMPROVEMENT", 0.0),
+            models_to_keep=env.int("MODELS_TO_KEEP", 2, minimum=1),
+            objective=env.str("OBJECTIVE", "reg:squarederror"),
+            num_rounds_full=env.int("NUM_ROUNDS_FULL", 100, minimum=1),
+            num_rounds_incremental=env.int("NUM_ROUNDS_INCREMENTAL", 50, minimum=1),
+            max_file_mb=env.int("MAX_FILE_MB", 512, minimum=1),
+            max_objects_per_run=env.int("MAX_OBJECTS_PER_RUN", 1000, minimum=1),
+            endpoint_poll_seconds=env.int("ENDPOINT_POLL_SECONDS", 30, minimum=1),
+            endpoint_max_polls=env.int("ENDPOINT_MAX_POLLS", 120, minimum=1),
+            training_code_dir=env.str("TRAINING_CODE_DIR", "/opt/refit_training"),
+        )
+        if settings.use_spot_training and settings.max_wait_seconds < settings.max_runtime_seconds:
+            raise ConfigError(
+                "MAX_WAIT_SECONDS must be >= MAX_RUNTIME_SECONDS when USE_SPOT_TRAINING is true"
+            )
+        return settings

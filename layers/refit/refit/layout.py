@@ -1,0 +1,86 @@
+"""One place for the facts every part of refit shares.
+
+Bucket prefixes, tag keys, SageMaker naming rules and service limits live here. Handlers, the
+template's documentation, the training code contract and the local cloud all read these names;
+tests assert the template and the ASL agree with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# --- Bucket layout --------------------------------------------------------------------------
+# s3://<bucket>/
+#   data/train/        new labelled CSV files land here; uploads trigger runs
+#   data/validation/   held-out validation set used for early stopping (optional)
+#   data/test/         held-out test set on which challenger and champion are scored (required)
+#   data/rejected/     files refused by validation, with the reason in object metadata
+#   batch/input/       records to score in batch mode
+#   batch/output/      batch transform results, one prefix per run
+#   models/            training job output: models/<job>/output/{model,output}.tar.gz
+#   checkpoints/       per-run spot checkpoints (expired by a lifecycle rule)
+#   code/              content-addressed sourcedir-<sha>.tar.gz of training/
+#   runs/              per-run manifests (what each run covered)
+#   tmp/               scratch objects (expired by a lifecycle rule)
+TRAIN_PREFIX = "data/train/"
+VALIDATION_PREFIX = "data/validation/"
+TEST_PREFIX = "data/test/"
+REJECTED_PREFIX = "data/rejected/"
+BATCH_INPUT_PREFIX = "batch/input/"
+BATCH_OUTPUT_PREFIX = "batch/output/"
+MODELS_PREFIX = "models/"
+CHECKPOINTS_PREFIX = "checkpoints/"
+CODE_PREFIX = "code/"
+RUNS_PREFIX = "runs/"
+TMP_PREFIX = "tmp/"
+
+# Data files refit trains on. The container ignores names starting with "_" or "." and so do we.
+DATA_EXTENSIONS = (".csv",)
+IGNORED_NAME_PREFIXES = ("_", ".")
+
+# --- Ownership -----------------------------------------------------------------------------
+# Every SageMaker resource refit creates carries these tags. Cleanup deletes only resources whose
+# TAG_STACK equals its own stack name: never by name prefix.
+TAG_STACK = "refit:stack"
+TAG_RUN = "refit:run"
+TAG_ROLE = "refit:role"
+
+# --- Training contract (shared with training/train.py, which cannot import this package) ----
+CHANNEL_TRAIN = "train"
+CHANNEL_VALIDATION = "validation"
+CHANNEL_TEST = "test"
+CHANNEL_MODEL = "model"
+MODEL_FILE = "xgboost-model"
+EVALUATION_FILE = "evaluation.json"
+TRAINING_ENTRY_POINT = "train.py"
+INFERENCE_ENTRY_POINT = "inference.py"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+
+# --- Limits -------------------------------------------------------------------------------
+SAGEMAKER_NAME_MAX = 63
+EXECUTION_NAME_MAX = 80
+STATE_PAYLOAD_MAX_BYTES = 256 * 1024
+# Keys listed inline in a state or run record; the full list is in the run manifest in S3.
+INLINE_KEYS_MAX = 50
+
+_NOT_ALLOWED_IN_SAGEMAKER_NAMES = re.compile(r"[^a-zA-Z0-9-]+")
+
+
+def sagemaker_name(*parts: str) -> str:
+    """A SageMaker resource name from free-form parts.
+
+    SageMaker names are 1-63 characters of ``[a-zA-Z0-9](-*[a-zA-Z0-9])*``: no ``_`` or ``.``.
+    When the cleaned name is too long, it is cut and a short hash of the full name keeps it
+    unique, so two long execution names never map to the same job name.
+    """
+    raw = "-".join(p for p in parts if p)
+    cleaned = _NOT_ALLOWED_IN_SAGEMAKER_NAMES.sub("-", raw).strip("-")
+    cleaned = re.sub(r"-{2,}", "-", cleaned)
+    if not cleaned:
+        raise ValueError(f"no usable characters for a SageMaker name in {parts!r}")
+    if len(cleaned) <= SAGEMAKER_NAME_MAX:
+        return cleaned
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    head = cleaned[: SAGEMAKER_NAME_MAX - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}"
