@@ -1,0 +1,216 @@
+"""The run ledger in DynamoDB: run records, the champion pointer and the owned-resource index.
+
+One table holds three kinds of item (see docs/architecture.md):
+
+- ``RUN#<runId>/RUN``: one per execution, written RUNNING by PrepareRun and finished by RecordRun.
+- ``CHAMPION#<stack>/CURRENT``: the model refit last promoted and verified live.
+- Items carrying ``resourcesOwner``/``resourcesCreatedAt`` appear in the sparse ``ResourcesIndex``:
+  the models and endpoint configs a run may have created and cleanup has not yet deleted. Cleanup
+  reads this index instead of listing every model in the account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+RESOURCES_INDEX = "ResourcesIndex"
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_dynamo(value: Any) -> Any:
+    """Floats become Decimals (DynamoDB has no float type); None values are dropped."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, Mapping):
+        return {k: _to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Mapping):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _item(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in _to_dynamo(attributes).items()}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def run_key(run_id: str) -> dict[str, str]:
+    return {"pk": f"RUN#{run_id}", "sk": "RUN"}
+
+
+def champion_key(stack_name: str) -> dict[str, str]:
+    return {"pk": f"CHAMPION#{stack_name}", "sk": "CURRENT"}
+
+
+@dataclass(frozen=True)
+class ChampionPointer:
+    model_name: str
+    model_data_url: str
+    endpoint_config_name: str | None
+    run_id: str
+    feature_count: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modelName": self.model_name,
+            "modelDataUrl": self.model_data_url,
+            "endpointConfigName": self.endpoint_config_name,
+            "runId": self.run_id,
+            "featureCount": self.feature_count,
+        }
+
+
+@dataclass(frozen=True)
+class OwnedResources:
+    """Models/configs a run may have created, as listed in the sparse resources index."""
+
+    run_id: str
+    model_name: str
+    endpoint_config_name: str | None
+    created_at: str
+    promoted: bool
+
+
+class RunRecords:
+    """Typed access to the runs table through an injected DynamoDB client."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str, stack_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+        self._stack = stack_name
+
+    # --- run records --------------------------------------------------------------------------
+    def put_started(self, run_id: str, attributes: Mapping[str, Any]) -> None:
+        """Write the RUNNING record; a retried PrepareRun simply overwrites its own record."""
+        self._db.put_item(
+            TableName=self._table,
+            Item=_item({**run_key(run_id), **attributes, "runId": run_id, "status": "RUNNING"}),
+        )
+
+    def finish(self, run_id: str, attributes: Mapping[str, Any]) -> None:
+        """Merge the final attributes into the run record (creating it if PrepareRun never ran)."""
+        values = {k: v for k, v in _to_dynamo(attributes).items() if k not in ("pk", "sk")}
+        values["runId"] = run_id
+        names = {f"#a{i}": name for i, name in enumerate(values)}
+        expression = "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values)))
+        self._db.update_item(
+            TableName=self._table,
+            Key=_item(run_key(run_id)),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={
+                f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())
+            },
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=_item(run_key(run_id)), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return _plain(item) if item else None
+
+    # --- champion pointer ---------------------------------------------------------------------
+    def get_champion(self) -> ChampionPointer | None:
+        response = self._db.get_item(
+            TableName=self._table, Key=_item(champion_key(self._stack)), ConsistentRead=True
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        data = _plain(item)
+        return ChampionPointer(
+            model_name=data["modelName"],
+            model_data_url=data["modelDataUrl"],
+            endpoint_config_name=data.get("endpointConfigName"),
+            run_id=data["runId"],
+            feature_count=data.get("featureCount"),
+        )
+
+    def set_champion(self, champion: ChampionPointer, promoted_at: str) -> None:
+        self._db.put_item(
+            TableName=self._table,
+            Item=_item(
+                {**champion_key(self._stack), **champion.to_dict(), "promotedAt": promoted_at}
+            ),
+        )
+
+    # --- owned resources ----------------------------------------------------------------------
+    def register_resources(
+        self,
+        run_id: str,
+        model_name: str,
+        endpoint_config_name: str | None,
+        created_at: str,
+        promoted: bool,
+    ) -> None:
+        """Put a run's model/config into the sparse index cleanup reads."""
+        self.finish(
+            run_id,
+            {
+                "resourcesOwner": self._stack,
+                "resourcesCreatedAt": created_at,
+                "resourceModelName": model_name,
+                "resourceEndpointConfigName": endpoint_config_name,
+                "resourcesPromoted": promoted,
+            },
+        )
+
+    def owned_resources(self) -> list[OwnedResources]:
+        """Every run whose resources may still exist, newest first (paginated query)."""
+        found: list[OwnedResources] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": RESOURCES_INDEX,
+            "KeyConditionExpression": "resourcesOwner = :owner",
+            "ExpressionAttributeValues": {":owner": {"S": self._stack}},
+            "ScanIndexForward": False,
+        }
+        while True:
+            page = self._db.query(**kwargs)
+            for raw in page.get("Items", []):
+                item = _plain(raw)
+                found.append(
+                    OwnedResources(
+                        run_id=item["runId"],
+                        model_name=item["resourceModelName"],
+                        endpoint_config_name=item.get("resourceEndpointConfigName"),
+                        created_at=item["resourcesCreatedAt"],
+                        promoted=bool(item.get("resourcesPromoted", False)),
+                    )
+                )
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def forget_resources(self, run_id: str) -> None:
+        """Drop a run from the resources index once its model/config are gone."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=_item(run_key(run_id)),
+            UpdateExpression=(
+                "REMOVE resourcesOwner, resourcesCreatedAt, resourceModelName, "
+                "resourceEndpointConfigName, resourcesPromoted"
+            ),
+        )
