@@ -34,6 +34,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done
 
 $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)
