@@ -24,7 +24,7 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def text(self, name: str, default: str | None = None) -> str:
         value = self._environ.get(name, default)
         if value is None or value == "":
             if default is not None:
@@ -32,8 +32,8 @@ class _Env:
             raise ConfigError(f"environment variable {name} is required")
         return value
 
-    def int(self, name: str, default: int | None = None, minimum: int = 0) -> int:
-        raw = self.str(name, None if default is None else str(default))
+    def integer(self, name: str, default: int | None = None, minimum: int = 0) -> int:
+        raw = self.text(name, None if default is None else str(default))
         try:
             value = int(raw)
         except ValueError:
@@ -42,15 +42,15 @@ class _Env:
             raise ConfigError(f"{name} must be >= {minimum}, got {value}")
         return value
 
-    def float(self, name: str, default: float | None = None) -> float:
-        raw = self.str(name, None if default is None else str(default))
+    def number(self, name: str, default: float | None = None) -> float:
+        raw = self.text(name, None if default is None else str(default))
         try:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
-    def bool(self, name: str, default: bool | None = None) -> bool:
-        raw = self.str(name, None if default is None else str(default).lower()).lower()
+    def flag(self, name: str, default: bool | None = None) -> bool:
+        raw = self.text(name, None if default is None else str(default).lower()).lower()
         if raw in ("true", "1", "yes"):
             return True
         if raw in ("false", "0", "no"):
@@ -58,7 +58,7 @@ class _Env:
         raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
     def mode(self, name: str, default: DeploymentMode) -> DeploymentMode:
-        raw = self.str(name, default)
+        raw = self.text(name, default)
         for mode in DEPLOYMENT_MODES:
             if raw == mode:
                 return mode
@@ -102,35 +102,35 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
         settings = cls(
-            stack_name=env.str("STACK_NAME"),
-            data_bucket=env.str("DATA_BUCKET"),
-            runs_table=env.str("RUNS_TABLE"),
+            stack_name=env.text("STACK_NAME"),
+            data_bucket=env.text("DATA_BUCKET"),
+            runs_table=env.text("RUNS_TABLE"),
             # Only some functions need these two; the template gives them to those functions.
-            state_machine_arn=env.str("STATE_MACHINE_ARN", "-"),
-            notification_topic_arn=env.str("NOTIFICATION_TOPIC_ARN", "-"),
-            sagemaker_role_arn=env.str("SAGEMAKER_ROLE_ARN"),
-            training_image_uri=env.str("TRAINING_IMAGE_URI"),
-            training_instance_type=env.str("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
-            training_instance_count=env.int("TRAINING_INSTANCE_COUNT", 1, minimum=1),
-            use_spot_training=env.bool("USE_SPOT_TRAINING", True),
-            max_runtime_seconds=env.int("MAX_RUNTIME_SECONDS", 3600, minimum=60),
-            max_wait_seconds=env.int("MAX_WAIT_SECONDS", 7200, minimum=60),
-            checkpoint_interval_rounds=env.int("CHECKPOINT_INTERVAL_ROUNDS", 10, minimum=1),
+            state_machine_arn=env.text("STATE_MACHINE_ARN", "-"),
+            notification_topic_arn=env.text("NOTIFICATION_TOPIC_ARN", "-"),
+            sagemaker_role_arn=env.text("SAGEMAKER_ROLE_ARN"),
+            training_image_uri=env.text("TRAINING_IMAGE_URI"),
+            training_instance_type=env.text("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
+            training_instance_count=env.integer("TRAINING_INSTANCE_COUNT", 1, minimum=1),
+            use_spot_training=env.flag("USE_SPOT_TRAINING", True),
+            max_runtime_seconds=env.integer("MAX_RUNTIME_SECONDS", 3600, minimum=60),
+            max_wait_seconds=env.integer("MAX_WAIT_SECONDS", 7200, minimum=60),
+            checkpoint_interval_rounds=env.integer("CHECKPOINT_INTERVAL_ROUNDS", 10, minimum=1),
             deployment_mode=env.mode("DEPLOYMENT_MODE", "endpoint"),
-            endpoint_name=env.str("ENDPOINT_NAME"),
-            endpoint_instance_type=env.str("ENDPOINT_INSTANCE_TYPE", "ml.m5.large"),
-            endpoint_instance_count=env.int("ENDPOINT_INSTANCE_COUNT", 1, minimum=1),
-            evaluation_metric=env.str("EVALUATION_METRIC", "rmse"),
-            min_improvement=env.float("MIN_IMPROVEMENT", 0.0),
-            models_to_keep=env.int("MODELS_TO_KEEP", 2, minimum=1),
-            objective=env.str("OBJECTIVE", "reg:squarederror"),
-            num_rounds_full=env.int("NUM_ROUNDS_FULL", 100, minimum=1),
-            num_rounds_incremental=env.int("NUM_ROUNDS_INCREMENTAL", 50, minimum=1),
-            max_file_mb=env.int("MAX_FILE_MB", 512, minimum=1),
-            max_objects_per_run=env.int("MAX_OBJECTS_PER_RUN", 1000, minimum=1),
-            endpoint_poll_seconds=env.int("ENDPOINT_POLL_SECONDS", 30, minimum=1),
-            endpoint_max_polls=env.int("ENDPOINT_MAX_POLLS", 120, minimum=1),
-            training_code_dir=env.str("TRAINING_CODE_DIR", "/opt/refit_training"),
+            endpoint_name=env.text("ENDPOINT_NAME"),
+            endpoint_instance_type=env.text("ENDPOINT_INSTANCE_TYPE", "ml.m5.large"),
+            endpoint_instance_count=env.integer("ENDPOINT_INSTANCE_COUNT", 1, minimum=1),
+            evaluation_metric=env.text("EVALUATION_METRIC", "rmse"),
+            min_improvement=env.number("MIN_IMPROVEMENT", 0.0),
+            models_to_keep=env.integer("MODELS_TO_KEEP", 2, minimum=1),
+            objective=env.text("OBJECTIVE", "reg:squarederror"),
+            num_rounds_full=env.integer("NUM_ROUNDS_FULL", 100, minimum=1),
+            num_rounds_incremental=env.integer("NUM_ROUNDS_INCREMENTAL", 50, minimum=1),
+            max_file_mb=env.integer("MAX_FILE_MB", 512, minimum=1),
+            max_objects_per_run=env.integer("MAX_OBJECTS_PER_RUN", 1000, minimum=1),
+            endpoint_poll_seconds=env.integer("ENDPOINT_POLL_SECONDS", 30, minimum=1),
+            endpoint_max_polls=env.integer("ENDPOINT_MAX_POLLS", 120, minimum=1),
+            training_code_dir=env.text("TRAINING_CODE_DIR", "/opt/refit_training"),
         )
         if settings.use_spot_training and settings.max_wait_seconds < settings.max_runtime_seconds:
             raise ConfigError(

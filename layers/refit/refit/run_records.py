@@ -131,6 +131,23 @@ class RunRecords:
         item = response.get("Item")
         return _plain(item) if item else None
 
+    def list_runs(self, limit: int) -> list[dict[str, Any]]:
+        """Run records, newest first. A scan: only the operator CLI lists runs, rarely."""
+        runs: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "sk = :run",
+            "ExpressionAttributeValues": {":run": {"S": "RUN"}},
+        }
+        while True:
+            page = self._db.scan(**kwargs)
+            runs.extend(_plain(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        runs.sort(key=lambda run: str(run.get("startedAt", "")), reverse=True)
+        return runs[:limit]
+
     # --- champion pointer ---------------------------------------------------------------------
     def get_champion(self) -> ChampionPointer | None:
         response = self._db.get_item(

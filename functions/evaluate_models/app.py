@@ -1,0 +1,30 @@
+"""EvaluateModels: read the job's evaluation.json and decide promote or reject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3  # type: ignore[import-untyped,unused-ignore]
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from refit import promotion
+from refit.config import Settings
+
+settings = Settings.from_env()
+s3 = boto3.client("s3")
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Input ``{"run": $.run, "training": $.training}``; output becomes ``$.evaluation``."""
+    decision = promotion.evaluate(s3, event, settings.min_improvement)
+    metrics.add_metric(name=decision.cloudwatch_metric, unit=MetricUnit.Count, value=1)
+    logger.info("evaluated", extra={"decision": decision.verdict, "reason": decision.reason})
+    return decision.to_dict()

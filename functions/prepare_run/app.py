@@ -1,0 +1,41 @@
+"""PrepareRun: validate the input and the data, pick the champion, build the RunPlan."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3  # type: ignore[import-untyped, unused-ignore]
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from refit.config import Settings
+from refit.prepare import PrepareRunEvent, prepare_run
+from refit.run_records import RunRecords
+
+settings = Settings.from_env()
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+s3 = boto3.client("s3")
+sagemaker = boto3.client("sagemaker")
+records = RunRecords(boto3.client("dynamodb"), settings.runs_table, settings.stack_name)
+
+
+@logger.inject_lambda_context
+# The plan can be tens of KB: keep it out of the trace segment.
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    plan = prepare_run(
+        PrepareRunEvent.parse(event),
+        s3=s3,
+        sagemaker=sagemaker,
+        records=records,
+        settings=settings,
+        now=datetime.now(UTC),
+    )
+    metrics.add_metric(name="FilesAccepted", unit=MetricUnit.Count, value=plan["data"]["accepted"])
+    metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=plan["data"]["rejected"])
+    return plan

@@ -1,0 +1,36 @@
+"""RecordRun (and RecordFailure): final run record, champion pointer, SNS notification.
+
+Safe to retry: every write overwrites (see refit.run_report).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3  # type: ignore[import-untyped,unused-ignore]
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from refit.config import Settings
+from refit.notify import topic_arn
+from refit.run_records import RunRecords
+from refit.run_report import record_run
+
+settings = Settings.from_env()
+topic = topic_arn(settings)
+records = RunRecords(boto3.client("dynamodb"), settings.runs_table, settings.stack_name)
+sns = boto3.client("sns")
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Input ``{"outcome", "executionName", "state": $}``; returns ``{"runId", "status"}``."""
+    report = record_run(event, records, sns, topic, settings)
+    for metric in report.metrics:
+        metrics.add_metric(name=metric.name, unit=metric.unit, value=metric.value)
+    return report.to_dict()

@@ -1,0 +1,134 @@
+"""PrepareRun: from an execution input to a RunPlan and a RUNNING run record.
+
+Order matters: everything that can refuse the run without side effects (input, endpoint state,
+test data) comes before anything that changes the bucket (moving rejected files, manifests,
+code upload). Failures are exceptions whose class names read well as ``$.error.Error`` in Step
+Functions: ``InvalidRunInput``, ``EndpointBusy``, ``EndpointFailed``, ``NoTestData``,
+``TrainingCodeMissing``, ``UnsupportedMetricError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from refit import datasets, layout
+from refit.champion import resolve_champion
+from refit.config import Settings
+from refit.metrics import higher_is_better
+from refit.run_input import InvalidRunInput, parse_run_input
+from refit.run_plan import PlanInputs, build_run_plan, plan_size
+from refit.run_records import RunRecords
+from refit.training_code import publish_training_code
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class PrepareRunEvent:
+    """The Lambda payload the state machine sends: the execution input and who is running.
+
+    ASL: ``"Payload": {"input.$": "$", "executionName.$": "$$.Execution.Name",
+    "executionArn.$": "$$.Execution.Id", "startTime.$": "$$.Execution.StartTime"}``.
+    """
+
+    execution_input: Any
+    execution_name: str
+    execution_arn: str
+    start_time: str | None = None
+
+    @classmethod
+    def parse(cls, event: Mapping[str, Any]) -> PrepareRunEvent:
+        name = event.get("executionName")
+        arn = event.get("executionArn")
+        if not isinstance(name, str) or not name or not isinstance(arn, str) or not arn:
+            # A wiring mistake in the ASL, not a user error.
+            raise ValueError("PrepareRun expects {input, executionName, executionArn}")
+        start = event.get("startTime")
+        return cls(event.get("input"), name, arn, start if isinstance(start, str) else None)
+
+
+def prepare_run(
+    event: PrepareRunEvent,
+    *,
+    s3: S3Client,
+    sagemaker: SageMakerClient,
+    records: RunRecords,
+    settings: Settings,
+    now: datetime,
+) -> dict[str, Any]:
+    run_id = event.execution_name
+    try:
+        request = parse_run_input(event.execution_input)
+    except InvalidRunInput as error:
+        raise InvalidRunInput(f"execution {run_id}: {error}") from None
+    higher_is_better(settings.evaluation_metric)  # a bad EVALUATION_METRIC fails before any move
+    deployment_mode = request.deployment_mode or settings.deployment_mode
+    state = resolve_champion(sagemaker, records, settings.endpoint_name, deployment_mode)
+    champion = state.champion
+    bucket = settings.data_bucket
+    datasets.require_test_data(s3, bucket)
+
+    selection = datasets.select_data(
+        s3,
+        bucket,
+        request,
+        run_id=run_id,
+        max_file_bytes=settings.max_file_mb * 1024 * 1024,
+        champion_features=champion.feature_count if champion is not None else None,
+    )
+    # The execution's own start time survives Lambda retries; ``now`` is for direct calls.
+    started_at = event.start_time or now.isoformat().replace("+00:00", "Z")
+    manifests = datasets.write_manifests(s3, bucket, run_id, request, selection, started_at)
+    code_uri = publish_training_code(s3, bucket, settings.training_code_dir)
+    plan = build_run_plan(
+        PlanInputs(
+            run_id=run_id,
+            request=request,
+            selection=selection,
+            manifests=manifests,
+            champion=state,
+            code_uri=code_uri,
+            has_validation_data=datasets.has_objects(
+                s3, bucket, layout.VALIDATION_PREFIX, data_only=True
+            ),
+            has_batch_input=datasets.has_objects(s3, bucket, layout.BATCH_INPUT_PREFIX),
+            region=s3.meta.region_name,
+        ),
+        settings,
+    )
+    records.put_started(
+        run_id,
+        {
+            "executionArn": event.execution_arn,
+            "startedAt": started_at,
+            "request": request.summary(),
+            "planStatus": plan["status"],
+            "trainingMode": plan["trainingMode"],
+            "trainingModeReason": plan["trainingModeReason"],
+            "deploymentMode": plan["deploymentMode"],
+            "data": {k: v for k, v in plan["data"].items() if k != "rejectedFiles"},
+            "manifestUri": manifests.manifest_uri,
+            "jobName": plan["trainingJob"]["TrainingJobName"],
+            "champion": plan["champion"],
+            "codeUri": code_uri,
+        },
+    )
+    logger.info(
+        "run prepared",
+        extra={
+            "runId": run_id,
+            "status": plan["status"],
+            "trainingMode": plan["trainingMode"],
+            "planBytes": plan_size(plan),
+        },
+    )
+    return plan

@@ -1,0 +1,269 @@
+"""The RunPlan (``$.run``): every request the state machine sends, built once, in one place.
+
+``trainingJob`` is a CreateTrainingJob request whose top-level keys the ASL passes verbatim;
+``deploy`` holds the names and settings of the model, endpoint config, endpoint and batch
+transform. Numbers the states need (poll interval, poll limit) live here too, so the ASL stays
+plain JSON. The plan is kept small (Step Functions refuses states over 256 KiB with an error
+no Catch handles): object lists stay in the run manifest, and only the first few rejected files
+are inlined for the notification.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from refit import layout
+from refit.champion import Champion, ChampionState
+from refit.config import DeploymentMode, Settings
+from refit.datasets import DataSelection, RunManifests
+from refit.metrics import higher_is_better
+from refit.run_input import RunRequest, TrainingMode
+
+Mode = Literal["full", "incremental"]
+PlanStatus = Literal["ready", "rejected-input"]
+
+# Inlined rejected files share this budget; the rest are in the manifest.
+INLINE_REJECTED_MAX_BYTES = 16 * 1024
+_INLINE_REASON_MAX_CHARS = 300
+_VOLUME_SIZE_GB = 30
+# A number as the training script prints it, e.g. 0.41, 1e-05, -3.2E+2.
+_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    run_id: str
+    request: RunRequest
+    selection: DataSelection
+    manifests: RunManifests
+    champion: ChampionState
+    code_uri: str
+    has_validation_data: bool
+    has_batch_input: bool
+    region: str
+
+
+def choose_training_mode(requested: TrainingMode, champion: Champion | None) -> tuple[Mode, str]:
+    """Full or incremental, and why (recorded with the run)."""
+    if requested == "full":
+        return "full", "full retraining requested"
+    if champion is None:
+        if requested == "incremental":
+            return "full", "incremental requested but there is no champion to continue from"
+        return "full", "no champion yet"
+    if requested == "incremental":
+        return "incremental", f"incremental requested: continuing {champion.model_name}"
+    return "incremental", f"continuing the champion {champion.model_name}"
+
+
+def metric_definitions(metric: str) -> list[dict[str, str]]:
+    """CloudWatch metrics from the script's log lines ``test-<m>: v`` and ``champion-test-<m>: v``.
+
+    The challenger's pattern must not match inside the champion's line, hence the anchor.
+    """
+    return [
+        {"Name": f"test-{metric}", "Regex": rf"(?:^|\s)test-{metric}: {_NUMBER}"},
+        {"Name": f"champion-test-{metric}", "Regex": rf"champion-test-{metric}: {_NUMBER}"},
+    ]
+
+
+def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
+    champion = inputs.champion.champion
+    mode, reason = choose_training_mode(inputs.request.training_mode, champion)
+    deployment_mode: DeploymentMode = inputs.request.deployment_mode or settings.deployment_mode
+    status: PlanStatus = "ready" if inputs.selection.accepted else "rejected-input"
+    job_name = layout.sagemaker_name(inputs.run_id)
+    return {
+        "runId": inputs.run_id,
+        "status": status,
+        "source": inputs.request.source,
+        "trainingMode": mode,
+        "trainingModeReason": reason,
+        "deploymentMode": deployment_mode,
+        "metric": settings.evaluation_metric,
+        # Fails here (before an hour of training) if the metric is not one refit can gate on.
+        "higherIsBetter": higher_is_better(settings.evaluation_metric),
+        "data": _data_summary(inputs),
+        "champion": champion.to_dict() if champion else None,
+        "trainingJob": _training_job(inputs, settings, job_name, mode),
+        "deploy": _deploy(inputs, settings, job_name),
+    }
+
+
+def plan_size(plan: dict[str, Any]) -> int:
+    return len(json.dumps(plan, separators=(",", ":")).encode())
+
+
+def _data_summary(inputs: PlanInputs) -> dict[str, Any]:
+    selection = inputs.selection
+    inline: list[dict[str, Any]] = []
+    used = 0
+    for rejected in selection.rejected[: layout.INLINE_KEYS_MAX]:
+        entry = rejected.to_dict()
+        entry["reason"] = entry["reason"][:_INLINE_REASON_MAX_CHARS]
+        used += len(json.dumps(entry).encode())
+        if used > INLINE_REJECTED_MAX_BYTES:
+            break
+        inline.append(entry)
+    return {
+        "accepted": len(selection.accepted),
+        "rejected": len(selection.rejected),
+        "skipped": len(selection.skipped),
+        "rows": selection.rows,
+        "columns": selection.columns,
+        "manifestUri": inputs.manifests.manifest_uri,
+        "trainManifestUri": inputs.manifests.train_manifest_uri,
+        "rejectedFiles": inline,
+        "rejectedFilesInline": len(inline),
+    }
+
+
+def _tags(settings: Settings, run_id: str, role: str | None = None) -> list[dict[str, str]]:
+    tags = [
+        {"Key": layout.TAG_STACK, "Value": settings.stack_name},
+        {"Key": layout.TAG_RUN, "Value": run_id},
+    ]
+    if role:
+        tags.append({"Key": layout.TAG_ROLE, "Value": role})
+    return tags
+
+
+def _s3(settings: Settings, key: str) -> str:
+    return f"s3://{settings.data_bucket}/{key}"
+
+
+def _prefix_channel(name: str, uri: str, content_type: str = "text/csv") -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "ContentType": content_type,
+    }
+
+
+def _training_job(
+    inputs: PlanInputs, settings: Settings, job_name: str, mode: Mode
+) -> dict[str, Any]:
+    champion = inputs.champion.champion
+    channels: list[dict[str, Any]] = [
+        {
+            "ChannelName": layout.CHANNEL_TRAIN,
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "ManifestFile",
+                    "S3Uri": inputs.manifests.train_manifest_uri,
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "ContentType": "text/csv",
+        }
+    ]
+    if inputs.has_validation_data:
+        channels.append(
+            _prefix_channel(layout.CHANNEL_VALIDATION, _s3(settings, layout.VALIDATION_PREFIX))
+        )
+    channels.append(_prefix_channel(layout.CHANNEL_TEST, _s3(settings, layout.TEST_PREFIX)))
+    if champion is not None:
+        # Also in full mode: the script scores the champion on the same test set.
+        channels.append(
+            _prefix_channel(
+                layout.CHANNEL_MODEL, champion.model_data_url, "application/x-sagemaker-model"
+            )
+        )
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.max_runtime_seconds}
+    if settings.use_spot_training:
+        stopping["MaxWaitTimeInSeconds"] = settings.max_wait_seconds
+    rounds = settings.num_rounds_incremental if mode == "incremental" else settings.num_rounds_full
+    return {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": {
+            "TrainingImage": settings.training_image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metric_definitions(settings.evaluation_metric),
+        },
+        # SageMaker hands hyperparameters to the script as strings.
+        "HyperParameters": {
+            "sagemaker_program": layout.TRAINING_ENTRY_POINT,
+            "sagemaker_submit_directory": inputs.code_uri,
+            "objective": settings.objective,
+            "num_round": str(rounds),
+            "eval_metric": settings.evaluation_metric,
+            "refit_mode": mode,
+            "checkpoint_interval": str(settings.checkpoint_interval_rounds),
+        },
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": _s3(settings, layout.MODELS_PREFIX)},
+        "ResourceConfig": {
+            "InstanceType": settings.training_instance_type,
+            "InstanceCount": settings.training_instance_count,
+            "VolumeSizeInGB": _VOLUME_SIZE_GB,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": settings.use_spot_training,
+        # Always on: a spot interruption resumes from it, and so does an on-demand job that
+        # SageMaker restarts after a host failure.
+        "CheckpointConfig": {
+            "S3Uri": _s3(settings, f"{layout.CHECKPOINTS_PREFIX}{job_name}/"),
+            "LocalPath": layout.CHECKPOINT_LOCAL_PATH,
+        },
+        "RoleArn": settings.sagemaker_role_arn,
+        "Tags": _tags(settings, inputs.run_id),
+    }
+
+
+def _deploy(inputs: PlanInputs, settings: Settings, job_name: str) -> dict[str, Any]:
+    return {
+        "modelName": job_name,
+        "endpointConfigName": job_name,
+        "endpointName": settings.endpoint_name,
+        "endpointExists": inputs.champion.endpoint_exists,
+        # Script mode serves with the training image, importing inference.py from the sourcedir.
+        "image": settings.training_image_uri,
+        "environment": {
+            "SAGEMAKER_PROGRAM": layout.INFERENCE_ENTRY_POINT,
+            "SAGEMAKER_SUBMIT_DIRECTORY": inputs.code_uri,
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+            "SAGEMAKER_REGION": inputs.region,
+        },
+        "instanceType": settings.endpoint_instance_type,
+        "instanceCount": settings.endpoint_instance_count,
+        "tags": _tags(settings, inputs.run_id),
+        "modelTags": _tags(settings, inputs.run_id, "model"),
+        "endpointConfigTags": _tags(settings, inputs.run_id, "endpoint-config"),
+        "pollSeconds": settings.endpoint_poll_seconds,
+        "maxPolls": settings.endpoint_max_polls,
+        "transform": {
+            "hasInput": inputs.has_batch_input,
+            "TransformJobName": job_name,
+            "ModelName": job_name,
+            "TransformInput": {
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": _s3(settings, layout.BATCH_INPUT_PREFIX),
+                    }
+                },
+                "ContentType": "text/csv",
+                "SplitType": "Line",
+            },
+            "TransformOutput": {
+                "S3OutputPath": _s3(settings, f"{layout.BATCH_OUTPUT_PREFIX}{inputs.run_id}/"),
+                "AssembleWith": "Line",
+                "Accept": "text/csv",
+            },
+            "TransformResources": {
+                "InstanceType": settings.endpoint_instance_type,
+                "InstanceCount": 1,
+            },
+            "BatchStrategy": "MultiRecord",
+            "MaxPayloadInMB": 6,
+            "Tags": _tags(settings, inputs.run_id, "transform"),
+        },
+    }

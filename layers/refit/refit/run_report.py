@@ -1,0 +1,358 @@
+"""RecordRun: the end of every execution, successful or not.
+
+Turns ``{"outcome", "executionName", "state"}`` into the final run record (the per-run audit
+trail: data -> job -> artifact -> metrics -> decision -> endpoint config -> cost), moves the
+champion pointer on promotion, registers whatever SageMaker resources the run may have created
+for cleanup, and publishes a notification.
+
+Step Functions retries this Lambda, so every write overwrites: a retry writes the same record,
+pointer and index entry again (only ``finishedAt`` moves). The notification is sent last; a
+retry after a lost Publish response can deliver it twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from aws_lambda_powertools import Logger
+
+from refit import layout
+from refit.config import Settings
+from refit.notify import Notification, publish
+from refit.run_records import ChampionPointer, RunRecords
+from refit.run_state import RunState, integer, number, text
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+
+logger = Logger(child=True)
+
+Outcome = Literal["promoted", "rejected", "rejected-input", "failed"]
+STATUSES: dict[Outcome, str] = {
+    "promoted": "PROMOTED",
+    "rejected": "REJECTED",
+    "rejected-input": "REJECTED_INPUT",
+    "failed": "FAILED",
+}
+# CloudWatch metric counted once per finished run, by status.
+RUN_METRICS: dict[Outcome, str] = {
+    "promoted": "RunsPromoted",
+    "rejected": "RunsRejected",
+    "rejected-input": "RunsRejectedInput",
+    "failed": "RunsFailed",
+}
+# A .sync failure's Cause is the whole Describe*Job response: enough to find the reason, but a
+# record (400 KB item limit) and an e-mail only need its start.
+CAUSE_MAX_CHARS = 4000
+# Keys worth lifting out of a Cause: SageMaker Describe*Job responses and Lambda error payloads.
+_CAUSE_KEYS = (
+    "FailureReason",
+    "TrainingJobStatus",
+    "SecondaryStatus",
+    "TransformJobStatus",
+    "errorType",
+    "errorMessage",
+)
+
+
+class InvalidRunOutcome(ValueError):
+    """RecordRun's input does not follow the contract; nothing was written."""
+
+
+@dataclass(frozen=True)
+class CloudWatchMetric:
+    name: str
+    unit: str
+    value: float
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """RecordRun's input, typed."""
+
+    outcome: Outcome
+    execution_name: str
+    state: RunState
+
+    @classmethod
+    def parse(cls, event: Mapping[str, Any]) -> RunOutcome:
+        outcome = event.get("outcome")
+        known = next((o for o in STATUSES if o == outcome), None)
+        if known is None:
+            raise InvalidRunOutcome(
+                f"outcome must be one of {', '.join(STATUSES)}, got {outcome!r}"
+            )
+        execution_name = text(event, "executionName")
+        if execution_name is None:
+            raise InvalidRunOutcome("executionName is required")
+        state = event.get("state")
+        return cls(
+            outcome=known,
+            execution_name=execution_name,
+            state=RunState.parse(state if isinstance(state, Mapping) else {}),
+        )
+
+    @property
+    def run_id(self) -> str:
+        # Without $.run (PrepareRun failed) the execution name is the run id by construction.
+        run = self.state.run
+        return run.run_id if run and run.run_id else self.execution_name
+
+    @property
+    def status(self) -> str:
+        return STATUSES[self.outcome]
+
+    @property
+    def endpoint_mode(self) -> bool:
+        run = self.state.run
+        return bool(run and run.deployment_mode == "endpoint")
+
+    @property
+    def decided_to_promote(self) -> bool:
+        return text(self.state.evaluation, "decision") == "promote"
+
+    @property
+    def endpoint_config_name(self) -> str | None:
+        """The config the endpoint was verified on, else the one the run planned."""
+        deploy = self.state.deploy
+        verified = text(self.state.endpoint, "configName")
+        return verified or (deploy.endpoint_config_name if deploy else None)
+
+
+def spot_savings_percent(
+    training_seconds: int | None, billable_seconds: int | None, managed_spot: bool | None
+) -> float | None:
+    """``(1 - billable / training) * 100`` to one decimal; 0 on demand; None if unknown."""
+    if training_seconds is None or billable_seconds is None or training_seconds <= 0:
+        return None
+    if managed_spot is False:
+        return 0.0
+    return round((1 - billable_seconds / training_seconds) * 100, 1)
+
+
+def describe_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A Catch's ``{"Error", "Cause"}``, with the reason lifted out of a JSON Cause."""
+    if error is None:
+        return None
+    cause = error.get("Cause")
+    described: dict[str, Any] = {"Error": text(error, "Error")}
+    if isinstance(cause, str):
+        described["Cause"] = cause[:CAUSE_MAX_CHARS]
+        try:
+            details = json.loads(cause)
+        except ValueError:
+            details = None
+        if isinstance(details, Mapping):
+            described.update({k: text(details, k) for k in _CAUSE_KEYS})
+    return {k: v for k, v in described.items() if v is not None}
+
+
+def _evaluation_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    higher = evaluation.get("higherIsBetter")
+    return {
+        "metric": text(evaluation, "metric"),
+        "higherIsBetter": higher if isinstance(higher, bool) else None,
+        "challenger": number(evaluation, "challenger"),
+        "champion": number(evaluation, "champion"),
+        "improvement": number(evaluation, "improvement"),
+        "testRows": integer(evaluation, "testRows"),
+        "trainRows": integer(evaluation, "trainRows"),
+        "features": integer(evaluation, "features"),
+        "challengerRounds": integer(evaluation, "challengerRounds"),
+        "championRounds": integer(evaluation, "championRounds"),
+        "resumedFromRound": integer(evaluation, "resumedFromRound"),
+    }
+
+
+def run_attributes(outcome: RunOutcome, finished_at: str) -> dict[str, Any]:
+    """The final run record; absent sections simply leave their attributes out (None)."""
+    state = outcome.state
+    run, training, deploy = state.run, state.training, state.deploy
+    data = run.data if run else None
+    promoted = outcome.outcome == "promoted"
+    batch = bool(run and run.deployment_mode == "batch")
+    training_seconds = training.training_seconds if training else None
+    billable_seconds = training.billable_seconds if training else None
+    managed_spot = run.managed_spot if run else None
+    return {
+        "runId": outcome.run_id,
+        "executionName": outcome.execution_name,
+        "status": outcome.status,
+        "finishedAt": finished_at,
+        "trainingMode": run.training_mode if run else None,
+        "deploymentMode": run.deployment_mode if run else None,
+        "metric": run.metric if run else None,
+        "data": None
+        if data is None
+        else {
+            "accepted": data.accepted,
+            "rejected": data.rejected,
+            "rows": data.rows,
+            "rejectedFiles": data.rejected_files[: layout.INLINE_KEYS_MAX],
+        },
+        "manifestUri": data.manifest_uri if data else None,
+        "previousChampion": run.champion_model_name if run else None,
+        "trainingJobName": (training.job_name if training else None)
+        or (run.training_job_name if run else None),
+        "trainingJobStatus": training.status if training else None,
+        "modelDataUrl": training.model_data_url if training else None,
+        "metrics": _evaluation_metrics(state.evaluation),
+        "decision": text(state.evaluation, "decision"),
+        "reason": text(state.evaluation, "reason"),
+        "endpointName": (deploy.endpoint_name if deploy else None)
+        if promoted and outcome.endpoint_mode
+        else None,
+        "endpointConfigName": outcome.endpoint_config_name
+        if promoted and outcome.endpoint_mode
+        else None,
+        "endpointStatus": text(state.endpoint, "status"),
+        "transformJobName": (
+            text(state.transform, "TransformJobName")
+            or (deploy.transform_job_name if deploy else None)
+        )
+        if batch and (promoted or state.transform is not None)
+        else None,
+        "transformJobStatus": text(state.transform, "TransformJobStatus"),
+        "transformOutputPath": (deploy.transform_output_path if deploy else None)
+        if batch and promoted
+        else None,
+        "managedSpotTraining": managed_spot,
+        "trainingTimeInSeconds": training_seconds,
+        "billableTimeInSeconds": billable_seconds,
+        "spotSavingsPercent": spot_savings_percent(
+            training_seconds, billable_seconds, managed_spot
+        ),
+        "error": describe_error(state.error),
+        "cleanup": dict(state.cleanup) if state.cleanup is not None else None,
+        "cleanupError": describe_error(state.cleanup_error),
+    }
+
+
+def _champion(outcome: RunOutcome) -> ChampionPointer:
+    deploy, training = outcome.state.deploy, outcome.state.training
+    model_name = deploy.model_name if deploy else None
+    model_data_url = training.model_data_url if training else None
+    if model_name is None or model_data_url is None:
+        raise InvalidRunOutcome(
+            "a promoted run needs run.deploy.modelName and training.modelDataUrl"
+        )
+    return ChampionPointer(
+        model_name=model_name,
+        model_data_url=model_data_url,
+        endpoint_config_name=outcome.endpoint_config_name if outcome.endpoint_mode else None,
+        run_id=outcome.run_id,
+        feature_count=integer(outcome.state.evaluation, "features"),
+    )
+
+
+def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
+    lines = [f"Run {outcome.run_id} finished {outcome.status}."]
+    data = record.get("data")
+    if isinstance(data, Mapping):
+        lines.append(
+            f"Data: {data.get('accepted', '?')} file(s) accepted, "
+            f"{data.get('rejected', '?')} rejected, {data.get('rows', '?')} rows."
+        )
+    if record.get("trainingJobName"):
+        mode = record.get("trainingMode") or "unknown"
+        lines.append(f"Training job: {record['trainingJobName']} ({mode} training).")
+    if record.get("reason"):
+        lines.append(f"Decision: {record.get('decision')}: {record['reason']}.")
+    if record.get("endpointConfigName"):
+        lines.append(
+            f"Endpoint {record.get('endpointName')} serves config {record['endpointConfigName']}."
+        )
+    if record.get("transformOutputPath"):
+        lines.append(f"Batch predictions: {record['transformOutputPath']}.")
+    if record.get("billableTimeInSeconds") is not None:
+        savings = record.get("spotSavingsPercent")
+        lines.append(
+            f"Training time {record.get('trainingTimeInSeconds')} s, billed "
+            f"{record['billableTimeInSeconds']} s"
+            + (f" (spot savings {savings}%)." if savings is not None else ".")
+        )
+    error = record.get("error")
+    if isinstance(error, Mapping):
+        reason = error.get("FailureReason") or error.get("errorMessage") or error.get("Cause")
+        lines.append(f"Error: {error.get('Error')}: {reason}")
+    if record.get("cleanupError"):
+        lines.append("Cleanup failed; the new model is live and old resources remain.")
+    return "\n".join(lines)
+
+
+def notification(outcome: RunOutcome, stack_name: str, record: Mapping[str, Any]) -> Notification:
+    """A short human summary, then the record as JSON for machines and the curious."""
+    body = json.dumps({k: v for k, v in record.items() if v is not None}, indent=2, sort_keys=True)
+    return Notification(
+        subject=f"refit {stack_name}: run {outcome.run_id} {outcome.status}",
+        message=f"{_summary(outcome, record)}\n\nRun record:\n{body}\n",
+        attributes={"status": outcome.status, "stack": stack_name},
+    )
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    status: str
+    record: Mapping[str, Any]
+    message_id: str
+    metrics: list[CloudWatchMetric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runId": self.run_id, "status": self.status}
+
+
+def _cloudwatch_metrics(outcome: RunOutcome, record: Mapping[str, Any]) -> list[CloudWatchMetric]:
+    found = [CloudWatchMetric(RUN_METRICS[outcome.outcome], "Count", 1)]
+    billable = record.get("billableTimeInSeconds")
+    if billable is not None:
+        found.append(CloudWatchMetric("TrainingBillableSeconds", "Seconds", billable))
+    savings = record.get("spotSavingsPercent")
+    if savings is not None:
+        found.append(CloudWatchMetric("SpotSavingsPercent", "Percent", savings))
+    return found
+
+
+def record_run(
+    event: Mapping[str, Any],
+    records: RunRecords,
+    sns: SNSClient,
+    topic: str,
+    settings: Settings,
+    now: datetime | None = None,
+) -> RunReport:
+    """Write the final record, move the champion, register resources, notify."""
+    outcome = RunOutcome.parse(event)
+    finished_at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+    finished_at = finished_at.replace("+00:00", "Z")
+    champion = _champion(outcome) if outcome.outcome == "promoted" else None
+    record = run_attributes(outcome, finished_at)
+    records.finish(outcome.run_id, record)
+    if champion is not None:
+        records.set_champion(champion, promoted_at=finished_at)
+    deploy = outcome.state.deploy
+    if outcome.decided_to_promote and deploy and deploy.model_name:
+        # From the promote decision on, CreateModel (and CreateEndpointConfig) may have run,
+        # even if a later state failed: cleanup must learn about them or they leak.
+        records.register_resources(
+            outcome.run_id,
+            deploy.model_name,
+            deploy.endpoint_config_name if outcome.endpoint_mode else None,
+            created_at=finished_at,
+            promoted=outcome.outcome == "promoted",
+        )
+    message_id = publish(sns, topic, notification(outcome, settings.stack_name, record))
+    logger.info("run recorded", extra={"runId": outcome.run_id, "status": outcome.status})
+    return RunReport(
+        run_id=outcome.run_id,
+        status=outcome.status,
+        record=record,
+        message_id=message_id,
+        metrics=_cloudwatch_metrics(outcome, record),
+    )

@@ -1,0 +1,253 @@
+"""The SageMaker training container contract (``/opt/ml``), rooted in a local directory.
+
+A training container sees::
+
+    /opt/ml/input/config/{hyperparameters,inputdataconfig,resourceconfig,checkpointconfig}.json
+    /opt/ml/input/data/<channel>/...
+    /opt/ml/code/                 the extracted sourcedir.tar.gz (script mode)
+    /opt/ml/model/                tarred to model.tar.gz when the job ends
+    /opt/ml/output/data/          tarred to output.tar.gz
+    /opt/ml/output/failure        its first 1024 characters become FailureReason
+    /opt/ml/checkpoints/          CheckpointConfig.LocalPath, synced with CheckpointConfig.S3Uri
+
+:class:`TrainingLayout` puts the same tree under any local ``root``; container paths (such as
+``CheckpointConfig.LocalPath``) are mapped into it. :func:`training_environment` builds the
+environment the SageMaker training toolkit gives a script: the ``SM_*`` variables (pointing into
+``root``), plus refit's own overrides ``SM_ROOT``, ``SM_CHECKPOINT_DIR`` and ``SM_OUTPUT_FAILURE``
+(which ``training/train.py`` honours) and the toolkit's ``SAGEMAKER_BASE_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+CONTAINER_ROOT = PurePosixPath("/opt/ml")
+DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
+CURRENT_HOST = "algo-1"
+FAILURE_REASON_MAX = 1024
+RESERVED_HYPERPARAMETER_PREFIX = "sagemaker_"
+PROGRAM_HYPERPARAMETER = "sagemaker_program"
+SUBMIT_DIRECTORY_HYPERPARAMETER = "sagemaker_submit_directory"
+
+
+@dataclass(frozen=True)
+class TrainingLayout:
+    """The ``/opt/ml`` tree of one training attempt, under ``root``."""
+
+    root: Path
+    checkpoint_local_path: str = DEFAULT_CHECKPOINT_PATH
+
+    @property
+    def input_dir(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.input_dir / "config"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.input_dir / "data"
+
+    @property
+    def code_dir(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def output_data_dir(self) -> Path:
+        return self.output_dir / "data"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.local_path(self.checkpoint_local_path)
+
+    def channel_dir(self, channel: str) -> Path:
+        return self.data_dir / channel
+
+    def local_path(self, container_path: str) -> Path:
+        """Where a container path lives locally: ``/opt/ml/x`` → ``root/x``; any other
+        absolute path → ``root/_filesystem/<path>``; a relative one → ``root/<path>``."""
+        path = PurePosixPath(container_path)
+        if ".." in path.parts:
+            raise ValueError(f"path {container_path!r} must not contain '..'")
+        if path.is_relative_to(CONTAINER_ROOT):
+            return self.root.joinpath(*path.relative_to(CONTAINER_ROOT).parts)
+        if path.is_absolute():
+            return self.root.joinpath("_filesystem", *path.parts[1:])
+        return self.root.joinpath(*path.parts)
+
+    def create(self, channels: list[str]) -> None:
+        for directory in (
+            self.config_dir,
+            self.code_dir,
+            self.model_dir,
+            self.output_data_dir,
+            self.checkpoint_dir,
+            *(self.channel_dir(channel) for channel in channels),
+        ):
+            directory.mkdir(parents=True, exist_ok=True)
+
+
+def hyperparameters(request: Mapping[str, Any]) -> dict[str, str]:
+    """The request's hyperparameters, all of them, as strings (as SageMaker passes them)."""
+    return {str(k): str(v) for k, v in (request.get("HyperParameters") or {}).items()}
+
+
+def user_hyperparameters(all_hyperparameters: Mapping[str, str]) -> dict[str, str]:
+    """Hyperparameters minus the toolkit's own ``sagemaker_*`` ones."""
+    return {
+        k: v
+        for k, v in all_hyperparameters.items()
+        if not k.startswith(RESERVED_HYPERPARAMETER_PREFIX)
+    }
+
+
+def user_args(all_hyperparameters: Mapping[str, str]) -> list[str]:
+    """``--name value`` per user hyperparameter, sorted by name, as the toolkit passes them."""
+    args: list[str] = []
+    for name, value in sorted(user_hyperparameters(all_hyperparameters).items()):
+        args += [f"--{name}", value]
+    return args
+
+
+def channel_names(request: Mapping[str, Any]) -> list[str]:
+    return [str(channel["ChannelName"]) for channel in request.get("InputDataConfig") or []]
+
+
+def input_data_config(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """``inputdataconfig.json``: per channel, what the container is told about it."""
+    config: dict[str, dict[str, str]] = {}
+    for channel in request.get("InputDataConfig") or []:
+        source = channel.get("DataSource", {}).get("S3DataSource", {})
+        entry = {
+            "TrainingInputMode": channel.get(
+                "InputMode",
+                request.get("AlgorithmSpecification", {}).get("TrainingInputMode", "File"),
+            ),
+            "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
+            "RecordWrapperType": channel.get("RecordWrapperType", "None"),
+        }
+        if channel.get("ContentType"):
+            entry["ContentType"] = channel["ContentType"]
+        config[str(channel["ChannelName"])] = entry
+    return config
+
+
+def resource_config(request: Mapping[str, Any]) -> dict[str, Any]:
+    """``resourceconfig.json`` for a single-host job (the local runtime runs one host)."""
+    instance_type = request.get("ResourceConfig", {}).get("InstanceType", "local")
+    return {
+        "current_host": CURRENT_HOST,
+        "hosts": [CURRENT_HOST],
+        "network_interface_name": "eth0",
+        "current_instance_type": instance_type,
+        "current_group_name": "homogeneousCluster",
+        "instance_groups": [
+            {
+                "instance_group_name": "homogeneousCluster",
+                "instance_type": instance_type,
+                "hosts": [CURRENT_HOST],
+            }
+        ],
+    }
+
+
+def checkpoint_config(layout: TrainingLayout, request: Mapping[str, Any]) -> dict[str, str]:
+    """``checkpointconfig.json``; ``LocalPath`` is the real local directory, so a script that
+    reads it (``train.py`` does, without ``SM_CHECKPOINT_DIR``) finds the synced files."""
+    config = request.get("CheckpointConfig") or {}
+    result = {"LocalPath": str(layout.checkpoint_dir)}
+    if config.get("S3Uri"):
+        result["S3Uri"] = str(config["S3Uri"])
+    return result
+
+
+def write_config_files(layout: TrainingLayout, request: Mapping[str, Any]) -> None:
+    files: dict[str, Any] = {
+        "hyperparameters.json": hyperparameters(request),
+        "inputdataconfig.json": input_data_config(request),
+        "resourceconfig.json": resource_config(request),
+    }
+    if request.get("CheckpointConfig"):
+        files["checkpointconfig.json"] = checkpoint_config(layout, request)
+    layout.config_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (layout.config_dir / name).write_text(json.dumps(content, indent=2) + "\n")
+
+
+def training_environment(
+    layout: TrainingLayout,
+    request: Mapping[str, Any],
+    base_environment: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The script's environment: ``base_environment`` (default: this process's) without any
+    inherited ``SM_*``, plus the request's ``Environment`` and the toolkit's variables."""
+    base = dict(os.environ if base_environment is None else base_environment)
+    env = {k: v for k, v in base.items() if not k.startswith("SM_")}
+    env.update({str(k): str(v) for k, v in (request.get("Environment") or {}).items()})
+    all_hps = hyperparameters(request)
+    user_hps = user_hyperparameters(all_hps)
+    channels = channel_names(request)
+    program = all_hps.get(PROGRAM_HYPERPARAMETER, "")
+    env.update(
+        {
+            "TRAINING_JOB_NAME": str(request["TrainingJobName"]),
+            "SAGEMAKER_BASE_DIR": str(layout.root),
+            "SM_ROOT": str(layout.root),
+            "SM_MODEL_DIR": str(layout.model_dir),
+            "SM_INPUT_DIR": str(layout.input_dir),
+            "SM_INPUT_CONFIG_DIR": str(layout.config_dir),
+            "SM_OUTPUT_DIR": str(layout.output_dir),
+            "SM_OUTPUT_DATA_DIR": str(layout.output_data_dir),
+            "SM_OUTPUT_INTERMEDIATE_DIR": str(layout.output_dir / "intermediate"),
+            "SM_OUTPUT_FAILURE": str(layout.failure_file),
+            "SM_CHECKPOINT_DIR": str(layout.checkpoint_dir),
+            "SM_CHANNELS": json.dumps(sorted(channels)),
+            "SM_HPS": json.dumps(user_hps, sort_keys=True),
+            "SM_HOSTS": json.dumps([CURRENT_HOST]),
+            "SM_CURRENT_HOST": CURRENT_HOST,
+            "SM_NETWORK_INTERFACE_NAME": "eth0",
+            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_NUM_GPUS": "0",
+            "SM_LOG_LEVEL": "20",
+            "SM_MODULE_NAME": PurePosixPath(program).stem,
+            "SM_MODULE_DIR": all_hps.get(SUBMIT_DIRECTORY_HYPERPARAMETER, ""),
+            "SM_USER_ENTRY_POINT": program,
+            "SM_USER_ARGS": json.dumps(user_args(all_hps)),
+            "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config(request), sort_keys=True),
+            "SM_RESOURCE_CONFIG": json.dumps(resource_config(request), sort_keys=True),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for channel in channels:
+        env[f"SM_CHANNEL_{channel.upper()}"] = str(layout.channel_dir(channel))
+    for name, value in user_hps.items():
+        env[f"SM_HP_{name.upper()}"] = value
+    return env
+
+
+def failure_reason_from_file(path: Path) -> str | None:
+    """The first 1024 characters of the failure file, or None when it is missing or blank."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    text = text.strip()
+    return text[:FAILURE_REASON_MAX] if text else None

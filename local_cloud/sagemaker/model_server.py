@@ -1,0 +1,496 @@
+"""Serving a SageMaker model in this process: loading it, invoking it, and an HTTP front.
+
+Loading (:func:`load_model`) follows the framework containers' script mode: download the
+CreateModel request's ``ModelDataUrl`` (``model.tar.gz``) and extract it into a model dir;
+download and extract ``SAGEMAKER_SUBMIT_DIRECTORY`` (an ``s3://`` sourcedir.tar.gz, or a
+container path such as ``/opt/ml/model/code`` inside the model) into a code dir; import
+``SAGEMAKER_PROGRAM`` from there under a unique module name (two models with an
+``inference.py`` each never share a module); call ``model_fn(model_dir)``.
+
+Invoking (:meth:`LoadedModel.invoke`) is the ``/invocations`` contract, used both by the HTTP
+server and in-process by batch transform, so both answer alike:
+
+- body larger than 6 MiB → 413;
+- ``transform_fn(model, body, content_type, accept)`` when the script defines it, else
+  ``input_fn(body, content_type)`` → ``predict_fn(data, model)`` → ``output_fn(prediction,
+  accept)``; missing ``input_fn``/``predict_fn``/``output_fn`` fall back to simple defaults
+  (JSON or CSV in, ``model.predict`` or ``model(data)``, JSON or CSV out);
+- an exception with an integer ``status_code`` (4xx/5xx) answers with that status (the
+  sagemaker-inference toolkit convention; refit's ``RequestError`` uses it);
+- otherwise an exception from ``input_fn`` is 415 when its message mentions 415, an unsupported
+  media type or the content type, else 400; from ``predict_fn``/``output_fn`` it is 500;
+- ``output_fn`` may return the body (``bytes``/``str``; content type = ``Accept``) or a
+  ``(body, content_type)`` pair; a response over 6 MiB is a 500.
+
+The body is passed as ``bytes``; a missing ``Content-Type`` or ``Accept`` is passed as
+``None`` (the script picks its default). The 60 s per-request limit of SageMaker is not
+enforced (a Python call in a thread cannot be interrupted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import importlib.util
+import itertools
+import json
+import logging
+import random
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import s3io
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+CONTAINER_MODEL_DIR = PurePosixPath("/opt/ml/model")
+TARGET_VARIANT_HEADER = "X-Amzn-SageMaker-Target-Variant"
+INVOKED_VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
+_UNSUPPORTED_TYPE = re.compile(r"415|unsupported media|content[ _-]?type", re.IGNORECASE)
+_module_numbers = itertools.count(1)
+
+
+class ModelLoadError(Exception):
+    """The model could not be fetched, imported or loaded; the message is the FailureReason."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What serving needs from a CreateModel request (``PrimaryContainer`` or ``Containers[0]``)."""
+
+    name: str
+    image: str
+    model_data_url: str | None
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_create_model_request(cls, request: Mapping[str, Any]) -> ModelSpec:
+        definition = request.get("PrimaryContainer") or (request.get("Containers") or [None])[0]
+        if not definition:
+            raise ValueError(f"model {request.get('ModelName')}: no PrimaryContainer")
+        return cls(
+            name=str(request.get("ModelName", "")),
+            image=str(definition.get("Image", "")),
+            model_data_url=definition.get("ModelDataUrl"),
+            environment={str(k): str(v) for k, v in (definition.get("Environment") or {}).items()},
+        )
+
+    @property
+    def program(self) -> str | None:
+        return self.environment.get("SAGEMAKER_PROGRAM")
+
+    @property
+    def submit_directory(self) -> str | None:
+        return self.environment.get("SAGEMAKER_SUBMIT_DIRECTORY")
+
+
+class InvocationResult(NamedTuple):
+    """``(status, body, content_type)`` of one invocation."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+class _HandlerError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class LoadedModel:
+    """A model loaded through its script's handlers; :meth:`invoke` is thread-safe as long as
+    the script's handlers are."""
+
+    def __init__(
+        self, spec: ModelSpec, module: ModuleType, model: Any, model_dir: Path, code_dir: Path
+    ) -> None:
+        self.spec = spec
+        self.module = module
+        self.model = model
+        self.model_dir = model_dir
+        self.code_dir = code_dir
+        self._loaded = True
+
+    def ping(self) -> bool:
+        return self._loaded
+
+    def unload(self) -> None:
+        """Forget the module (in-flight requests keep their references and finish)."""
+        self._loaded = False
+        sys.modules.pop(self.module.__name__, None)
+
+    def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> InvocationResult:
+        if len(body) > MAX_PAYLOAD_BYTES:
+            return _error(413, f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES} bytes")
+        try:
+            response, response_type = self._handle(body, content_type, accept)
+        except _HandlerError as error:
+            return _error(error.status, error.message)
+        if len(response) > MAX_PAYLOAD_BYTES:
+            return _error(500, f"response of {len(response)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        return InvocationResult(200, response, response_type)
+
+    def _handle(
+        self, body: bytes, content_type: str | None, accept: str | None
+    ) -> tuple[bytes, str]:
+        handlers = self.module
+        if hasattr(handlers, "transform_fn"):
+            result = _call(500, handlers.transform_fn, self.model, body, content_type, accept)
+            return _response(result, accept, content_type)
+        input_fn = getattr(handlers, "input_fn", _default_input_fn)
+        predict_fn = getattr(handlers, "predict_fn", _default_predict_fn)
+        output_fn = getattr(handlers, "output_fn", _default_output_fn)
+        try:
+            data = input_fn(body, content_type)
+        except Exception as error:
+            status = _status_of(error)
+            if status is None:
+                status = 415 if _UNSUPPORTED_TYPE.search(str(error)) else 400
+            raise _HandlerError(status, _message(error)) from None
+        prediction = _call(500, predict_fn, data, self.model)
+        result = _call(500, output_fn, prediction, accept)
+        return _response(result, accept, content_type)
+
+
+def _call(default_status: int, function: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return function(*args)
+    except Exception as error:
+        log.debug("handler %s failed", getattr(function, "__name__", function), exc_info=True)
+        raise _HandlerError(_status_of(error) or default_status, _message(error)) from None
+
+
+def _status_of(error: BaseException) -> int | None:
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 600:
+        return status
+    return None
+
+
+def _message(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _response(result: Any, accept: str | None, content_type: str | None) -> tuple[bytes, str]:
+    response_type: str | None = None
+    if isinstance(result, tuple) and len(result) == 2:
+        result, response_type = result[0], str(result[1])
+    if isinstance(result, str):
+        body = result.encode("utf-8")
+    elif isinstance(result, bytes | bytearray | memoryview):
+        body = bytes(result)
+    else:
+        raise _HandlerError(
+            500, f"output_fn returned {type(result).__name__}; expected bytes or str"
+        )
+    if response_type is None:
+        if accept and "*" not in accept:
+            response_type = accept
+        else:
+            response_type = content_type or "application/octet-stream"
+    return body, response_type
+
+
+def _error(status: int, message: str) -> InvocationResult:
+    body = json.dumps({"code": status, "message": message}).encode()
+    return InvocationResult(status, body, "application/json")
+
+
+# --- Default handlers (for scripts that only define model_fn) ----------------------------
+
+
+def _default_input_fn(body: bytes, content_type: str | None) -> Any:
+    media_type = (content_type or "text/csv").split(";", 1)[0].strip().lower()
+    text = body.decode("utf-8")
+    if media_type == "application/json":
+        return json.loads(text)
+    if media_type == "text/csv":
+        return [[float(v) for v in line.split(",")] for line in text.splitlines() if line.strip()]
+    raise ValueError(f"415: unsupported content type {content_type!r}")
+
+
+def _default_predict_fn(data: Any, model: Any) -> Any:
+    if hasattr(model, "predict"):
+        return model.predict(data)
+    if callable(model):
+        return model(data)
+    raise TypeError("the model has no predict() and is not callable: define predict_fn")
+
+
+def _default_output_fn(prediction: Any, accept: str | None) -> tuple[str, str]:
+    media_type = (accept or "application/json").split(";", 1)[0].strip().lower()
+    if hasattr(prediction, "tolist"):
+        prediction = prediction.tolist()
+    if media_type == "text/csv":
+        rows = prediction if isinstance(prediction, list) else [prediction]
+        lines = (",".join(map(str, r)) if isinstance(r, list) else str(r) for r in rows)
+        return "\n".join(lines), "text/csv"
+    return json.dumps(prediction), "application/json"
+
+
+# --- Loading ---------------------------------------------------------------------------
+
+
+def load_model(s3: S3Client, spec: ModelSpec, directory: Path) -> LoadedModel:
+    """Fetch, import and load ``spec`` under ``directory`` (``model/``, ``code/``).
+
+    Raises :class:`ModelLoadError` with a FailureReason-style message.
+    """
+    model_dir = directory / "model"
+    code_dir = directory / "code"
+    scratch = directory / "downloads"
+    for path in (model_dir, code_dir, scratch):
+        path.mkdir(parents=True, exist_ok=True)
+    try:
+        if spec.model_data_url:
+            if spec.model_data_url.endswith(".tar.gz"):
+                s3io.download_and_extract(s3, spec.model_data_url, model_dir, scratch)
+            else:
+                objects = s3io.list_prefix(s3, s3io.S3Location.parse(spec.model_data_url).folder())
+                s3io.download_objects(s3, objects, model_dir)
+        code_dir = _fetch_code(s3, spec, model_dir, code_dir, scratch)
+    except Exception as error:
+        raise ModelLoadError(
+            f"ClientError: could not download the artifacts of model {spec.name}: {_message(error)}"
+        ) from error
+    program = spec.program
+    if not program:
+        raise ModelLoadError(f"model {spec.name}: environment SAGEMAKER_PROGRAM is not set")
+    script = code_dir / s3io.safe_relative_path(program)
+    if not script.is_file():
+        raise ModelLoadError(f"model {spec.name}: {program} not found in the submit directory")
+    module = _import(script, code_dir)
+    if not callable(getattr(module, "model_fn", None)) and not callable(
+        getattr(module, "transform_fn", None)
+    ):
+        sys.modules.pop(module.__name__, None)
+        raise ModelLoadError(f"model {spec.name}: {program} defines no model_fn")
+    try:
+        model = module.model_fn(str(model_dir)) if hasattr(module, "model_fn") else None
+    except Exception as error:
+        sys.modules.pop(module.__name__, None)
+        raise ModelLoadError(f"model {spec.name}: model_fn failed: {_message(error)}") from error
+    return LoadedModel(spec, module, model, model_dir, code_dir)
+
+
+def _fetch_code(
+    s3: S3Client, spec: ModelSpec, model_dir: Path, code_dir: Path, scratch: Path
+) -> Path:
+    submit = spec.submit_directory
+    if submit and submit.startswith("s3://"):
+        s3io.download_and_extract(s3, submit, code_dir, scratch)
+        return code_dir
+    if submit:
+        container_path = PurePosixPath(submit)
+        if container_path.is_relative_to(CONTAINER_MODEL_DIR):
+            return model_dir.joinpath(*container_path.relative_to(CONTAINER_MODEL_DIR).parts)
+        raise ValueError(f"SAGEMAKER_SUBMIT_DIRECTORY {submit!r} is neither s3:// nor in the model")
+    return model_dir / "code"
+
+
+def _import(script: Path, code_dir: Path) -> ModuleType:
+    """Import ``script`` as a fresh module; its directory is on ``sys.path`` only meanwhile."""
+    name = f"local_sagemaker_model_{next(_module_numbers)}_{script.stem}"
+    spec = importlib.util.spec_from_file_location(name, script)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"cannot import {script}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(code_dir))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        sys.modules.pop(name, None)
+        raise ModelLoadError(f"importing {script.name} failed: {_message(error)}") from error
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(code_dir))
+    return module
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+Router = Callable[[str | None], "tuple[str, LoadedModel] | None"]
+
+
+@dataclass
+class Deployment:
+    """The variants an endpoint serves at one time: ``(variant name, weight, model)``."""
+
+    variants: list[tuple[str, float, LoadedModel]]
+
+    def route(self, target_variant: str | None) -> tuple[str, LoadedModel] | None:
+        if target_variant:
+            for name, _, model in self.variants:
+                if name == target_variant:
+                    return name, model
+            return None
+        weighted = [(name, weight, model) for name, weight, model in self.variants if weight > 0]
+        candidates = weighted or self.variants
+        if not candidates:
+            return None
+        total = sum(weight for _, weight, _ in candidates) if weighted else len(candidates)
+        pick = random.uniform(0, total)
+        for name, weight, model in candidates:
+            pick -= weight if weighted else 1
+            if pick <= 0:
+                return name, model
+        name, _, model = candidates[-1]
+        return name, model
+
+    def unload(self) -> None:
+        for _, _, model in self.variants:
+            model.unload()
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    router: Router
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "LocalSageMaker"
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != "/ping":
+            self._reply(_error(404, f"no route {self.path}"))
+            return
+        routed = self.server.router(None)
+        healthy = routed is not None and routed[1].ping()
+        self._reply(InvocationResult(200 if healthy else 503, b"", "text/plain"))
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/invocations":
+            self._discard_body()
+            self._reply(_error(404, f"no route {self.path}"))
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_PAYLOAD_BYTES:
+            self._discard_body()
+            self._reply(_error(413, f"payload of {length} bytes exceeds {MAX_PAYLOAD_BYTES}"))
+            return
+        body = self.rfile.read(length) if length else b""
+        routed = self.server.router(self.headers.get(TARGET_VARIANT_HEADER))
+        if routed is None:
+            self._reply(_error(503, "the endpoint has no model in service"))
+            return
+        variant, model = routed
+        result = model.invoke(body, self.headers.get("Content-Type"), self.headers.get("Accept"))
+        self._reply(result, variant)
+
+    def _discard_body(self) -> None:
+        remaining = int(self.headers.get("Content-Length") or 0)
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    def _reply(self, result: InvocationResult, variant: str | None = None) -> None:
+        self.send_response(result.status)
+        self.send_header("Content-Type", result.content_type)
+        self.send_header("Content-Length", str(len(result.body)))
+        if variant:
+            self.send_header(INVOKED_VARIANT_HEADER, variant)
+        self.end_headers()
+        self.wfile.write(result.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class ModelServer:
+    """``GET /ping`` and ``POST /invocations`` on ``host``:ephemeral port, in daemon threads.
+
+    ``router(target_variant)`` names the model that serves a request (None: nothing in
+    service → 503); swapping what it returns switches traffic atomically.
+    """
+
+    def __init__(self, router: Router, host: str = "127.0.0.1") -> None:
+        self._server = _Server((host, 0), _Handler)
+        self._server.router = router
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"model-server-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def http_invoke(
+    host: str,
+    port: int,
+    body: bytes,
+    content_type: str | None,
+    accept: str | None,
+    target_variant: str | None = None,
+    timeout: float = 60.0,
+) -> InvocationResult:
+    """POST ``body`` to ``/invocations`` (a plain client: no proxies, no retries)."""
+    headers = {"Content-Length": str(len(body))}
+    if content_type:
+        headers["Content-Type"] = content_type
+    if accept:
+        headers["Accept"] = accept
+    if target_variant:
+        headers[TARGET_VARIANT_HEADER] = target_variant
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("POST", "/invocations", body=body, headers=headers)
+        response = connection.getresponse()
+        return InvocationResult(
+            response.status,
+            response.read(),
+            response.getheader("Content-Type") or "application/octet-stream",
+        )
+    finally:
+        connection.close()
+
+
+def http_ping(host: str, port: int, timeout: float = 2.0) -> bool:
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", "/ping")
+        response = connection.getresponse()
+        response.read()
+        return response.status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()

@@ -1,0 +1,110 @@
+"""The SAM transform, applied offline, turns template.yaml into the expected CloudFormation."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from static_helpers import ASL_PATH, load_template
+
+
+@pytest.fixture(scope="module")
+def translated(monkeypatch_module: pytest.MonkeyPatch) -> dict[str, Any]:
+    # Given the template with local code locations replaced the way `sam deploy` would
+    template = copy.deepcopy(load_template())
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Serverless::Function":
+            props["CodeUri"] = "s3://artifacts/function.zip"
+        elif resource["Type"] == "AWS::Serverless::LayerVersion":
+            props["ContentUri"] = "s3://artifacts/layer.zip"
+        elif resource["Type"] == "AWS::Serverless::StateMachine":
+            del props["DefinitionUri"]
+            props["Definition"] = json.loads(ASL_PATH.read_text())
+    # When the SAM translator transforms it without network access
+    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    output: dict[str, Any] = Translator(None, Parser()).translate(
+        template, parameter_values={}, get_managed_policy_map=lambda: {}
+    )
+    return output
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Any:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_translation_produces_the_expected_resources(translated: dict[str, Any]) -> None:
+    # Then the resource types are those of the design
+    types = Counter(r["Type"] for r in translated["Resources"].values())
+    assert types["AWS::Lambda::Function"] == 5
+    assert types["AWS::Lambda::LayerVersion"] == 2
+    assert types["AWS::Lambda::EventSourceMapping"] == 1
+    assert types["AWS::StepFunctions::StateMachine"] == 1
+    # one role per function, plus the workflow's and SageMaker's
+    assert types["AWS::IAM::Role"] == 7
+    for kind in (
+        "AWS::S3::Bucket",
+        "AWS::S3::BucketPolicy",
+        "AWS::DynamoDB::Table",
+        "AWS::SNS::Topic",
+        "AWS::SNS::Subscription",
+        "AWS::Events::Rule",
+        "AWS::SQS::QueuePolicy",
+    ):
+        assert types[kind] == 1, kind
+    assert types["AWS::SQS::Queue"] == 2
+
+
+def test_globals_merge_into_every_function(translated: dict[str, Any]) -> None:
+    resources = translated["Resources"]
+    # Given the translated PrepareRun function
+    prepare = resources["PrepareRunFunction"]["Properties"]
+    variables = prepare["Environment"]["Variables"]
+    # Then it has the shared variables and its own, and both layers
+    assert {"STACK_NAME", "DATA_BUCKET", "TRAINING_IMAGE_URI", "TRAINING_CODE_DIR"} <= set(
+        variables
+    )
+    # (SAM suffixes layer logical ids with a content hash)
+    layers = [layer["Ref"] for layer in prepare["Layers"]]
+    assert [layer.rstrip("0123456789abcdef") for layer in layers] == [
+        "RefitLayer",
+        "TrainingCodeLayer",
+    ]
+    assert prepare["Runtime"] == "python3.13"
+    assert prepare["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_trigger_mapping_reports_batch_item_failures(translated: dict[str, Any]) -> None:
+    # Given the translated event source mapping
+    (mapping,) = [
+        r["Properties"]
+        for r in translated["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    # Then it batches by the parameters and reports partial failures
+    assert mapping["FunctionName"] == {"Ref": "StartRetrainFunction"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["MaximumBatchingWindowInSeconds"] == {"Ref": "BatchingWindowSeconds"}
+
+
+def test_state_machine_uses_the_explicit_role(translated: dict[str, Any]) -> None:
+    # Given the translated state machine
+    machine = translated["Resources"]["RetrainStateMachine"]["Properties"]
+    # Then SAM added no role of its own and passed the substitutions through
+    assert machine["RoleArn"] == {"Fn::GetAtt": ["StateMachineRole", "Arn"]}
+    assert "RetrainStateMachineRole" not in translated["Resources"]
+    assert set(machine["DefinitionSubstitutions"]) == {
+        "PrepareRunFunctionArn",
+        "EvaluateModelsFunctionArn",
+        "CleanupResourcesFunctionArn",
+        "RecordRunFunctionArn",
+        "SageMakerRoleArn",
+    }
+    assert machine["TracingConfiguration"] == {"Enabled": True}

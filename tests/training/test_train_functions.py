@@ -1,0 +1,157 @@
+"""training/train.py's pieces in-process: the shared names, the layout, parsing and the metrics."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from training_harness import regression_rows, train_booster
+
+from refit import layout
+
+
+def test_shared_names_match_layout(train_module: ModuleType) -> None:
+    for name in (
+        "CHANNEL_TRAIN",
+        "CHANNEL_VALIDATION",
+        "CHANNEL_TEST",
+        "CHANNEL_MODEL",
+        "MODEL_FILE",
+        "EVALUATION_FILE",
+        "IGNORED_NAME_PREFIXES",
+    ):
+        assert getattr(train_module, name) == getattr(layout, name), name
+
+
+def test_without_environment_the_paths_are_sagemakers(train_module: ModuleType) -> None:
+    paths = train_module.job_paths({})
+
+    assert paths.train == Path("/opt/ml/input/data/train")
+    assert paths.champion == Path("/opt/ml/input/data/model")
+    assert paths.model_dir == Path("/opt/ml/model")
+    assert paths.output_data_dir == Path("/opt/ml/output/data")
+    assert paths.checkpoint_dir == Path(layout.CHECKPOINT_LOCAL_PATH)
+    assert train_module.failure_file({}) == Path("/opt/ml/output/failure")
+
+
+def test_environment_overrides_the_paths(train_module: ModuleType, tmp_path: Path) -> None:
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "checkpointconfig.json").write_text('{"LocalPath": "/from/config"}')
+    env = {"SM_ROOT": str(tmp_path), "SM_CHANNEL_TRAIN": "/data/train", "SM_MODEL_DIR": "/m"}
+
+    paths = train_module.job_paths(env)
+
+    assert paths.train == Path("/data/train")
+    assert paths.test == tmp_path / "input" / "data" / "test"
+    assert paths.model_dir == Path("/m")
+    assert paths.checkpoint_dir == Path("/from/config")
+    assert train_module.job_paths({**env, "SM_CHECKPOINT_DIR": "/c"}).checkpoint_dir == Path("/c")
+    assert train_module.failure_file({"SM_ROOT": "/r"}) == Path("/r/output/failure")
+    assert train_module.failure_file({"SM_OUTPUT_FAILURE": "/f"}) == Path("/f")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("10", 10), (" 0.1 ", 0.1), ("hist", "hist"), (True, 1), (3, 3), ("1e-3", 0.001)],
+)
+def test_hyperparameter_strings_become_numbers(
+    train_module: ModuleType, value: object, expected: object
+) -> None:
+    assert train_module.coerce(value) == expected
+
+
+def test_xgboost_gets_every_other_hyperparameter(train_module: ModuleType) -> None:
+    config = train_module.training_config(
+        {
+            "num_round": "50",
+            "eval_metric": "accuracy",
+            "objective": "binary:logistic",
+            "max_depth": "4",
+            "refit_mode": "full",
+            "sagemaker_program": "train.py",
+        }
+    )
+
+    assert (config.num_round, config.requested_mode, config.checkpoint_interval) == (50, "full", 10)
+    assert config.booster_params == {
+        "max_depth": 4,
+        "objective": "binary:logistic",
+        "eval_metric": "error",  # accuracy is 1 - error
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "filled"),
+    [
+        ("1,,2\n,3,4\n5,6,\n", "1,nan,2\nnan,3,4\n5,6,nan\n"),
+        ("1,2\n  \n\t\n3,4", "1,2\n\n\n3,4"),
+        (" ,1, ,2", "nan,1,nan,2"),
+        ("1,2\n3,4\n", "1,2\n3,4\n"),
+    ],
+)
+def test_empty_fields_become_missing_values(
+    train_module: ModuleType, text: str, filled: str
+) -> None:
+    assert train_module.fill_empty_fields(text) == filled
+
+
+def test_auc_matches_counting_pairs_with_ties(train_module: ModuleType) -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300).astype(float)
+    scores = np.round(rng.normal(size=300) + labels, 1)  # rounding makes ties
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    pairs = list(itertools.product(positives, negatives))
+    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+
+    assert train_module.metric_value("auc", labels, scores) == pytest.approx(expected)
+
+
+def test_average_precision_of_a_small_ranking(train_module: ModuleType) -> None:
+    labels = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1])
+    # positives found at ranks 1, 3, 5: mean of precisions 1/1, 2/3, 3/5
+    expected = (1 + 2 / 3 + 3 / 5) / 3
+
+    assert train_module.metric_value("aucpr", labels, scores) == pytest.approx(expected)
+
+
+def test_classification_metrics(train_module: ModuleType) -> None:
+    labels = np.array([0.0, 1.0, 2.0, 1.0])
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+    binary_labels = np.array([0.0, 1.0, 1.0, 0.0])
+    binary = np.array([0.2, 0.9, 0.4, 0.6])
+
+    assert train_module.metric_value("merror", labels, probabilities) == 0.25
+    assert train_module.metric_value("accuracy", labels, probabilities) == 0.75
+    assert train_module.metric_value("mlogloss", labels, probabilities) == pytest.approx(
+        -np.mean(np.log([0.7, 0.8, 0.2, 0.5]))
+    )
+    assert train_module.metric_value("error", binary_labels, binary) == 0.5
+    assert train_module.metric_value("logloss", binary_labels, binary) == pytest.approx(
+        -np.mean(np.log([0.8, 0.9, 0.4, 0.4]))
+    )
+
+
+def test_auc_needs_both_classes(train_module: ModuleType) -> None:
+    with pytest.raises(train_module.TrainingError, match="needs both classes"):
+        train_module.metric_value("auc", np.ones(4), np.linspace(0, 1, 4))
+
+
+def test_checkpoints_keep_the_newest_three_and_skip_a_torn_one(
+    train_module: ModuleType, tmp_path: Path
+) -> None:
+    checkpoints = train_module.Checkpoints(tmp_path)
+    booster = train_booster(regression_rows(50, seed=1), rounds=1)
+    for _ in range(4):
+        checkpoints.save(booster)
+        booster = train_booster(regression_rows(50, seed=1), rounds=1, start=booster)
+    (tmp_path / "xgboost-checkpoint.9.ubj").write_bytes(b"torn")
+
+    assert [rounds for rounds, _ in checkpoints.saved()] == [9, 4, 3, 2]
+    rounds, newest = checkpoints.newest()
+    assert rounds == newest.num_boosted_rounds() == 4
+    assert not list(tmp_path.glob(".*"))  # no partial files left behind

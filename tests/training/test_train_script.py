@@ -1,0 +1,380 @@
+"""training/train.py end to end: each test runs the script as SageMaker does, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from training_harness import (
+    FEATURES,
+    Job,
+    Table,
+    binary_rows,
+    csv_text,
+    logged_metric,
+    multiclass_rows,
+    predict,
+    regression_rows,
+    rmse,
+    train_booster,
+)
+
+pytestmark = pytest.mark.slow
+
+EVALUATION_FIELDS = {
+    "metric",
+    "challenger",
+    "champion",
+    "testRows",
+    "trainRows",
+    "mode",
+    "championRounds",
+    "challengerRounds",
+    "resumedFromRound",
+    "features",
+}
+
+
+def test_full_training_writes_the_model_and_an_evaluation_that_beats_the_mean(job: Job) -> None:
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    evaluation = job.evaluation()
+    assert set(evaluation) == EVALUATION_FIELDS
+    assert evaluation | {"challenger": None} == {
+        "metric": "rmse",
+        "challenger": None,
+        "champion": None,
+        "testRows": 200,
+        "trainRows": 400,
+        "mode": "full",
+        "championRounds": None,
+        "challengerRounds": 12,
+        "resumedFromRound": 0,
+        "features": FEATURES,
+    }
+    test = regression_rows(200, seed=2)
+    assert evaluation["challenger"] < 0.5 * float(np.std(test[:, 0]))  # the mean scores the std
+    assert evaluation["challenger"] == pytest.approx(rmse(predict(job.model(), test), test[:, 0]))
+    assert logged_metric(run.output, "test-rmse") == pytest.approx(evaluation["challenger"])
+    assert "champion-test-rmse" not in run.output
+    assert job.model_file.read_bytes()[:1] == b"{"  # UBJSON, as xgboost 3 writes it
+    assert not job.failure()
+
+
+def test_incremental_training_continues_the_previous_jobs_model(
+    job: Job, new_job: Callable[[], Job]
+) -> None:
+    assert job.run().returncode == 0
+    champion = job.model()
+    follow_up = new_job()
+    follow_up.write_table("train", regression_rows(300, seed=3))
+    follow_up.write_table("test", regression_rows(200, seed=2))
+    follow_up.add_champion_archive(job.model_archive())
+    follow_up.set_hyperparameters(num_round=5, max_depth=3, refit_mode="incremental")
+
+    run = follow_up.run()
+
+    assert run.returncode == 0, run.output
+    challenger = follow_up.model()
+    assert challenger.num_boosted_rounds() == 12 + 5
+    test = regression_rows(200, seed=2)
+    np.testing.assert_array_equal(
+        predict(challenger, test, iteration_range=(0, 12)), predict(champion, test)
+    )
+    evaluation = follow_up.evaluation()
+    assert evaluation["mode"] == "incremental"
+    assert (evaluation["championRounds"], evaluation["challengerRounds"]) == (12, 17)
+    assert evaluation["champion"] == pytest.approx(rmse(predict(champion, test), test[:, 0]))
+    assert evaluation["challenger"] == pytest.approx(rmse(predict(challenger, test), test[:, 0]))
+    assert logged_metric(run.output, "champion-test-rmse") == pytest.approx(evaluation["champion"])
+
+
+def test_with_a_champion_and_no_refit_mode_training_is_incremental(job: Job) -> None:
+    job.add_champion(train_booster(regression_rows(200, seed=5), rounds=3))
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["mode"] == "incremental"
+    assert job.model().num_boosted_rounds() == 3 + 12
+
+
+def test_full_mode_trains_from_scratch_and_still_scores_the_champion(job: Job) -> None:
+    champion = train_booster(regression_rows(200, seed=5), rounds=3)
+    job.add_champion(champion)
+    job.set_hyperparameters(num_round=7, refit_mode="full")
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    evaluation = job.evaluation()
+    test = regression_rows(200, seed=2)
+    assert (evaluation["mode"], evaluation["challengerRounds"]) == ("full", 7)
+    assert evaluation["championRounds"] == 3
+    assert evaluation["champion"] == pytest.approx(rmse(predict(champion, test), test[:, 0]))
+
+
+def test_binary_classification_scores_auc(new_job: Callable[[], Job]) -> None:
+    job = new_job()
+    job.write_table("train", binary_rows(600, seed=11))
+    job.write_table("test", binary_rows(300, seed=12))
+    job.set_hyperparameters(
+        num_round=15, max_depth=3, objective="binary:logistic", eval_metric="auc"
+    )
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["metric"] == "auc"
+    assert job.evaluation()["challenger"] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("objective_params", "rows", "predicted_class"),
+    [
+        ({"objective": "binary:logistic"}, binary_rows, lambda predictions: predictions > 0.5),
+        # multi:softmax predicts class indices: the script must score margins, not predictions.
+        ({"objective": "multi:softmax", "num_class": 3}, multiclass_rows, lambda p: p),
+    ],
+    ids=["binary", "multiclass"],
+)
+def test_accuracy_is_the_share_of_right_classes(
+    new_job: Callable[[], Job],
+    objective_params: dict[str, object],
+    rows: Callable[[int, int], Table],
+    predicted_class: Callable[[np.ndarray], np.ndarray],
+) -> None:
+    job = new_job()
+    job.write_table("train", rows(600, 11))
+    test = rows(300, 12)
+    job.write_table("test", test)
+    job.set_hyperparameters(num_round=15, max_depth=3, eval_metric="accuracy", **objective_params)
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    accuracy = job.evaluation()["challenger"]
+    assert accuracy > 0.7
+    assert accuracy == pytest.approx(
+        np.mean(predicted_class(predict(job.model(), test)) == test[:, 0])
+    )
+
+
+def test_hyperparameters_from_sm_hps_win_and_sagemaker_keys_are_ignored(job: Job) -> None:
+    hps = {"num_round": 3, "eta": 0.5, "sagemaker_program": "train.py", "sagemaker_region": "x"}
+
+    run = job.run(SM_HPS=json.dumps(hps))
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["challengerRounds"] == 3
+    assert "not used" not in run.output  # xgboost warns about parameters it does not know
+
+
+def test_messy_but_valid_files_are_read(job: Job) -> None:
+    """CRLF, blank lines, empty feature fields, nested files; _ and . files are skipped."""
+    table = regression_rows(50, seed=7)
+    lines = csv_text(table).splitlines()
+    fields = lines[3].split(",")
+    lines[3] = ",".join([*fields[:2], "", *fields[3:]])  # a missing feature
+    lines[10:10] = ["", "  "]
+    job.write_text("train", "2026/11/messy.csv", "\r\n".join(lines))
+    job.write_text("train", "_SUCCESS", "")
+    job.write_text("train", ".part.csv.crc", "not,csv")
+    job.write_text("train", "_manifest/notes.txt", "not csv either")
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["trainRows"] == 400 + 50
+
+
+def test_early_stopping_on_validation_keeps_the_best_rounds(job: Job) -> None:
+    noise = regression_rows(100, seed=9)
+    noise[:, 0] = np.random.default_rng(9).permutation(noise[:, 0])  # nothing to learn
+    job.write_table("validation", noise)
+    job.set_hyperparameters(num_round=200, eta=0.3, early_stopping_rounds=3)
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["challengerRounds"] < 200
+    assert "validation-rmse" in run.output
+
+
+def test_killed_incremental_job_resumes_from_its_checkpoint_without_a_second_warm_start(
+    job: Job,
+) -> None:
+    champion = train_booster(regression_rows(200, seed=5), rounds=8)
+    job.add_champion(champion)
+    job.set_hyperparameters(num_round=40, refit_mode="incremental", checkpoint_interval=5)
+    first = job.start(REFIT_TEST_ROUND_DELAY="0.05")
+    job.wait_for_checkpoint(first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    interrupted_at = job.checkpoints()[-1]
+    assert 8 < interrupted_at < 8 + 40
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["resumedFromRound"] == interrupted_at
+    assert (interrupted_at - 8) % 5 == 0  # every 5 rounds of this job
+    assert f"resuming from checkpoint round {interrupted_at}" in run.output
+    challenger = job.model()
+    assert challenger.num_boosted_rounds() == 8 + 40
+    test = regression_rows(200, seed=2)
+    np.testing.assert_array_equal(
+        predict(challenger, test, iteration_range=(0, 8)), predict(champion, test)
+    )
+    assert len(job.checkpoints()) <= 3
+
+
+def test_sigterm_stops_promptly_with_a_checkpoint_and_a_nonzero_exit(job: Job) -> None:
+    job.set_hyperparameters(num_round=400, checkpoint_interval=50)
+    process = job.start(REFIT_TEST_ROUND_DELAY="0.05")
+    deadline = time.monotonic() + 30
+    while "[2]" not in job.log_file.read_text():  # training has started
+        assert process.poll() is None and time.monotonic() < deadline, job.log_file.read_text()
+        time.sleep(0.02)
+
+    stopped_at = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    returncode = process.wait(timeout=10)
+
+    assert returncode == 128 + signal.SIGTERM
+    assert time.monotonic() - stopped_at < 3
+    assert "SIGTERM" in job.log_file.read_text()
+    assert job.checkpoints() and job.checkpoints()[-1] < 50  # saved on the way out
+    assert not job.model_file.exists()
+
+
+BAD_FILES = {
+    "header row": ("label,a,b,c,d,e,f\n1,2,3,4,5,6,7\n", "line 1, column 1: 'label' is not a"),
+    "ragged row": ("1,2,3,4,5,6,7\n1,2,3,4,5,6,7\n1,2,3\n", "line 3: 3 columns, but line 1 has 7"),
+    "non-numeric": ("1,2,3,4,5,6,7\n1,2,3,abc,5,6,7\n", "line 2, column 4: 'abc' is not a number"),
+    "empty file": ("", "has no data rows"),
+    "blank lines only": ("\n\r\n\n", "has no data rows"),
+    "nan label": ("1,2,3,4,5,6,7\r\n\r\nnan,2,3,4,5,6,7\r\n", "line 3: the label 'nan' is not a"),
+    "empty label": ("1,2,3,4,5,6,7\n,2,3,4,5,6,7\n", "line 2: the label is empty"),
+    "infinite feature": ("1,2,3,4,5,6,7\n1,2,inf,4,5,6,7\n", "line 2, column 3: infinite value"),
+    "label only": ("1\n2\n", "has 1 column"),
+}
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_training_data_fails_with_a_message_naming_file_and_line(
+    job: Job, content: str, message: str
+) -> None:
+    job.write_text("train", "2026/bad.csv", content)
+
+    run = job.run()
+
+    assert run.returncode == 1, run.output
+    assert "train/2026/bad.csv" in job.failure()
+    assert message in job.failure()
+    assert not job.model_file.exists()
+
+
+def test_columns_must_match_the_champion(job: Job) -> None:
+    job.add_champion(train_booster(regression_rows(100, seed=5, features=FEATURES - 1), rounds=2))
+
+    run = job.run()
+
+    assert run.returncode == 1, run.output
+    assert job.failure().strip() == (
+        "train/part-0.csv has 7 columns (label + 6 features), "
+        "but the champion model has 6 columns (label + 5 features)"
+    )
+
+
+def test_columns_must_match_between_channels(job: Job) -> None:
+    job.write_table("test", regression_rows(20, seed=2, features=FEATURES + 1), name="wide.csv")
+
+    run = job.run()
+
+    assert run.returncode == 1, run.output
+    assert "test/wide.csv has 8 columns (label + 7 features), but train/part-0.csv has 7" in (
+        job.failure()
+    )
+
+
+def without_num_round(job: Job) -> None:
+    job.set_hyperparameters(max_depth=3)
+
+
+def with_an_unknown_metric(job: Job) -> None:
+    job.set_hyperparameters(num_round=3, eval_metric="r2")
+
+
+def with_a_multiclass_metric_for_regression(job: Job) -> None:
+    job.set_hyperparameters(num_round=3, eval_metric="mlogloss")
+
+
+def incremental_without_champion(job: Job) -> None:
+    job.set_hyperparameters(num_round=3, refit_mode="incremental")
+
+
+def with_an_unreadable_champion(job: Job) -> None:
+    job.add_champion_archive(b"not a tarball")
+
+
+def incremental_from_a_champion_with_another_objective(job: Job) -> None:
+    job.set_hyperparameters(num_round=3, refit_mode="incremental")
+    params = {"objective": "reg:absoluteerror"}
+    job.add_champion(train_booster(regression_rows(50, seed=1), rounds=2, params=params))
+
+
+def without_test_data(job: Job) -> None:
+    (job.channel("test") / "part-0.csv").unlink()
+
+
+BAD_SETUPS = {
+    "no num_round": (without_num_round, "hyperparameter num_round is required"),
+    "unknown metric": (with_an_unknown_metric, "eval_metric 'r2' is not supported"),
+    "metric vs objective": (
+        with_a_multiclass_metric_for_regression,
+        "eval_metric mlogloss needs a multi:softmax or multi:softprob objective",
+    ),
+    "incremental without champion": (
+        incremental_without_champion,
+        "refit_mode=incremental needs a champion",
+    ),
+    "unreadable champion": (
+        with_an_unreadable_champion,
+        "the champion's model.tar.gz (channel model) is unreadable",
+    ),
+    "champion objective": (
+        incremental_from_a_champion_with_another_objective,
+        "the champion was trained with objective reg:absoluteerror",
+    ),
+    "no test data": (without_test_data, "channel test has no data files"),
+}
+
+
+@pytest.mark.parametrize(("setup", "message"), BAD_SETUPS.values(), ids=BAD_SETUPS.keys())
+def test_bad_job_setup_fails_clearly(job: Job, setup: Callable[[Job], None], message: str) -> None:
+    setup(job)
+
+    run = job.run()
+
+    assert run.returncode == 1, run.output
+    assert message in job.failure()
+
+
+def test_a_complete_checkpoint_is_the_model(job: Job) -> None:
+    """A job restarted after its last checkpoint boosts nothing more, and says so."""
+    assert job.run().returncode == 0
+    first_model = job.model_file.read_bytes()
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["resumedFromRound"] == 12
+    assert job.model_file.read_bytes() == first_model
+    assert xgb.Booster(model_file=str(job.model_file)).num_boosted_rounds() == 12

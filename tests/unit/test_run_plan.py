@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from builders import IMAGE, settings
+from moto_stack import BUCKET, SETTINGS_ENV, STACK
+
+from refit import layout
+from refit.champion import Champion, ChampionState
+from refit.datasets import DataFile, DataSelection, RejectedFile, RunManifests
+from refit.metrics import UnsupportedMetricError
+from refit.run_input import RunRequest, TrainingMode
+from refit.run_plan import PlanInputs, build_run_plan, choose_training_mode, metric_definitions
+
+CODE_URI = f"s3://{BUCKET}/code/sourcedir-0123456789abcdef.tar.gz"
+CHAMPION = Champion(
+    model_name="s3-champion",
+    model_data_url=f"s3://{BUCKET}/models/s3-champion/output/model.tar.gz",
+    endpoint_config_name="s3-champion",
+    feature_count=3,
+    source="endpoint",
+)
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def inputs(
+    *,
+    run_id: str = "s3-0123456789abcdef0123456789abcdef01234567",
+    champion: Champion | None = CHAMPION,
+    request: RunRequest | None = None,
+    accepted: int = 2,
+    rejected: tuple[RejectedFile, ...] = (),
+    has_validation_data: bool = True,
+) -> PlanInputs:
+    files = tuple(
+        DataFile(f"data/train/part-{i:04d}.csv", "etag", "v1", 100, 10, 4) for i in range(accepted)
+    )
+    return PlanInputs(
+        run_id=run_id,
+        request=request or RunRequest(source="s3"),
+        selection=DataSelection(files, rejected, ()),
+        manifests=RunManifests(
+            f"s3://{BUCKET}/runs/{run_id}/manifest.json",
+            f"s3://{BUCKET}/runs/{run_id}/train.manifest",
+        ),
+        champion=ChampionState(champion, endpoint_exists=champion is not None),
+        code_uri=CODE_URI,
+        has_validation_data=has_validation_data,
+        has_batch_input=False,
+        region="us-east-1",
+    )
+
+
+def channels(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["ChannelName"]: c for c in plan["trainingJob"]["InputDataConfig"]}
+
+
+@pytest.mark.parametrize(
+    ("requested", "champion", "mode", "reason"),
+    [
+        ("auto", CHAMPION, "incremental", "continuing the champion s3-champion"),
+        ("auto", None, "full", "no champion yet"),
+        ("full", CHAMPION, "full", "full retraining requested"),
+        ("incremental", CHAMPION, "incremental", "incremental requested"),
+        ("incremental", None, "full", "no champion to continue from"),
+    ],
+)
+def test_training_mode_follows_the_request_and_the_champion(
+    requested: TrainingMode, champion: Champion | None, mode: str, reason: str
+) -> None:
+    chosen, why = choose_training_mode(requested, champion)
+    assert chosen == mode
+    assert reason in why
+
+
+def test_an_incremental_run_warm_starts_from_the_champion() -> None:
+    # Given a champion and default settings (spot on)
+    plan = build_run_plan(inputs(), settings())
+    job = plan["trainingJob"]
+    # Then the job continues the champion's model with the incremental number of rounds
+    assert plan["trainingMode"] == "incremental"
+    model = channels(plan)["model"]
+    assert model["DataSource"]["S3DataSource"]["S3Uri"] == CHAMPION.model_data_url
+    assert model["ContentType"] == "application/x-sagemaker-model"
+    assert job["HyperParameters"] == {
+        "sagemaker_program": "train.py",
+        "sagemaker_submit_directory": CODE_URI,
+        "objective": "reg:squarederror",
+        "num_round": "50",
+        "eval_metric": "rmse",
+        "refit_mode": "incremental",
+        "checkpoint_interval": "10",
+    }
+    # And it runs on spot with a wait limit and checkpoints
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    name = job["TrainingJobName"]
+    assert job["CheckpointConfig"] == {
+        "S3Uri": f"s3://{BUCKET}/checkpoints/{name}/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert plan["champion"]["modelName"] == "s3-champion"
+
+
+def test_the_train_channel_reads_the_manifest_and_test_data_is_a_prefix() -> None:
+    plan = build_run_plan(inputs(), settings())
+    train = channels(plan)["train"]["DataSource"]["S3DataSource"]
+    assert train["S3DataType"] == "ManifestFile"
+    assert train["S3Uri"].endswith("/train.manifest")
+    test = channels(plan)["test"]["DataSource"]["S3DataSource"]
+    assert (test["S3DataType"], test["S3Uri"]) == ("S3Prefix", f"s3://{BUCKET}/data/test/")
+    assert channels(plan)["validation"]["ContentType"] == "text/csv"
+    assert plan["trainingJob"]["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/models/"}
+
+
+def test_a_first_run_trains_from_scratch_without_a_model_channel() -> None:
+    plan = build_run_plan(
+        inputs(champion=None, request=RunRequest(training_mode="incremental")), settings()
+    )
+    assert plan["trainingMode"] == "full"
+    assert "no champion" in plan["trainingModeReason"]
+    assert plan["champion"] is None
+    assert "model" not in channels(plan)
+    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "100"
+    assert plan["deploy"]["endpointExists"] is False
+
+
+def test_a_full_retrain_still_scores_the_champion() -> None:
+    plan = build_run_plan(inputs(request=RunRequest(training_mode="full")), settings())
+    assert plan["trainingJob"]["HyperParameters"]["refit_mode"] == "full"
+    assert "model" in channels(plan)
+
+
+def test_validation_channel_only_when_there_is_validation_data() -> None:
+    plan = build_run_plan(inputs(has_validation_data=False), settings())
+    assert set(channels(plan)) == {"train", "test", "model"}
+
+
+def test_on_demand_training_has_no_wait_limit_but_keeps_checkpoints() -> None:
+    plan = build_run_plan(inputs(), settings(use_spot_training=False))
+    job = plan["trainingJob"]
+    assert job["EnableManagedSpotTraining"] is False
+    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+    assert "CheckpointConfig" in job
+
+
+def test_every_resource_is_tagged_with_the_stack_and_run() -> None:
+    plan = build_run_plan(inputs(run_id="manual-1"), settings())
+    base = [{"Key": "refit:stack", "Value": STACK}, {"Key": "refit:run", "Value": "manual-1"}]
+    assert plan["trainingJob"]["Tags"] == base
+    assert plan["deploy"]["tags"] == base
+    assert plan["deploy"]["modelTags"] == [*base, {"Key": "refit:role", "Value": "model"}]
+    assert plan["deploy"]["endpointConfigTags"][-1] == {
+        "Key": "refit:role",
+        "Value": "endpoint-config",
+    }
+
+
+def test_deploy_block_names_everything_after_the_job() -> None:
+    plan = build_run_plan(inputs(run_id="manual-1"), settings())
+    deploy = plan["deploy"]
+    assert deploy["modelName"] == deploy["endpointConfigName"] == "manual-1"
+    assert deploy["endpointName"] == SETTINGS_ENV["ENDPOINT_NAME"]
+    assert deploy["image"] == IMAGE
+    assert deploy["environment"] == {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": CODE_URI,
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_REGION": "us-east-1",
+    }
+    assert (deploy["pollSeconds"], deploy["maxPolls"]) == (30, 120)
+    transform = deploy["transform"]
+    assert transform["TransformJobName"] == "manual-1"
+    assert transform["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/batch/output/manual-1/"
+    source = transform["TransformInput"]["DataSource"]["S3DataSource"]
+    assert source["S3Uri"] == f"s3://{BUCKET}/batch/input/"
+    assert transform["TransformResources"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1}
+
+
+def test_job_names_are_valid_sagemaker_names_for_any_execution_name() -> None:
+    run_id = "My_Manual.Run_" + "x" * 70
+    plan = build_run_plan(inputs(run_id=run_id), settings())
+    assert SAGEMAKER_NAME.match(plan["trainingJob"]["TrainingJobName"])
+
+
+def test_deployment_mode_defaults_to_the_stack_and_can_be_overridden() -> None:
+    assert build_run_plan(inputs(), settings())["deploymentMode"] == "endpoint"
+    override = inputs(request=RunRequest(deployment_mode="batch"))
+    assert build_run_plan(override, settings())["deploymentMode"] == "batch"
+
+
+def test_nothing_accepted_means_rejected_input() -> None:
+    rejected = (RejectedFile("data/train/a.csv", "bad", "data/rejected/a.csv"),)
+    plan = build_run_plan(inputs(accepted=0, rejected=rejected), settings())
+    assert plan["status"] == "rejected-input"
+    assert plan["data"]["rejectedFiles"] == [
+        {"key": "data/train/a.csv", "reason": "bad", "movedTo": "data/rejected/a.csv"}
+    ]
+
+
+def test_metric_patterns_tell_challenger_and_champion_apart() -> None:
+    challenger, champion = (re.compile(d["Regex"]) for d in metric_definitions("rmse"))
+    assert [d["Name"] for d in metric_definitions("rmse")] == ["test-rmse", "champion-test-rmse"]
+    assert challenger.search("test-rmse: 0.41")[1] == "0.41"  # type: ignore[index]
+    assert challenger.search("champion-test-rmse: 0.45") is None
+    assert champion.search("champion-test-rmse: 4.5e-01")[1] == "4.5e-01"  # type: ignore[index]
+
+
+def test_an_unsupported_metric_fails_before_training() -> None:
+    with pytest.raises(UnsupportedMetricError):
+        build_run_plan(inputs(), settings(evaluation_metric="r2"))
+
+
+def test_a_run_of_a_thousand_files_stays_far_below_the_state_limit() -> None:
+    # Given 1,000 accepted and 1,000 rejected files with long keys and long reasons
+    long_key = "data/train/" + "deeply/nested/" * 50
+    rejected = tuple(
+        RejectedFile(f"{long_key}{i}.csv", "x" * 1024, f"data/rejected/{i}.csv")
+        for i in range(1000)
+    )
+    plan = build_run_plan(inputs(accepted=1000, rejected=rejected), settings())
+    # Then the lists stay in the manifest and the plan is a small fraction of 256 KiB
+    size = len(json.dumps(plan).encode())
+    assert size < 32 * 1024
+    assert plan["data"]["accepted"] == 1000
+    assert plan["data"]["rejected"] == 1000
+    assert 0 < len(plan["data"]["rejectedFiles"]) <= layout.INLINE_KEYS_MAX
+    assert plan["data"]["rejectedFilesInline"] == len(plan["data"]["rejectedFiles"])
+
+
+def test_the_plan_is_plain_json() -> None:
+    plan = build_run_plan(inputs(), settings())
+    assert json.loads(json.dumps(plan)) == plan

@@ -1,0 +1,346 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from moto_stack import SETTINGS_ENV, STACK, TABLE, Aws
+from state_builders import (
+    ENDPOINT,
+    evaluation_result,
+    model_data_url,
+    promoted_state,
+    received_notifications,
+    run_plan,
+    subscribe_queue,
+    training_result,
+)
+
+from refit.config import Settings
+from refit.run_records import ChampionPointer, RunRecords
+from refit.run_report import (
+    InvalidRunOutcome,
+    RunReport,
+    describe_error,
+    record_run,
+    spot_savings_percent,
+)
+
+SETTINGS = Settings.from_env(SETTINGS_ENV)
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+FINISHED = "2026-11-28T12:00:00.000Z"
+TRAINING_FAILURE = {
+    "Error": "States.TaskFailed",
+    "Cause": json.dumps(
+        {
+            "TrainingJobName": "job-run-2",
+            "TrainingJobStatus": "Failed",
+            "SecondaryStatus": "Failed",
+            "FailureReason": "AlgorithmError: column count 3, expected 5",
+            "HyperParameters": {"num_round": "50"},
+        }
+    ),
+}
+
+
+def _record(aws: Aws, outcome: str, state: dict[str, Any] | None, name: str = "run-2") -> RunReport:
+    event: dict[str, Any] = {"outcome": outcome, "executionName": name}
+    if state is not None:
+        event["state"] = state
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    topic = aws.settings.notification_topic_arn
+    return record_run(event, records, aws.sns, topic, aws.settings, now=NOW)
+
+
+class _Untouchable:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"{name} must not be called")
+
+
+def _ledger(aws: Aws) -> RunRecords:
+    return RunRecords(aws.dynamodb, TABLE, STACK)
+
+
+def _stored(aws: Aws, run_id: str = "run-2") -> dict[str, Any]:
+    run = _ledger(aws).get_run(run_id)
+    assert run is not None
+    return run
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+def test_promoted_endpoint_run_records_everything_and_moves_the_champion(aws: Aws) -> None:
+    # Given a listener on the topic and the state of a run that deployed to the endpoint
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    _ledger(aws).put_started("run-2", {"startedAt": "2026-11-28T11:00:00Z"})
+    # When RecordRun runs
+    report = _record(aws, "promoted", promoted_state("run-2"))
+    # Then the record is the run's audit trail
+    run = _stored(aws)
+    assert report.to_dict() == {"runId": "run-2", "status": "PROMOTED"}
+    assert run["status"] == "PROMOTED"
+    assert run["startedAt"] == "2026-11-28T11:00:00Z"
+    assert run["finishedAt"] == FINISHED
+    assert run["data"]["accepted"] == 3
+    assert run["data"]["rejectedFiles"][0]["key"] == "data/train/bad.csv"
+    assert run["manifestUri"] == "s3://refit-test-data/runs/run-2/manifest.json"
+    assert run["trainingJobName"] == "job-run-2"
+    assert run["modelDataUrl"] == model_data_url("job-run-2")
+    assert run["metrics"]["challenger"] == 0.41
+    assert run["metrics"]["champion"] == 0.45
+    assert (run["decision"], run["reason"]) == ("promote", evaluation_result()["reason"])
+    assert (run["endpointName"], run["endpointConfigName"]) == (ENDPOINT, "job-run-2")
+    assert "transformJobName" not in run
+    assert (run["trainingTimeInSeconds"], run["billableTimeInSeconds"]) == (600, 180)
+    assert run["spotSavingsPercent"] == 70.0
+    assert run["cleanup"]["deleted"]["models"] == ["job-run-0"]
+    assert "error" not in run
+    # And the champion pointer names the new model, with its feature count
+    assert _ledger(aws).get_champion() == ChampionPointer(
+        "job-run-2", model_data_url("job-run-2"), "job-run-2", "run-2", 4
+    )
+    # And its model/config are registered for a later cleanup, as promoted
+    [owned] = _ledger(aws).owned_resources()
+    assert (owned.run_id, owned.model_name, owned.endpoint_config_name) == (
+        "run-2",
+        "job-run-2",
+        "job-run-2",
+    )
+    assert owned.promoted and owned.created_at == FINISHED
+    # And a notification arrived with a summary and the record
+    [note] = received_notifications(aws.sqs, inbox)
+    assert note["Subject"] == f"refit {STACK}: run run-2 PROMOTED"
+    assert note["MessageAttributes"]["status"]["Value"] == "PROMOTED"
+    summary, _, body = note["Message"].partition("\n\nRun record:\n")
+    assert "Endpoint refit-test-endpoint serves config job-run-2." in summary
+    assert "spot savings 70.0%" in summary
+    assert json.loads(body)["runId"] == "run-2"
+
+
+def test_promoted_batch_run_records_the_transform_and_no_config(aws: Aws) -> None:
+    # Given a promoted batch run
+    state = promoted_state("run-2", deployment_mode="batch")
+    # When recorded
+    _record(aws, "promoted", state)
+    # Then the transform is reported, and neither the record nor the ledger names a config
+    run = _stored(aws)
+    assert run["transformJobName"] == "job-run-2"
+    assert run["transformJobStatus"] == "Completed"
+    assert run["transformOutputPath"] == "s3://refit-test-data/batch/output/run-2/"
+    assert "endpointConfigName" not in run
+    champion = _ledger(aws).get_champion()
+    assert champion is not None and champion.endpoint_config_name is None
+    [owned] = _ledger(aws).owned_resources()
+    assert owned.endpoint_config_name is None
+
+
+def test_rejected_run_keeps_the_champion_and_registers_nothing(aws: Aws) -> None:
+    # Given an existing champion and a run whose challenger lost
+    previous = ChampionPointer("job-run-1", model_data_url("job-run-1"), "job-run-1", "run-1")
+    _ledger(aws).set_champion(previous, "2026-11-27T00:00:00Z")
+    state = {
+        "run": run_plan("run-2"),
+        "training": training_result("run-2"),
+        "evaluation": evaluation_result("reject", challenger=0.5),
+    }
+    # When recorded
+    report = _record(aws, "rejected", state)
+    # Then the record says why, and nothing else moved
+    run = _stored(aws)
+    assert report.status == run["status"] == "REJECTED"
+    assert run["decision"] == "reject"
+    assert run["previousChampion"] == "job-run-1"
+    assert "endpointConfigName" not in run
+    assert _ledger(aws).get_champion() == previous
+    assert _ledger(aws).owned_resources() == []
+
+
+def test_rejected_input_run_records_the_refused_files(aws: Aws) -> None:
+    # Given PrepareRun found nothing valid to train on
+    plan = run_plan("run-2")
+    plan["status"] = "rejected-input"
+    plan["data"].update(accepted=0, rows=0)
+    # When recorded
+    _record(aws, "rejected-input", {"run": plan})
+    # Then the status and the refused files are there, without any training fields
+    run = _stored(aws)
+    assert run["status"] == "REJECTED_INPUT"
+    assert run["data"]["rejectedFiles"][0]["reason"] == "column count 3, expected 5"
+    assert "trainingTimeInSeconds" not in run
+    assert "spotSavingsPercent" not in run
+
+
+def test_failed_training_lifts_the_failure_reason_out_of_the_cause(aws: Aws) -> None:
+    # Given Train failed and the Catch put SageMaker's description into $.error
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    state = {"run": run_plan("run-2"), "error": TRAINING_FAILURE}
+    # When recorded
+    report = _record(aws, "failed", state)
+    # Then the record and the e-mail name the reason
+    run = _stored(aws)
+    assert report.status == "FAILED"
+    assert run["error"]["Error"] == "States.TaskFailed"
+    assert run["error"]["FailureReason"] == "AlgorithmError: column count 3, expected 5"
+    assert run["error"]["TrainingJobStatus"] == "Failed"
+    assert run["trainingJobName"] == "job-run-2"  # from the plan: the job never reported back
+    [note] = received_notifications(aws.sqs, inbox)
+    assert "Error: States.TaskFailed: AlgorithmError: column count 3" in note["Message"]
+    assert _ledger(aws).owned_resources() == []
+
+
+def test_failure_after_the_promote_decision_registers_the_orphans(aws: Aws) -> None:
+    # Given a run that decided to promote, then failed while updating the endpoint
+    state = {
+        "run": run_plan("run-2"),
+        "training": training_result("run-2"),
+        "evaluation": evaluation_result("promote"),
+        "endpoint": {"status": "Failed", "configName": "job-run-1"},
+        "error": {"Error": "Refit.EndpointNotUpdated", "Cause": "endpoint stayed on job-run-1"},
+    }
+    # When recorded as failed
+    _record(aws, "failed", state)
+    # Then the model/config it may have created are indexed as not promoted, for cleanup
+    [owned] = _ledger(aws).owned_resources()
+    assert (owned.model_name, owned.endpoint_config_name, owned.promoted) == (
+        "job-run-2",
+        "job-run-2",
+        False,
+    )
+    # And the champion did not move; the plain-text cause is kept as is
+    assert _ledger(aws).get_champion() is None
+    run = _stored(aws)
+    assert run["error"] == {
+        "Error": "Refit.EndpointNotUpdated",
+        "Cause": "endpoint stayed on job-run-1",
+    }
+    assert run["endpointStatus"] == "Failed"
+    assert "endpointConfigName" not in run
+
+
+def test_failure_before_any_run_plan_is_recorded_under_the_execution_name(aws: Aws) -> None:
+    # Given PrepareRun failed: the state is the execution input plus the error
+    lambda_error = {
+        "Error": "Refit.InvalidInput",
+        "Cause": json.dumps(
+            {
+                "errorMessage": "trainingMode must be one of auto, full, incremental",
+                "errorType": "InvalidInput",
+                "stackTrace": ["..."],
+            }
+        ),
+    }
+    state = {"source": "manual", "trainingMode": "sometimes", "error": lambda_error}
+    # When recorded
+    report = _record(aws, "failed", state, name="manual-2026-11-28")
+    # Then the execution name is the run id and the Lambda's message is lifted out
+    run = _stored(aws, "manual-2026-11-28")
+    assert report.run_id == "manual-2026-11-28"
+    assert run["status"] == "FAILED"
+    assert run["error"]["errorMessage"] == "trainingMode must be one of auto, full, incremental"
+    assert run["error"]["errorType"] == "InvalidInput"
+
+
+@pytest.mark.parametrize("state", [None, {"run": "not a mapping", "training": []}])
+def test_missing_or_malformed_state_still_records_a_failure(
+    aws: Aws, state: dict[str, Any] | None
+) -> None:
+    # Given RecordFailure was handed no usable state at all
+    # When recorded
+    report = _record(aws, "failed", state, name="exec-1")
+    # Then a minimal FAILED record exists
+    run = _stored(aws, "exec-1")
+    assert (report.status, run["status"], run["executionName"]) == ("FAILED", "FAILED", "exec-1")
+
+
+def test_failed_cleanup_is_recorded_on_a_promoted_run(aws: Aws) -> None:
+    # Given a deployed run whose cleanup failed
+    state = promoted_state("run-2")
+    del state["cleanup"]
+    state["cleanupError"] = {
+        "Error": "ThrottlingException",
+        "Cause": json.dumps({"errorMessage": "Rate exceeded", "errorType": "ClientError"}),
+    }
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    # When recorded
+    _record(aws, "promoted", state)
+    # Then the run is still PROMOTED, with the cleanup error beside it
+    run = _stored(aws)
+    assert run["status"] == "PROMOTED"
+    assert run["cleanupError"]["errorMessage"] == "Rate exceeded"
+    [note] = received_notifications(aws.sqs, inbox)
+    assert "Cleanup failed" in note["Message"]
+
+
+def test_retry_rewrites_the_same_record(aws: Aws) -> None:
+    # Given RecordRun already ran once for this run
+    _record(aws, "promoted", promoted_state("run-2"))
+    first = _stored(aws)
+    # When Step Functions retries it
+    _record(aws, "promoted", promoted_state("run-2"))
+    # Then the record, pointer and index entry are the same, not duplicated
+    assert _stored(aws) == first
+    assert [o.run_id for o in _ledger(aws).owned_resources()] == ["run-2"]
+
+
+# --- contract violations ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"outcome": "won", "executionName": "e"}, "outcome must be one of"),
+        ({"outcome": "failed"}, "executionName is required"),
+        (
+            {"outcome": "promoted", "executionName": "e", "state": {"run": run_plan()}},
+            "a promoted run needs",
+        ),
+    ],
+)
+def test_contract_violations_write_nothing(event: dict[str, Any], message: str) -> None:
+    # Given a ledger and a topic that fail on any use
+    untouchable: Any = _Untouchable()
+    # When / Then the input is refused before anything is written or sent
+    with pytest.raises(InvalidRunOutcome, match=message):
+        record_run(event, untouchable, untouchable, "arn:aws:sns:us-east-1:1:t", SETTINGS)
+
+
+def test_subject_stays_within_sns_limits(aws: Aws) -> None:
+    # Given an execution name of the maximum length
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    name = "x" * 80
+    # When its failure is recorded
+    _record(aws, "failed", {"error": {"Error": "States.Timeout"}}, name=name)
+    # Then the subject is cut to 100 ASCII characters
+    [note] = received_notifications(aws.sqs, inbox)
+    assert len(note["Subject"]) == 100
+    assert note["Subject"].endswith("...")
+    assert note["Subject"].isascii()
+
+
+# --- pure helpers -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("training", "billable", "spot", "expected"),
+    [
+        (3600, 1080, True, 70.0),
+        (3, 1, True, 66.7),
+        (600, 600, True, 0.0),
+        (600, 600, False, 0.0),
+        (600, 600, None, 0.0),
+        (0, 0, True, None),
+        (None, 100, True, None),
+        (100, None, True, None),
+    ],
+)
+def test_spot_savings_percent(
+    training: int | None, billable: int | None, spot: bool | None, expected: float | None
+) -> None:
+    assert spot_savings_percent(training, billable, spot) == expected
+
+
+def test_on_demand_savings_are_zero_whatever_the_times() -> None:
+    # SageMaker bills on-demand time in full; a rounding gap must not read as savings
+    assert spot_savings_percent(600, 590, False) == 0.0
+
+
+def test_error_cause_is_bounded() -> None:
+    described = describe_error({"Error": "States.TaskFailed", "Cause": "x" * 100_000})
+    assert described is not None
+    assert len(described["Cause"]) == 4000

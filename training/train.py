@@ -1,0 +1,915 @@
+"""Train a refit challenger in the SageMaker XGBoost container (script mode, image 3.0-5).
+
+With ``refit_mode=incremental`` the script keeps boosting the champion from the ``model`` channel;
+with ``full`` it trains from scratch. Either way it scores challenger and champion on the same test
+set and writes:
+
+- ``<model dir>/xgboost-model``: the challenger (UBJSON); SageMaker tars it to ``model.tar.gz``;
+- ``<output data dir>/evaluation.json``: the scores EvaluateModels compares;
+- log lines ``test-<metric>: <value>`` and ``champion-test-<metric>: <value>`` (MetricDefinitions),
+  plus xgboost's per-round ``train-<metric>`` / ``validation-<metric>``.
+
+Where things are. Each path comes from SageMaker's environment variable, else from a path under
+``SM_ROOT`` (default ``/opt/ml``), so a local run can put the whole layout in a temp dir:
+
+- hyperparameters: ``SM_HPS`` (JSON), else ``input/config/hyperparameters.json``
+- channels: ``SM_CHANNEL_<NAME>``, else ``input/data/<name>``
+- model dir: ``SM_MODEL_DIR``, else ``model``
+- output data dir: ``SM_OUTPUT_DATA_DIR``, else ``output/data``
+- checkpoints: ``SM_CHECKPOINT_DIR``, else ``LocalPath`` in ``input/config/checkpointconfig.json``,
+  else ``checkpoints``
+- failure file: ``SM_OUTPUT_FAILURE``, else ``output/failure``
+
+``SM_ROOT``, ``SM_CHECKPOINT_DIR`` and ``SM_OUTPUT_FAILURE`` are refit's own: SageMaker never sets
+them. Test hook: ``REFIT_TEST_ROUND_DELAY`` (seconds) sleeps after every boosting round so a test
+can interrupt training midway; a real job never sets it.
+
+Every ``checkpoint_interval`` rounds the booster is saved as ``xgboost-checkpoint.<rounds>.ubj``,
+where rounds counts all of its boosting rounds, the champion's included. A restarted job resumes
+from the newest checkpoint and boosts only the rounds still missing.
+
+Exit status: 0 done; 1 failed (the reason is in the failure file, SageMaker's FailureReason);
+143 stopped by SIGTERM (the newest checkpoint is where a restarted job resumes).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import tarfile
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xgboost as xgb
+
+# Shared with layers/refit/refit/layout.py, their source: this script runs in the SageMaker image,
+# which does not have the refit package.
+CHANNEL_TRAIN = "train"
+CHANNEL_VALIDATION = "validation"
+CHANNEL_TEST = "test"
+CHANNEL_MODEL = "model"
+MODEL_FILE = "xgboost-model"
+EVALUATION_FILE = "evaluation.json"
+IGNORED_NAME_PREFIXES = ("_", ".")
+
+DEFAULT_SM_ROOT = "/opt/ml"
+MODEL_ARCHIVE = "model.tar.gz"
+CHECKPOINT_NAME = re.compile(r"xgboost-checkpoint\.(\d+)\.ubj")
+CHECKPOINTS_TO_KEEP = 3
+MODES = ("full", "incremental")
+# Hyperparameters this script consumes; everything else (except sagemaker_*) goes to xgboost.
+OWN_HYPERPARAMETERS = frozenset(
+    {"num_round", "eval_metric", "refit_mode", "checkpoint_interval", "early_stopping_rounds"}
+)
+SINGLE_OUTPUT_METRICS = frozenset({"rmse", "mae", "logloss", "auc", "aucpr", "error"})
+MULTICLASS_METRICS = frozenset({"merror", "mlogloss"})
+SUPPORTED_METRICS = SINGLE_OUTPUT_METRICS | MULTICLASS_METRICS | {"accuracy"}
+PROBABILITY_EPSILON = 1e-16  # clips log(0) in logloss, as xgboost does
+EXIT_FAILED = 1
+EXIT_STOPPED = 128 + signal.SIGTERM
+
+LOADTXT_OPTIONS: dict[str, Any] = {
+    "delimiter": ",",
+    "dtype": np.float32,  # xgboost keeps float32 anyway: half the memory of float64
+    "ndmin": 2,
+    "comments": None,
+    "encoding": "utf-8-sig",
+}
+# Each pattern starts with a literal character: Python's re then skips ahead fast (10x faster
+# than ^/lookbehind variants on a 40 MB file). fill_empty_fields puts a newline in front of the
+# text so the first line matches like the others.
+WHITESPACE_ONLY_LINE = re.compile(r"\n[ \t]+(?=\n|\Z)")
+EMPTY_FIRST_FIELD = re.compile(r"\n[ \t]*,")
+EMPTY_OTHER_FIELD = re.compile(r",[ \t]*(?=,|\n|\Z)")
+
+XGBOOST_ERROR_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
+
+Matrix = npt.NDArray[np.float32]
+log = logging.getLogger("refit.train")
+
+
+class TrainingError(Exception):
+    """A problem with the job's inputs; the message becomes the job's FailureReason."""
+
+
+class TrainingStopped(Exception):
+    """SIGTERM arrived: spot interruption or StopTrainingJob."""
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    train: Path
+    validation: Path
+    test: Path
+    champion: Path
+    model_dir: Path
+    output_data_dir: Path
+    checkpoint_dir: Path
+    hyperparameters_file: Path
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    objective: str
+    metric: str
+    num_round: int
+    requested_mode: str | None  # None: incremental when there is a champion, else full
+    checkpoint_interval: int
+    early_stopping_rounds: int | None
+    extra_params: dict[str, Any]  # every other hyperparameter, for xgboost
+
+    @property
+    def booster_params(self) -> dict[str, Any]:
+        return {
+            **self.extra_params,
+            "objective": self.objective,
+            "eval_metric": self.xgboost_metric,
+        }
+
+    @property
+    def multiclass(self) -> bool:
+        return self.objective.startswith("multi:")
+
+    @property
+    def xgboost_metric(self) -> str:
+        """The metric xgboost logs per round; accuracy is ``1 - error``, which xgboost lacks."""
+        if self.metric == "accuracy":
+            return "merror" if self.multiclass else "error"
+        return self.metric
+
+
+@dataclass(frozen=True)
+class ColumnCount:
+    columns: int
+    source: str  # what set the count, for error messages
+
+
+@dataclass(frozen=True)
+class ChannelData:
+    matrix: xgb.DMatrix
+    columns: ColumnCount
+
+
+class StopSignal:
+    """Turns SIGTERM into a prompt, orderly exit.
+
+    Outside training the handler raises at once. During training it only sets a flag: the
+    checkpoint callback saves the booster and stops after the current round.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.defer = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if not self.defer:
+            raise TrainingStopped("received SIGTERM")
+
+
+# --- Job layout ----------------------------------------------------------------------------
+
+
+def failure_file(env: Mapping[str, str]) -> Path:
+    return Path(env.get("SM_OUTPUT_FAILURE") or sm_root(env) / "output" / "failure")
+
+
+def sm_root(env: Mapping[str, str]) -> Path:
+    return Path(env.get("SM_ROOT") or DEFAULT_SM_ROOT)
+
+
+def job_paths(env: Mapping[str, str]) -> JobPaths:
+    root = sm_root(env)
+
+    def channel(name: str) -> Path:
+        return Path(env.get(f"SM_CHANNEL_{name.upper()}") or root / "input" / "data" / name)
+
+    return JobPaths(
+        train=channel(CHANNEL_TRAIN),
+        validation=channel(CHANNEL_VALIDATION),
+        test=channel(CHANNEL_TEST),
+        champion=channel(CHANNEL_MODEL),
+        model_dir=Path(env.get("SM_MODEL_DIR") or root / "model"),
+        output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR") or root / "output" / "data"),
+        checkpoint_dir=checkpoint_dir(env, root),
+        hyperparameters_file=root / "input" / "config" / "hyperparameters.json",
+    )
+
+
+def checkpoint_dir(env: Mapping[str, str], root: Path) -> Path:
+    if env.get("SM_CHECKPOINT_DIR"):
+        return Path(env["SM_CHECKPOINT_DIR"])
+    config_file = root / "input" / "config" / "checkpointconfig.json"
+    if config_file.is_file():
+        local_path = json.loads(config_file.read_text()).get("LocalPath")
+        if local_path:
+            return Path(local_path)
+    return root / "checkpoints"
+
+
+# --- Hyperparameters -----------------------------------------------------------------------
+
+
+def load_hyperparameters(env: Mapping[str, str], paths: JobPaths) -> dict[str, Any]:
+    if env.get("SM_HPS"):
+        source, text = "SM_HPS", env["SM_HPS"]
+    elif paths.hyperparameters_file.is_file():
+        source, text = str(paths.hyperparameters_file), paths.hyperparameters_file.read_text()
+    else:
+        return {}
+    try:
+        hyperparameters = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TrainingError(f"hyperparameters in {source} are not valid JSON: {error}") from None
+    if not isinstance(hyperparameters, dict):
+        raise TrainingError(f"hyperparameters in {source} must be a JSON object")
+    return hyperparameters
+
+
+def coerce(value: Any) -> Any:
+    """SageMaker passes hyperparameters as strings: turn numeric ones back into numbers."""
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+def positive_int(hyperparameters: Mapping[str, Any], name: str, default: int | None) -> int:
+    value = coerce(hyperparameters.get(name, default))
+    if value is None:
+        raise TrainingError(f"hyperparameter {name} is required")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or value < 1:
+        raise TrainingError(f"hyperparameter {name} must be a positive integer, got {value!r}")
+    return value
+
+
+def training_config(hyperparameters: Mapping[str, Any]) -> TrainingConfig:
+    objective = str(coerce(hyperparameters.get("objective", "reg:squarederror")))
+    metric = str(coerce(hyperparameters.get("eval_metric", "rmse"))).lower()
+    mode = str(coerce(hyperparameters.get("refit_mode", ""))).lower() or None
+    if mode is not None and mode not in MODES:
+        raise TrainingError(f"hyperparameter refit_mode must be full or incremental, got {mode!r}")
+    early_stopping = hyperparameters.get("early_stopping_rounds")
+    config = TrainingConfig(
+        objective=objective,
+        metric=metric,
+        num_round=positive_int(hyperparameters, "num_round", None),
+        requested_mode=mode,
+        checkpoint_interval=positive_int(hyperparameters, "checkpoint_interval", 10),
+        early_stopping_rounds=(
+            None
+            if early_stopping in (None, "")
+            else positive_int(hyperparameters, "early_stopping_rounds", None)
+        ),
+        extra_params={
+            key: coerce(value)
+            for key, value in hyperparameters.items()
+            if key not in OWN_HYPERPARAMETERS | {"objective"} and not key.startswith("sagemaker_")
+        },
+    )
+    check_metric_fits_objective(config)
+    return config
+
+
+def check_metric_fits_objective(config: TrainingConfig) -> None:
+    if config.metric not in SUPPORTED_METRICS:
+        supported = ", ".join(sorted(SUPPORTED_METRICS))
+        raise TrainingError(
+            f"eval_metric {config.metric!r} is not supported; use one of {supported}"
+        )
+    if config.multiclass and config.metric in SINGLE_OUTPUT_METRICS:
+        raise TrainingError(
+            f"eval_metric {config.metric} does not fit objective {config.objective}; "
+            "use merror, mlogloss or accuracy"
+        )
+    if not config.multiclass and config.metric in MULTICLASS_METRICS:
+        raise TrainingError(
+            f"eval_metric {config.metric} needs a multi:softmax or multi:softprob objective, "
+            f"got {config.objective}"
+        )
+
+
+# --- Data ----------------------------------------------------------------------------------
+
+
+def data_files(directory: Path) -> list[Path]:
+    """Every file under ``directory``, in a stable order, minus names starting with _ or ."""
+    found: list[Path] = []
+    for root, subdirectories, files in os.walk(directory):
+        subdirectories[:] = sorted(
+            d for d in subdirectories if not d.startswith(IGNORED_NAME_PREFIXES)
+        )
+        found.extend(
+            Path(root) / name
+            for name in sorted(files)
+            if not name.startswith(IGNORED_NAME_PREFIXES)
+        )
+    return found
+
+
+def read_csv(path: Path, name: str) -> Matrix:
+    """Rows of a label-first numeric CSV file; empty fields are missing values (NaN)."""
+    try:
+        with warnings.catch_warnings():
+            # "input contained no data": check_values reports an empty file itself.
+            warnings.simplefilter("ignore", UserWarning)
+            rows: Matrix = np.loadtxt(path, **LOADTXT_OPTIONS)
+    except ValueError:
+        # The fast path takes no empty fields or whitespace-only lines: normalize, then retry,
+        # and only if that fails too look for the line to blame.
+        text = read_text(path, name)
+        try:
+            rows = np.loadtxt(io.StringIO(fill_empty_fields(text)), **LOADTXT_OPTIONS)
+        except ValueError as error:
+            raise first_problem(text, name, error) from None
+    check_values(rows, path, name)
+    return rows
+
+
+def read_text(path: Path, name: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # universal newlines: CRLF reads as LF
+    except UnicodeDecodeError as error:
+        raise TrainingError(f"{name} is not UTF-8 text (byte {error.start})") from None
+
+
+def fill_empty_fields(text: str) -> str:
+    """Empty fields become ``nan`` (missing) and whitespace-only lines become blank lines."""
+    text = WHITESPACE_ONLY_LINE.sub("\n", "\n" + text)
+    text = EMPTY_FIRST_FIELD.sub("\nnan,", text)
+    return EMPTY_OTHER_FIELD.sub(",nan", text)[1:]
+
+
+def first_problem(text: str, name: str, parse_error: ValueError) -> TrainingError:
+    """The first line that makes ``text`` unreadable as label-first numeric CSV, as an error."""
+    width = first_line = 0
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        if not width:
+            width, first_line = len(fields), number
+        elif len(fields) != width:
+            return TrainingError(
+                f"{name} line {number}: {len(fields)} columns, but line {first_line} has {width}"
+            )
+        for column, field in enumerate(fields, start=1):
+            if field.strip() and not is_number(field):
+                header = "; files must not have a header row" if number == first_line else ""
+                return TrainingError(
+                    f"{name} line {number}, column {column}: {field.strip()!r} is not a number"
+                    f"{header}"
+                )
+    return TrainingError(f"{name} is not numeric CSV: {parse_error}")
+
+
+def is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def check_values(rows: Matrix, path: Path, name: str) -> None:
+    if rows.shape[0] == 0:
+        raise TrainingError(f"{name} has no data rows")
+    if rows.shape[1] < 2:
+        raise TrainingError(f"{name} has 1 column; expected the label, then at least one feature")
+    bad_labels = np.flatnonzero(~np.isfinite(rows[:, 0]))
+    if bad_labels.size:
+        number, line = nth_data_line(path, int(bad_labels[0]))
+        label = line.split(",")[0].strip()
+        problem = (
+            "the label is empty" if not label else f"the label {label!r} is not a finite number"
+        )
+        raise TrainingError(f"{name} line {number}: {problem}")
+    infinite = np.argwhere(np.isinf(rows[:, 1:]))
+    if infinite.size:
+        row, feature = (int(index) for index in infinite[0])
+        number, _ = nth_data_line(path, row)
+        raise TrainingError(
+            f"{name} line {number}, column {feature + 2}: infinite value "
+            "(write a missing value as an empty field or nan)"
+        )
+
+
+def nth_data_line(path: Path, row: int) -> tuple[int, str]:
+    """Line number (from 1) and text of data row ``row`` (from 0): blank lines hold no row."""
+    seen = -1
+    with path.open(encoding="utf-8-sig") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return number, line.rstrip("\n")
+    raise LookupError(f"{path} has no data row {row}")
+
+
+def has_data(directory: Path) -> bool:
+    return directory.is_dir() and bool(data_files(directory))
+
+
+def load_channel(channel: str, directory: Path, expected: ColumnCount | None) -> ChannelData:
+    """The channel's files as one DMatrix; every file must have the ``expected`` columns."""
+    files = data_files(directory) if directory.is_dir() else []
+    if not files:
+        raise TrainingError(f"channel {channel} has no data files (looked in {directory})")
+    names = [f"{channel}/{path.relative_to(directory).as_posix()}" for path in files]
+    blocks: list[Matrix] = []
+    for path, name in zip(files, names, strict=True):
+        rows = read_csv(path, name)
+        if expected is None:
+            expected = ColumnCount(rows.shape[1], name)
+        elif rows.shape[1] != expected.columns:
+            raise TrainingError(
+                f"{name} has {describe_columns(rows.shape[1])}, but {expected.source} has "
+                f"{describe_columns(expected.columns)}"
+            )
+        blocks.append(rows)
+    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    del blocks  # only ``data`` from here: the channel is in memory once, then once in the DMatrix
+    matrix = xgb.DMatrix(data[:, 1:], label=data[:, 0], missing=np.nan)
+    log.info(
+        "channel %s: %d rows, %d features, %d files",
+        channel,
+        len(data),
+        data.shape[1] - 1,
+        len(files),
+    )
+    return ChannelData(matrix, ColumnCount(data.shape[1], names[0]))
+
+
+def describe_columns(columns: int) -> str:
+    return f"{columns} columns (label + {columns - 1} features)"
+
+
+# --- Champion and checkpoints --------------------------------------------------------------
+
+
+def load_champion(directory: Path) -> xgb.Booster | None:
+    """The champion from the model channel (``model.tar.gz`` or an extracted ``xgboost-model``)."""
+    archive, extracted = directory / MODEL_ARCHIVE, directory / MODEL_FILE
+    if archive.is_file():
+        source = archive
+    elif extracted.is_file():
+        source = extracted
+    elif has_data(directory):
+        raise TrainingError(f"channel {CHANNEL_MODEL} has neither {MODEL_ARCHIVE} nor {MODEL_FILE}")
+    else:
+        return None
+    try:
+        raw = archive_member(archive, MODEL_FILE) if source == archive else extracted.read_bytes()
+        champion = xgb.Booster()
+        champion.load_model(bytearray(raw))
+    except (OSError, tarfile.TarError, LookupError, xgb.core.XGBoostError) as error:
+        raise TrainingError(
+            f"the champion's {source.name} (channel {CHANNEL_MODEL}) is unreadable: "
+            f"{first_line(error)}"
+        ) from None
+    log.info(
+        "champion: %d rounds, %d features", champion.num_boosted_rounds(), champion.num_features()
+    )
+    return champion
+
+
+def archive_member(archive: Path, member_name: str) -> bytes:
+    """One file's bytes from a tarball, without extracting anything to disk."""
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and os.path.normpath(member.name) == member_name:
+                content = tar.extractfile(member)
+                assert content is not None  # regular files always have content
+                return content.read()
+    raise LookupError(f"{archive.name} holds no {member_name}")
+
+
+def objective_of(booster: xgb.Booster) -> str:
+    return str(json.loads(booster.save_config())["learner"]["objective"]["name"])
+
+
+class Checkpoints:
+    """``xgboost-checkpoint.<rounds>.ubj`` files in one directory, newest few kept."""
+
+    def __init__(self, directory: Path, keep: int = CHECKPOINTS_TO_KEEP) -> None:
+        self.directory = directory
+        self.keep = keep
+
+    def saved(self) -> list[tuple[int, Path]]:
+        """(rounds, path) of every checkpoint, newest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = CHECKPOINT_NAME.fullmatch(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def newest(self) -> tuple[int, xgb.Booster] | None:
+        """The newest readable checkpoint; an unreadable one (a torn copy) falls back to older."""
+        for rounds, path in self.saved():
+            booster = xgb.Booster()
+            try:
+                booster.load_model(bytearray(path.read_bytes()))
+            except (OSError, xgb.core.XGBoostError) as error:
+                log.warning(
+                    "checkpoint %s is unreadable, trying an older one: %s",
+                    path.name,
+                    first_line(error),
+                )
+                continue
+            if booster.num_boosted_rounds() == rounds:
+                return rounds, booster
+            log.warning(
+                "checkpoint %s holds %d rounds; skipped", path.name, booster.num_boosted_rounds()
+            )
+        return None
+
+    def save(self, booster: xgb.Booster) -> None:
+        rounds = booster.num_boosted_rounds()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(
+            self.directory / f"xgboost-checkpoint.{rounds}.ubj", booster.save_raw("ubj")
+        )
+        for _, old in self.saved()[self.keep :]:
+            old.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, content: bytes | bytearray) -> None:
+    """Write then rename: a reader (or a SIGKILL) never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(content)
+    os.replace(partial, path)
+
+
+class CheckpointCallback(xgb.callback.TrainingCallback):
+    """Saves a checkpoint every ``interval`` rounds of this run; on SIGTERM saves one and stops."""
+
+    def __init__(
+        self, checkpoints: Checkpoints, interval: int, base_rounds: int, stop: StopSignal
+    ) -> None:
+        super().__init__()
+        self.checkpoints = checkpoints
+        self.interval = interval
+        self.base_rounds = base_rounds
+        self.stop = stop
+
+    def after_iteration(
+        self, model: xgb.Booster, epoch: int, evals_log: xgb.callback.TrainingCallback.EvalsLog
+    ) -> bool:
+        rounds = model.num_boosted_rounds()
+        if self.stop.requested or (rounds - self.base_rounds) % self.interval == 0:
+            self.checkpoints.save(model)
+            log.info("checkpoint saved at round %d", rounds)
+        return self.stop.requested
+
+
+class RoundDelay(xgb.callback.TrainingCallback):
+    """Test hook (``REFIT_TEST_ROUND_DELAY``): slows each round so tests can interrupt training."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def after_iteration(
+        self, model: xgb.Booster, epoch: int, evals_log: xgb.callback.TrainingCallback.EvalsLog
+    ) -> bool:
+        time.sleep(self.seconds)
+        return False
+
+
+# --- Training ------------------------------------------------------------------------------
+
+
+def resolve_mode(config: TrainingConfig, champion: xgb.Booster | None) -> str:
+    if config.requested_mode is None:
+        return "incremental" if champion is not None else "full"
+    if config.requested_mode == "incremental":
+        if champion is None:
+            raise TrainingError(
+                f"refit_mode=incremental needs a champion in channel {CHANNEL_MODEL}; found none"
+            )
+        if objective_of(champion) != config.objective:
+            raise TrainingError(
+                f"refit_mode=incremental: the champion was trained with objective "
+                f"{objective_of(champion)}, this job asks for {config.objective}"
+            )
+    return config.requested_mode
+
+
+def boost(
+    config: TrainingConfig,
+    train: xgb.DMatrix,
+    validation: xgb.DMatrix | None,
+    start: xgb.Booster | None,
+    rounds: int,
+    checkpoint_callback: CheckpointCallback,
+    stop: StopSignal,
+    round_delay: float,
+) -> xgb.Booster:
+    """Add ``rounds`` rounds to ``start`` (a fresh booster when None)."""
+    evals = [(train, "train")]
+    callbacks: list[xgb.callback.TrainingCallback] = []
+    if round_delay > 0:
+        callbacks.append(RoundDelay(round_delay))
+    callbacks.append(checkpoint_callback)  # before EarlyStopping, whose stop skips later callbacks
+    if validation is not None:
+        evals.append((validation, "validation"))
+        if config.early_stopping_rounds:
+            callbacks.append(
+                xgb.callback.EarlyStopping(
+                    rounds=config.early_stopping_rounds,
+                    metric_name=config.xgboost_metric,
+                    data_name="validation",
+                    save_best=True,
+                )
+            )
+    elif config.early_stopping_rounds:
+        log.warning("early_stopping_rounds ignored: there is no validation channel")
+    stop.defer = True
+    try:
+        booster = xgb.train(
+            config.booster_params,
+            train,
+            num_boost_round=rounds,
+            evals=evals,
+            xgb_model=start,
+            callbacks=callbacks,
+            verbose_eval=True,
+        )
+    finally:
+        stop.defer = False
+    if stop.requested:
+        raise TrainingStopped(f"received SIGTERM; stopped at round {booster.num_boosted_rounds()}")
+    return booster
+
+
+# --- Scoring -------------------------------------------------------------------------------
+
+
+def score(booster: xgb.Booster, test: xgb.DMatrix, config: TrainingConfig) -> float:
+    """``config.metric`` of ``booster`` on ``test``; challenger and champion go through here."""
+    labels = test.get_label().astype(np.float64)
+    # Margins, then softmax: multi:softmax predicts bare classes, mlogloss needs probabilities.
+    output = booster.predict(test, output_margin=config.multiclass)
+    if output.ndim != (2 if config.multiclass else 1):
+        raise TrainingError(
+            f"a model with {output.ndim}-D output cannot be scored for objective {config.objective}"
+        )
+    predictions = softmax(output) if config.multiclass else output.astype(np.float64)
+    value = metric_value(config.metric, labels, predictions)
+    if not np.isfinite(value):
+        raise TrainingError(f"test-{config.metric} is {value}: check the test labels")
+    return value
+
+
+def softmax(margins: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    shifted = np.exp(margins.astype(np.float64) - margins.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+def metric_value(
+    metric: str, labels: npt.NDArray[np.float64], predictions: npt.NDArray[np.float64]
+) -> float:
+    if predictions.ndim == 2:
+        classes = check_class_labels(metric, labels, predictions.shape[1])
+        if metric == "mlogloss":
+            chosen = predictions[np.arange(len(labels)), classes]
+            return float(-np.mean(np.log(np.clip(chosen, PROBABILITY_EPSILON, None))))
+        merror = float(np.mean(predictions.argmax(axis=1) != classes))
+        return 1.0 - merror if metric == "accuracy" else merror
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((predictions - labels) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(predictions - labels)))
+    if metric == "logloss":
+        check_binary_labels(metric, labels, fractional=True)
+        p = np.clip(predictions, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON)
+        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    check_binary_labels(metric, labels, fractional=False)
+    if metric == "auc":
+        return area_under_roc(labels, predictions)
+    if metric == "aucpr":
+        return average_precision(labels, predictions)
+    error = float(np.mean((predictions > 0.5) != (labels == 1)))
+    return 1.0 - error if metric == "accuracy" else error
+
+
+def check_class_labels(
+    metric: str, labels: npt.NDArray[np.float64], classes: int
+) -> npt.NDArray[np.intp]:
+    valid = (labels == np.floor(labels)) & (labels >= 0) & (labels < classes)
+    if not valid.all():
+        raise TrainingError(f"{metric} needs test labels 0..{classes - 1} (class indices)")
+    return labels.astype(np.intp)
+
+
+def check_binary_labels(metric: str, labels: npt.NDArray[np.float64], *, fractional: bool) -> None:
+    valid = ((labels >= 0) & (labels <= 1)) if fractional else ((labels == 0) | (labels == 1))
+    if not valid.all():
+        allowed = "between 0 and 1" if fractional else "0 or 1"
+        raise TrainingError(f"{metric} needs test labels {allowed}")
+    if metric in ("auc", "aucpr") and len(np.unique(labels)) < 2:
+        raise TrainingError(f"{metric} needs both classes in the test labels")
+
+
+def area_under_roc(labels: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
+    """ROC AUC as the Mann-Whitney statistic; tied scores share their average rank."""
+    positives = labels == 1
+    n_positive = int(positives.sum())
+    n_negative = len(labels) - n_positive
+    ranks = average_ranks(scores)
+    positive_rank_sum = float(ranks[positives].sum())
+    return (positive_rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
+
+
+def average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts_group = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+    group = np.cumsum(starts_group) - 1
+    starts = np.flatnonzero(starts_group)
+    ends = np.append(starts[1:], len(values))
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = ((starts + 1 + ends) / 2.0)[group]  # ranks start..end-1 (from 1) averaged
+    return ranks
+
+
+def average_precision(labels: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
+    """Area under the precision-recall curve as average precision, ties as one threshold."""
+    order = np.argsort(-scores, kind="mergesort")
+    ordered_scores, ordered_labels = scores[order], labels[order]
+    last_of_threshold = np.append(np.flatnonzero(np.diff(ordered_scores)), len(scores) - 1)
+    true_positives = np.cumsum(ordered_labels)[last_of_threshold]
+    precision = true_positives / (last_of_threshold + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+# --- Job -----------------------------------------------------------------------------------
+
+
+def first_line(error: BaseException) -> str:
+    """The reason alone: xgboost errors add a time, a source location and a C++ stack trace."""
+    text = str(error).strip()
+    return XGBOOST_ERROR_PREFIX.sub("", text.splitlines()[0]) if text else type(error).__name__
+
+
+def format_metric(value: float) -> str:
+    """Positional notation, so MetricDefinitions regexes like ``([0-9.]+)`` read it whole."""
+    return np.format_float_positional(value, trim="-")
+
+
+def starting_point(
+    checkpoints: Checkpoints, initial: xgb.Booster | None, planned_rounds: int, features: int
+) -> tuple[xgb.Booster | None, int]:
+    """The booster to continue (the newest checkpoint, else ``initial``) and its checkpoint round.
+
+    A checkpoint already holds the champion's trees, so it replaces the warm start: the champion
+    is never boosted on twice.
+    """
+    newest = checkpoints.newest()
+    if newest is None:
+        return initial, 0
+    rounds, booster = newest
+    if rounds > planned_rounds or booster.num_features() != features:
+        raise TrainingError(
+            f"checkpoint round {rounds} ({booster.num_features()} features) does not fit this "
+            f"job ({planned_rounds} rounds, {features} features): clear {checkpoints.directory}"
+        )
+    log.info("resuming from checkpoint round %d", rounds)
+    return booster, rounds
+
+
+def write_outputs(
+    paths: JobPaths, challenger: xgb.Booster, evaluation: dict[str, Any], metric: str
+) -> None:
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(paths.model_dir / MODEL_FILE, challenger.save_raw("ubj"))
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (paths.output_data_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")
+    print(f"test-{metric}: {format_metric(evaluation['challenger'])}", flush=True)
+    if evaluation["champion"] is not None:
+        print(f"champion-test-{metric}: {format_metric(evaluation['champion'])}", flush=True)
+
+
+def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
+    paths = job_paths(env)
+    config = training_config(load_hyperparameters(env, paths))
+    champion = load_champion(paths.champion)
+    mode = resolve_mode(config, champion)
+    champion_columns = (
+        ColumnCount(champion.num_features() + 1, "the champion model")
+        if champion is not None
+        else None
+    )
+    train = load_channel(CHANNEL_TRAIN, paths.train, champion_columns)
+    test = load_channel(CHANNEL_TEST, paths.test, train.columns)
+    validation = (
+        load_channel(CHANNEL_VALIDATION, paths.validation, train.columns).matrix
+        if has_data(paths.validation)
+        else None
+    )
+    features = train.columns.columns - 1
+
+    warm_start = champion if mode == "incremental" else None
+    base_rounds = warm_start.num_boosted_rounds() if warm_start is not None else 0
+    planned_rounds = base_rounds + config.num_round
+    checkpoints = Checkpoints(paths.checkpoint_dir)
+    start, resumed_from = starting_point(checkpoints, warm_start, planned_rounds, features)
+    remaining = planned_rounds - (start.num_boosted_rounds() if start is not None else 0)
+    log.info(
+        "mode %s: %d rounds planned (%d from the champion + %d new), %d to boost",
+        mode,
+        planned_rounds,
+        base_rounds,
+        config.num_round,
+        remaining,
+    )
+    if start is not None and remaining == 0:
+        challenger = start  # the job was stopped after its last checkpoint
+    else:
+        callback = CheckpointCallback(checkpoints, config.checkpoint_interval, base_rounds, stop)
+        round_delay = float(env.get("REFIT_TEST_ROUND_DELAY") or 0)
+        challenger = boost(
+            config, train.matrix, validation, start, remaining, callback, stop, round_delay
+        )
+
+    evaluation = {
+        "metric": config.metric,
+        "challenger": score(challenger, test.matrix, config),
+        "champion": score(champion, test.matrix, config) if champion is not None else None,
+        "testRows": test.matrix.num_row(),
+        "trainRows": train.matrix.num_row(),
+        "mode": mode,
+        "championRounds": champion.num_boosted_rounds() if champion is not None else None,
+        "challengerRounds": challenger.num_boosted_rounds(),
+        "resumedFromRound": resumed_from,
+        "features": features,
+    }
+    write_outputs(paths, challenger, evaluation, config.metric)
+    return evaluation
+
+
+def report_failure(path: Path, message: str) -> None:
+    """Log ``message`` and write it where SageMaker reads the FailureReason (first 1024 chars)."""
+    log.error("training failed: %s", message)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message + "\n")
+    except OSError as error:
+        log.error("cannot write the failure file %s: %s", path, error)
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
+    )
+    env = os.environ
+    stop = StopSignal()
+    stop.install()
+    try:
+        evaluation = run(env, stop)
+    except TrainingStopped as stopped:
+        log.warning("%s; a restarted job resumes from the newest checkpoint", stopped)
+        return EXIT_STOPPED
+    except TrainingError as error:
+        report_failure(failure_file(env), str(error))
+        return EXIT_FAILED
+    except Exception as error:
+        log.exception("unexpected error")
+        report_failure(
+            failure_file(env), f"unexpected error: {type(error).__name__}: {first_line(error)}"
+        )
+        return EXIT_FAILED
+    log.info("done: %s", json.dumps(evaluation))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
