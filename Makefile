@@ -11,7 +11,7 @@ SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY=0
 export AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: venv test unit static lint build validate clean
+.PHONY: venv demo local-up test unit static e2e lint build clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The whole loop on this machine: local cloud up, scenario through the real trigger path.
+demo: venv
+	$(BIN)/python -m local_cloud.demo
+
+# A local cloud to play with: prints the endpoint URL and how to use it; Ctrl-C stops it.
+local-up: venv
+	$(BIN)/refit local up
 
 test: venv
 	$(BIN)/pytest -q
