@@ -4,6 +4,8 @@
     refit runs [--json] [--limit N]
     refit run RUN_ID
     refit predict [FILE]          CSV rows (no label) from FILE or stdin -> one prediction a line
+    refit local up [--port N] [--state-dir D] [--spot-interruptions N] [--parameter K=V]
+                                  the whole application on this machine (no AWS, no Docker)
 
 The stack is found by name (``--stack``, else ``REFIT_STACK``, else ``stack_name`` in
 samconfig.toml, else "refit") and its outputs give the bucket, state machine, table and endpoint.
@@ -136,7 +138,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     predict = commands.add_parser("predict", help="send CSV rows to the endpoint")
     predict.add_argument("file", nargs="?", help="CSV without label column (default: stdin)")
 
+    local = commands.add_parser("local", help="run the application on this machine (moto)")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    up = local_commands.add_parser("up", help="start the local cloud, deploy, serve until Ctrl-C")
+    up.add_argument("--port", type=int, default=4566, help="emulator port (default 4566)")
+    up.add_argument("--state-dir", type=Path, help="keep logs and job files here")
+    up.add_argument(
+        "--spot-interruptions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="interrupt the next spot training job N times",
+    )
+    up.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter override (repeatable)",
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "local":
+        # Imported here only: the Lambda layer ships this module but never local_cloud.
+        from local_cloud.cloud import main_local_up
+
+        return main_local_up(args, args.stack or default_stack_name())
     import boto3  # imported late: `refit --help` stays instant
 
     stack = StackOutputs.load(boto3.client("cloudformation"), args.stack or default_stack_name())
