@@ -35,6 +35,9 @@ test: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit tests/training
 
+e2e: venv
+	$(BIN)/pytest -q tests/e2e
+
 static: venv
 	$(BIN)/pytest -q tests/static
 

@@ -34,6 +34,7 @@ Exit status: 0 done; 1 failed (the reason is in the failure file, SageMaker's Fa
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -606,6 +607,25 @@ class RoundDelay(xgb.callback.TrainingCallback):
 # --- Training ------------------------------------------------------------------------------
 
 
+def with_class_count(
+    config: TrainingConfig, champion: xgb.Booster | None, matrices: list[xgb.DMatrix | None]
+) -> TrainingConfig:
+    """Fill in ``num_class`` for multi:* objectives when the stack did not pass it.
+
+    The classes of a warm-started model are fixed, so the champion's count wins; without one,
+    labels are class indices 0..K-1 and the largest seen gives K.
+    """
+    if not config.multiclass or "num_class" in config.extra_params:
+        return config
+    count = 0
+    if champion is not None:
+        learner = json.loads(champion.save_config())["learner"]
+        count = int(learner["learner_model_param"].get("num_class", 0))
+    if count < 1:
+        count = 1 + int(max(float(m.get_label().max()) for m in matrices if m is not None))
+    return dataclasses.replace(config, extra_params={**config.extra_params, "num_class": count})
+
+
 def resolve_mode(config: TrainingConfig, champion: xgb.Booster | None) -> str:
     if config.requested_mode is None:
         return "incremental" if champion is not None else "full"
@@ -836,6 +856,7 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
         else None
     )
     features = train.columns.columns - 1
+    config = with_class_count(config, champion, [train.matrix, test.matrix, validation])
 
     warm_start = champion if mode == "incremental" else None
     base_rounds = warm_start.num_boosted_rounds() if warm_start is not None else 0

@@ -135,6 +135,28 @@ def test_binary_classification_scores_auc(new_job: Callable[[], Job]) -> None:
     assert job.evaluation()["challenger"] > 0.9
 
 
+def test_multiclass_without_num_class_takes_it_from_labels_then_the_champion(
+    new_job: Callable[[], Job],
+) -> None:
+    # Given a multiclass stack that passes no num_class (the template has no such parameter)
+    first = new_job()
+    first.write_table("train", multiclass_rows(300, seed=21))
+    first.write_table("test", multiclass_rows(150, seed=22))
+    first.set_hyperparameters(num_round=5, objective="multi:softprob", eval_metric="mlogloss")
+    # When it trains from scratch, then incrementally from that model
+    assert first.run().returncode == 0
+    second = new_job()
+    second.write_table("train", multiclass_rows(200, seed=23))
+    second.write_table("test", multiclass_rows(150, seed=22))
+    second.add_champion(first.model())
+    second.set_hyperparameters(num_round=5, objective="multi:softprob", eval_metric="mlogloss")
+    run = second.run()
+    # Then both runs know the 3 classes and the warm start scores both models
+    assert run.returncode == 0, run.output
+    assert predict(second.model(), multiclass_rows(5, seed=24)).shape == (5, 3)
+    assert second.evaluation()["champion"] is not None
+
+
 @pytest.mark.parametrize(
     ("objective_params", "rows", "predicted_class"),
     [

@@ -72,7 +72,7 @@ def test_runs_lists_records_newest_first(aws: Aws, capsys: pytest.CaptureFixture
     records = RunRecords(aws.dynamodb, TABLE, STACK)
     records.put_started("run-old", {"startedAt": "2026-11-01T00:00:00Z"})
     records.put_started("run-new", {"startedAt": "2026-11-02T00:00:00Z", "trainingMode": "full"})
-    records.finish("run-new", {"evaluation": {"challenger": 0.5, "champion": None}})
+    records.finish("run-new", {"metrics": {"challenger": 0.5, "champion": None}})
     # When they are listed as JSON and as a table
     assert cli.main(["--stack", STACK, "runs", "--json"]) == 0
     listed: list[dict[str, Any]] = json.loads(capsys.readouterr().out)

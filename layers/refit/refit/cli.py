@@ -91,7 +91,7 @@ def manual_execution_name(now: float) -> str:
 
 
 def _metric(run: dict[str, Any], side: str) -> str:
-    value = (run.get("evaluation") or {}).get(side)
+    value = (run.get("metrics") or {}).get(side)  # RecordRun stores both scores here
     return "-" if value is None else f"{value:.4g}"
 
 
