@@ -427,6 +427,11 @@ class LocalCloud:
             job_name, after_checkpoints=after_checkpoints, after_seconds=after_seconds
         )
 
+    def inject_spot_capacity_never_arrives(self, job_name: str | None = None) -> None:
+        """The named (or next) managed-spot job waits for capacity until MaxWaitTimeInSeconds
+        and ends Stopped/MaxWaitTimeExceeded (armed on a running job: from its next attempt)."""
+        self.sagemaker.inject_spot_capacity_never_arrives(job_name)
+
     def inject_endpoint_update_failure(
         self, endpoint_name: str | None = None, reason: str | None = None
     ) -> None:

@@ -168,6 +168,7 @@ def _runs_listed(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: A
 def test_fault_injection_passes_through(cloud: LocalCloud) -> None:
     cloud.inject_spot_interruption(after_checkpoints=1)
     cloud.inject_endpoint_update_failure(reason="injected by the test")
+    cloud.inject_spot_capacity_never_arrives("a-job-this-module-never-creates")
 
 
 def test_close_leaves_no_process_port_or_patch_behind(cloud: LocalCloud, state_dir: Path) -> None:

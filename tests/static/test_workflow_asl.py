@@ -265,7 +265,8 @@ def test_every_task_retries_transient_errors_and_catches_all(states: dict[str, A
 
 def test_failures_flow_to_the_record_and_records_never_loop(states: dict[str, Any]) -> None:
     for name, task in _tasks(states).items():
-        (catcher,) = task["Catch"]
+        # Train's first catcher is the on-demand fallback (test_spot_capacity_failure_...)
+        (catcher,) = task["Catch"][1:] if name == "Train" else task["Catch"]
         target = states[catcher["Next"]]
         if name.startswith("Record"):
             # Then a failing RecordRun ends the execution (no loop back into RecordFailure)
@@ -286,6 +287,15 @@ def test_failures_flow_to_the_record_and_records_never_loop(states: dict[str, An
         assert states[name]["ResultPath"] == "$.error"
         assert states[name]["Parameters"]["Error"].startswith("Refit.")
         assert states[name]["Next"] == "RecordFailure"
+    # And a failed training job that is not retried on demand is recorded as it was caught
+    assert states["TrainingFailed"]["Parameters"] == {
+        "Error.$": "$.spotFailure.Error",
+        "Cause.$": "$.spotFailure.Cause",
+    }
+    assert (states["TrainingFailed"]["ResultPath"], states["TrainingFailed"]["Next"]) == (
+        "$.error",
+        "RecordFailure",
+    )
     assert states["RecordFailure"]["Next"] == "RunFailed"
     assert states["RunFailed"]["Error"] == "Refit.RunFailed"
 
@@ -385,6 +395,102 @@ def test_train_passes_the_training_job_request_verbatim(
         assert member in members
 
 
+def test_train_on_demand_passes_the_on_demand_request_verbatim(
+    states: dict[str, Any], sagemaker_model: Any
+) -> None:
+    # Given the on-demand retry and the spot Train task
+    train, on_demand = states["Train"], states["TrainOnDemand"]
+    members = sagemaker_model.operation_model("CreateTrainingJob").input_shape.members
+    # Then it passes every contract key of $.run.onDemandTrainingJob under its own name
+    params = on_demand["Parameters"]
+    assert {key.removesuffix(".$") for key in params} == TRAINING_JOB_KEYS
+    for key, path in params.items():
+        member = key.removesuffix(".$")
+        assert path == f"$.run.onDemandTrainingJob.{member}"
+        assert member in members
+    # And it behaves like Train: same resource, timeout, trimmed result, retries
+    for field in ("Resource", "TimeoutSeconds", "ResultSelector", "ResultPath", "Retry"):
+        assert on_demand[field] == train[field], field
+    # And it is the only retry: its failures, whatever they are, are recorded
+    assert on_demand["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure"}
+    ]
+    assert on_demand["Next"] == train["Next"] == "EvaluateModels"
+
+
+def _rules(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Choice rule's comparisons, flattened through And/Or."""
+    nested = rule.get("And", []) + rule.get("Or", [])
+    return [rule] if not nested else [r for n in nested for r in _rules(n)]
+
+
+def _guarded(rule: dict[str, Any]) -> None:
+    """Every path an And compares is first tested with IsPresent (AWS fails a missing path
+    with an uncatchable States.Runtime; And stops at the first false)."""
+    seen: set[str] = set()
+    for part in rule["And"]:
+        if "Variable" in part:
+            if part.get("IsPresent") is True:
+                seen.add(part["Variable"])
+            assert part["Variable"] in seen, f"{part['Variable']} compared before IsPresent"
+        else:
+            for inner in _rules(part):
+                assert inner["Variable"] in seen, f"{inner['Variable']} compared before IsPresent"
+
+
+def test_spot_capacity_failure_is_retried_once_on_demand(states: dict[str, Any]) -> None:
+    # Given Train's catchers
+    train = states["Train"]
+    # Then a failed or stopped job (States.TaskFailed, Cause = its Describe JSON) goes to the
+    # fallback check; API errors, timeouts and anything else go to the record as before
+    assert train["Catch"] == [
+        {
+            "ErrorEquals": ["States.TaskFailed"],
+            "ResultPath": "$.spotFailure",
+            "Next": "CanTrainOnDemand",
+        },
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure"},
+    ]
+    # And the Cause is parsed only when there is an on-demand request and it looks like JSON
+    # (States.StringToJson on anything else is an uncatchable States.Runtime)
+    (can,) = states["CanTrainOnDemand"]["Choices"]
+    _guarded(can)
+    assert {"Variable": "$.run.onDemandTrainingJob", "IsNull": False} in can["And"]
+    assert {"Variable": "$.spotFailure.Cause", "StringMatches": "{*}"} in can["And"]
+    assert (can["Next"], states["CanTrainOnDemand"]["Default"]) == (
+        "ParseSpotFailure",
+        "TrainingFailed",
+    )
+    parse = states["ParseSpotFailure"]
+    assert parse["Parameters"] == {"describe.$": "States.StringToJson($.spotFailure.Cause)"}
+    assert (parse["ResultPath"], parse["Next"]) == ("$.spotFailure.parsed", "SpotCapacityFailed")
+    # And only a capacity failure falls back: MaxWaitTimeExceeded, or a capacity FailureReason
+    capacity = states["SpotCapacityFailed"]
+    for rule in capacity["Choices"]:
+        _guarded(rule)
+        assert rule["Next"] == "FallBackOnDemand"
+    compared = {
+        (r["Variable"].rsplit(".", 1)[1], r.get("StringEquals") or r.get("StringMatches"))
+        for rule in capacity["Choices"]
+        for r in _rules(rule)
+        if "StringEquals" in r or "StringMatches" in r
+    }
+    assert ("SecondaryStatus", "MaxWaitTimeExceeded") in compared
+    assert ("FailureReason", "CapacityError*") in compared
+    assert capacity["Default"] == "TrainingFailed"
+    # And the fallback is noted in the state, then the on-demand job runs, once
+    fallback = states["FallBackOnDemand"]
+    assert fallback["Parameters"] == {
+        "from": "spot",
+        "to": "on-demand",
+        "spotJobName.$": "$.run.trainingJob.TrainingJobName",
+        "onDemandJobName.$": "$.run.onDemandTrainingJob.TrainingJobName",
+    }
+    assert (fallback["ResultPath"], fallback["Next"]) == ("$.capacityFallback", "TrainOnDemand")
+    into_on_demand = [n for n, s in states.items() if "TrainOnDemand" in set(_targets(s))]
+    assert into_on_demand == ["FallBackOnDemand"]
+
+
 def test_result_selectors_read_only_output_members(
     states: dict[str, Any], sagemaker_model: Any
 ) -> None:
@@ -427,6 +533,7 @@ def test_result_selectors_keep_the_contract_names(states: dict[str, Any]) -> Non
     }
     expected_paths = {
         "Train": "$.training",
+        "TrainOnDemand": "$.training",
         "EvaluateModels": "$.evaluation",
         "DescribeEndpoint": "$.endpoint",
         "CountEndpointPoll": "$.endpointPolls",
@@ -476,11 +583,20 @@ def test_train_timeout_exceeds_the_jobs_own_limits(
     longest = max(parameters[p]["MaxValue"] for p in ("MaxRuntimeSeconds", "MaxWaitSeconds"))
     # Then Step Functions gives up only after the job would have stopped itself
     assert states["Train"]["TimeoutSeconds"] > longest
+    assert states["TrainOnDemand"]["TimeoutSeconds"] > longest
 
 
-def _plan(deployment_mode: str, *, champion: bool, batch_input: bool) -> dict[str, Any]:
+def _plan(
+    deployment_mode: str, *, champion: bool, batch_input: bool, spot: bool = True
+) -> dict[str, Any]:
     """A RunPlan as PrepareRun builds it (refit.run_plan), for a run with two accepted files."""
-    settings = Settings.from_env({**PLAN_ENV, "DEPLOYMENT_MODE": deployment_mode})
+    settings = Settings.from_env(
+        {
+            **PLAN_ENV,
+            "DEPLOYMENT_MODE": deployment_mode,
+            "USE_SPOT_TRAINING": "true" if spot else "false",
+        }
+    )
     known = Champion("old", "s3://refit-data/models/old/output/model.tar.gz", "old", 3, "endpoint")
     files = tuple(DataFile(f"data/train/{i}.csv", "e", "v", 10, 5, 4) for i in range(2))
     return build_run_plan(
@@ -507,20 +623,32 @@ def _resolve(document: Any, dotted: str) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("mode", "champion", "batch_input"),
-    [("endpoint", True, False), ("endpoint", False, False), ("batch", True, True)],
+    ("mode", "champion", "batch_input", "spot"),
+    [
+        ("endpoint", True, False, True),
+        ("endpoint", False, False, True),
+        ("batch", True, True, True),
+        ("endpoint", True, False, False),
+    ],
 )
 def test_every_run_path_resolves_in_a_plan_built_by_refit(
-    states: dict[str, Any], mode: str, champion: bool, batch_input: bool
+    states: dict[str, Any], mode: str, champion: bool, batch_input: bool, spot: bool
 ) -> None:
     # Given a plan built by the same code PrepareRun runs
-    plan = _plan(mode, champion=champion, batch_input=batch_input)
-    # Then it is ready to train and its training request has the keys Train passes
+    plan = _plan(mode, champion=champion, batch_input=batch_input, spot=spot)
+    # Then it is ready to train and its training requests have the keys Train passes
     assert plan["status"] == "ready"
     assert set(plan["trainingJob"]) == TRAINING_JOB_KEYS
+    if spot:
+        assert set(plan["onDemandTrainingJob"]) == TRAINING_JOB_KEYS
+    else:
+        # (null: CanTrainOnDemand never lets such a run reach a state reading inside it)
+        assert plan["onDemandTrainingJob"] is None
     for name, state in states.items():
         for _, value in _path_fields(state):
             for dotted in RUN_PATH.findall(value):
+                if dotted.startswith(".onDemandTrainingJob.") and not spot:
+                    continue
                 # And every $.run path a state reads exists (else: uncatchable States.Runtime)
                 found = _resolve(plan, dotted)
                 if dotted.endswith((".hasInput", ".endpointExists")):

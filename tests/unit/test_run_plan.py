@@ -147,6 +147,47 @@ def test_on_demand_training_has_no_wait_limit_but_keeps_checkpoints() -> None:
     assert "CheckpointConfig" in job
 
 
+def test_a_spot_run_plans_its_on_demand_retry_on_the_same_checkpoints() -> None:
+    # Given a spot stack
+    plan = build_run_plan(inputs(run_id="manual-1"), settings())
+    spot, on_demand = plan["trainingJob"], plan["onDemandTrainingJob"]
+    # Then the retry is the same request under its own name, on demand, without a wait limit
+    assert on_demand["TrainingJobName"] == "manual-1-od" != spot["TrainingJobName"]
+    assert on_demand["EnableManagedSpotTraining"] is False
+    assert on_demand["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+    # And it resumes from the spot job's checkpoints (same S3 URI and local path)
+    assert on_demand["CheckpointConfig"] == spot["CheckpointConfig"]
+    assert on_demand["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/checkpoints/manual-1/"
+    # And trains the same thing: data, code, hyperparameters, instances, output, role
+    same = {k for k in spot if k not in ("TrainingJobName", "EnableManagedSpotTraining")}
+    same -= {"StoppingCondition", "Tags"}
+    assert {k: on_demand[k] for k in same} == {k: spot[k] for k in same}
+    assert set(on_demand) == set(spot)
+    # And it is tagged like every resource, plus the capacity it runs on
+    assert on_demand["Tags"] == [*spot["Tags"], {"Key": "refit:capacity", "Value": "on-demand"}]
+    # And the spot request itself is unchanged (not aliased by the copy)
+    assert spot["EnableManagedSpotTraining"] is True
+    assert spot["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert spot["Tags"] == [
+        {"Key": "refit:stack", "Value": STACK},
+        {"Key": "refit:run", "Value": "manual-1"},
+    ]
+
+
+def test_an_on_demand_stack_has_nothing_to_fall_back_to() -> None:
+    plan = build_run_plan(inputs(), settings(use_spot_training=False))
+    assert plan["onDemandTrainingJob"] is None
+
+
+def test_the_on_demand_job_name_is_valid_and_distinct_for_any_execution_name() -> None:
+    for run_id in ("My_Manual.Run_" + "x" * 70, "r" * 80, "s3-" + "a" * 60):
+        plan = build_run_plan(inputs(run_id=run_id), settings())
+        spot = plan["trainingJob"]["TrainingJobName"]
+        on_demand = plan["onDemandTrainingJob"]["TrainingJobName"]
+        assert SAGEMAKER_NAME.match(on_demand), on_demand
+        assert on_demand != spot
+
+
 def test_every_resource_is_tagged_with_the_stack_and_run() -> None:
     plan = build_run_plan(inputs(run_id="manual-1"), settings())
     base = [{"Key": "refit:stack", "Value": STACK}, {"Key": "refit:run", "Value": "manual-1"}]

@@ -188,6 +188,119 @@ def test_failed_training_lifts_the_failure_reason_out_of_the_cause(aws: Aws) -> 
     assert _ledger(aws).owned_resources() == []
 
 
+def _spot_failure(secondary: str, reason: str, *, billable: int = 0) -> dict[str, Any]:
+    """``$.spotFailure`` as Train's States.TaskFailed catcher stores it (Cause = Describe)."""
+    describe = {
+        "TrainingJobName": "job-run-2",
+        "TrainingJobStatus": "Stopped",
+        "SecondaryStatus": secondary,
+        "FailureReason": reason,
+        "EnableManagedSpotTraining": True,
+        "TrainingTimeInSeconds": 7200,
+        "BillableTimeInSeconds": billable,
+    }
+    return {"Error": "States.TaskFailed", "Cause": json.dumps(describe)}
+
+
+def _fallen_back(state: dict[str, Any]) -> dict[str, Any]:
+    """A state that went through FallBackOnDemand (the plan has its on-demand request)."""
+    plan = state["run"]
+    on_demand = {
+        **plan["trainingJob"],
+        "TrainingJobName": "job-run-2-od",
+        "EnableManagedSpotTraining": False,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+    }
+    plan["onDemandTrainingJob"] = on_demand
+    state["spotFailure"] = _spot_failure(
+        "MaxWaitTimeExceeded",
+        "MaxWaitTimeExceeded: Training job exceeded MaxWaitTimeInSeconds provided",
+        billable=120,
+    )
+    state["capacityFallback"] = {
+        "from": "spot",
+        "to": "on-demand",
+        "spotJobName": "job-run-2",
+        "onDemandJobName": "job-run-2-od",
+    }
+    return state
+
+
+def test_spot_capacity_fallback_is_recorded_with_the_on_demand_jobs_time(aws: Aws) -> None:
+    # Given a run whose spot job never got capacity and whose on-demand retry was promoted
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    state = _fallen_back(promoted_state("run-2"))
+    state["training"] = {
+        **training_result("run-2", seconds=600, billable=600),
+        "TrainingJobName": "job-run-2-od",
+    }
+    # When recorded
+    report = _record(aws, "promoted", state)
+    # Then the record says what happened and why, and what the spot attempt cost
+    run = _stored(aws)
+    assert run["status"] == "PROMOTED"
+    assert run["capacityFallback"] == {
+        "from": "spot",
+        "to": "on-demand",
+        "reason": "MaxWaitTimeExceeded",
+        "spotJobName": "job-run-2",
+        "onDemandJobName": "job-run-2-od",
+        "spotJobStatus": "Stopped",
+        "spotFailureReason": "MaxWaitTimeExceeded: Training job exceeded MaxWaitTimeInSeconds "
+        "provided",
+        "spotTrainingTimeInSeconds": 7200,
+        "spotBillableTimeInSeconds": 120,
+    }
+    # And the job, times and savings are the on-demand job's: no spot savings on it
+    assert run["trainingJobName"] == "job-run-2-od"
+    assert run["managedSpotTraining"] is False
+    assert (run["trainingTimeInSeconds"], run["billableTimeInSeconds"]) == (600, 600)
+    assert run["spotSavingsPercent"] == 0.0
+    assert "error" not in run
+    # And the notification and the metrics mention it
+    [note] = received_notifications(aws.sqs, inbox)
+    summary = note["Message"].partition("\n\nRun record:\n")[0]
+    assert (
+        "No spot capacity for job-run-2 (MaxWaitTimeExceeded): retried once on "
+        "on-demand capacity as job-run-2-od, resuming from its checkpoints "
+        "(the spot job billed 120 s)." in summary
+    )
+    assert "spot savings 0.0%" in summary
+    names = [m.name for m in report.metrics]
+    assert "SpotCapacityFallbacks" in names
+
+
+def test_a_capacity_failure_reason_is_the_fallback_reason(aws: Aws) -> None:
+    # Given the spot job failed for capacity (not out of wait time), then the retry failed too
+    state = _fallen_back({"run": run_plan("run-2")})
+    state["spotFailure"] = _spot_failure("Failed", "CapacityError: Unable to provision capacity")
+    state["error"] = TRAINING_FAILURE
+    # When recorded
+    report = _record(aws, "failed", state)
+    # Then the fallback is there with the capacity reason, and the failed job is the retry
+    run = _stored(aws)
+    assert run["status"] == "FAILED"
+    assert run["capacityFallback"]["reason"] == "CapacityError: Unable to provision capacity"
+    assert "spotBillableTimeInSeconds" in run["capacityFallback"]
+    assert run["trainingJobName"] == "job-run-2-od"
+    assert run["error"]["FailureReason"] == "AlgorithmError: column count 3, expected 5"
+    assert "SpotCapacityFallbacks" in [m.name for m in report.metrics]
+
+
+def test_a_spot_failure_that_was_not_retried_records_no_fallback(aws: Aws) -> None:
+    # Given the spot job failed for its own reasons: TrainingFailed copied it into $.error
+    state = {"run": run_plan("run-2"), "spotFailure": TRAINING_FAILURE, "error": TRAINING_FAILURE}
+    # When recorded
+    report = _record(aws, "failed", state)
+    # Then it is an ordinary training failure
+    run = _stored(aws)
+    assert "capacityFallback" not in run
+    assert run["trainingJobName"] == "job-run-2"
+    assert run["managedSpotTraining"] is True
+    assert run["error"]["FailureReason"] == "AlgorithmError: column count 3, expected 5"
+    assert "SpotCapacityFallbacks" not in [m.name for m in report.metrics]
+
+
 def test_failure_after_the_promote_decision_registers_the_orphans(aws: Aws) -> None:
     # Given a run that decided to promote, then failed while updating the endpoint
     state = {

@@ -45,6 +45,11 @@ IGNORED_NAME_PREFIXES = ("_", ".")
 TAG_STACK = "refit:stack"
 TAG_RUN = "refit:run"
 TAG_ROLE = "refit:role"
+# On the on-demand retry of a spot job whose capacity never came (the spot job has no such tag).
+TAG_CAPACITY = "refit:capacity"
+# That retry's job name is sagemaker_name(runId, ON_DEMAND_JOB_SUFFIX); the spot job's is
+# sagemaker_name(runId).
+ON_DEMAND_JOB_SUFFIX = "od"
 
 # --- Training contract (shared with training/train.py, which cannot import this package) ----
 CHANNEL_TRAIN = "train"

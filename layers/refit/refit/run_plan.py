@@ -1,6 +1,8 @@
 """The RunPlan (``$.run``): every request the state machine sends, built once, in one place.
 
 ``trainingJob`` is a CreateTrainingJob request whose top-level keys the ASL passes verbatim;
+``onDemandTrainingJob`` (spot stacks only, else null) is the same request on on-demand capacity,
+which the workflow runs once when spot capacity never came, resuming from the same checkpoints;
 ``deploy`` holds the names and settings of the model, endpoint config, endpoint and batch
 transform. Numbers the states need (poll interval, poll limit) live here too, so the ASL stays
 plain JSON. The plan is kept small (Step Functions refuses states over 256 KiB with an error
@@ -10,6 +12,7 @@ are inlined for the notification.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -75,6 +78,7 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
     deployment_mode: DeploymentMode = inputs.request.deployment_mode or settings.deployment_mode
     status: PlanStatus = "ready" if inputs.selection.accepted else "rejected-input"
     job_name = layout.sagemaker_name(inputs.run_id)
+    training_job = _training_job(inputs, settings, job_name, mode)
     return {
         "runId": inputs.run_id,
         "status": status,
@@ -87,7 +91,8 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
         "higherIsBetter": higher_is_better(settings.evaluation_metric),
         "data": _data_summary(inputs),
         "champion": champion.to_dict() if champion else None,
-        "trainingJob": _training_job(inputs, settings, job_name, mode),
+        "trainingJob": training_job,
+        "onDemandTrainingJob": _on_demand_training_job(training_job, inputs.run_id, settings),
         "deploy": _deploy(inputs, settings, job_name),
     }
 
@@ -216,6 +221,26 @@ def _training_job(
         "RoleArn": settings.sagemaker_role_arn,
         "Tags": _tags(settings, inputs.run_id),
     }
+
+
+def _on_demand_training_job(
+    spot_job: dict[str, Any], run_id: str, settings: Settings
+) -> dict[str, Any] | None:
+    """The spot request on on-demand capacity: the workflow's one retry when spot never came.
+
+    Same data, code, hyperparameters and output, and the same ``CheckpointConfig.S3Uri``: the
+    script resumes from whatever the spot job checkpointed. Its own name (job names are unique),
+    no ``MaxWaitTimeInSeconds`` (on-demand only) and a tag saying which capacity it ran on.
+    None when the stack trains on demand anyway: there is nothing to fall back to.
+    """
+    if not spot_job["EnableManagedSpotTraining"]:
+        return None
+    job = copy.deepcopy(spot_job)
+    job["TrainingJobName"] = layout.sagemaker_name(run_id, layout.ON_DEMAND_JOB_SUFFIX)
+    job["EnableManagedSpotTraining"] = False
+    job["StoppingCondition"] = {"MaxRuntimeInSeconds": settings.max_runtime_seconds}
+    job["Tags"] = [*job["Tags"], {"Key": layout.TAG_CAPACITY, "Value": "on-demand"}]
+    return job
 
 
 def _deploy(inputs: PlanInputs, settings: Settings, job_name: str) -> dict[str, Any]:

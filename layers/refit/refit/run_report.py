@@ -1,7 +1,8 @@
 """RecordRun: the end of every execution, successful or not.
 
 Turns ``{"outcome", "executionName", "state"}`` into the final run record (the per-run audit
-trail: data -> job -> artifact -> metrics -> decision -> endpoint config -> cost), moves the
+trail: data -> job -> artifact -> metrics -> decision -> endpoint config -> cost, and the
+on-demand retry when spot capacity never came), moves the
 champion pointer on promotion, registers whatever SageMaker resources the run may have created
 for cleanup, and publishes a notification.
 
@@ -134,6 +135,18 @@ def spot_savings_percent(
     return round((1 - billable_seconds / training_seconds) * 100, 1)
 
 
+def cause_details(error: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A Catch's JSON Cause (a ``.sync`` job's Describe, a Lambda error payload), parsed."""
+    cause = None if error is None else error.get("Cause")
+    if not isinstance(cause, str):
+        return None
+    try:
+        details = json.loads(cause)
+    except ValueError:
+        return None
+    return details if isinstance(details, Mapping) else None
+
+
 def describe_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A Catch's ``{"Error", "Cause"}``, with the reason lifted out of a JSON Cause."""
     if error is None:
@@ -142,13 +155,36 @@ def describe_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
     described: dict[str, Any] = {"Error": text(error, "Error")}
     if isinstance(cause, str):
         described["Cause"] = cause[:CAUSE_MAX_CHARS]
-        try:
-            details = json.loads(cause)
-        except ValueError:
-            details = None
-        if isinstance(details, Mapping):
+        details = cause_details(error)
+        if details is not None:
             described.update({k: text(details, k) for k in _CAUSE_KEYS})
     return {k: v for k, v in described.items() if v is not None}
+
+
+def capacity_fallback(state: RunState) -> dict[str, Any] | None:
+    """``$.capacityFallback`` (spot capacity never came: retried once on demand), with why and
+    what the spot job cost, from the spot job's Describe in ``$.spotFailure``."""
+    fallback = state.capacity_fallback
+    if fallback is None:
+        return None
+    spot = cause_details(state.spot_failure) or {}
+    secondary = text(spot, "SecondaryStatus")
+    failure_reason = text(spot, "FailureReason")
+    reason = secondary if secondary == "MaxWaitTimeExceeded" else failure_reason or secondary
+    run = state.run
+    found = {
+        "from": text(fallback, "from") or "spot",
+        "to": text(fallback, "to") or "on-demand",
+        "reason": reason,
+        "spotJobName": text(fallback, "spotJobName") or text(spot, "TrainingJobName"),
+        "onDemandJobName": text(fallback, "onDemandJobName")
+        or (run.on_demand_job_name if run else None),
+        "spotJobStatus": text(spot, "TrainingJobStatus"),
+        "spotFailureReason": failure_reason,
+        "spotTrainingTimeInSeconds": integer(spot, "TrainingTimeInSeconds"),
+        "spotBillableTimeInSeconds": integer(spot, "BillableTimeInSeconds"),
+    }
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _evaluation_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -179,7 +215,12 @@ def run_attributes(outcome: RunOutcome, finished_at: str) -> dict[str, Any]:
     batch = bool(run and run.deployment_mode == "batch")
     training_seconds = training.training_seconds if training else None
     billable_seconds = training.billable_seconds if training else None
-    managed_spot = run.managed_spot if run else None
+    fallback = capacity_fallback(state)
+    # After a fallback, $.training (if any) is the on-demand job's: no spot savings on it.
+    managed_spot = False if fallback is not None else (run.managed_spot if run else None)
+    planned_job = None
+    if run is not None:
+        planned_job = run.on_demand_job_name if fallback is not None else run.training_job_name
     return {
         "runId": outcome.run_id,
         "executionName": outcome.execution_name,
@@ -198,8 +239,7 @@ def run_attributes(outcome: RunOutcome, finished_at: str) -> dict[str, Any]:
         },
         "manifestUri": data.manifest_uri if data else None,
         "previousChampion": run.champion_model_name if run else None,
-        "trainingJobName": (training.job_name if training else None)
-        or (run.training_job_name if run else None),
+        "trainingJobName": (training.job_name if training else None) or planned_job,
         "trainingJobStatus": training.status if training else None,
         "modelDataUrl": training.model_data_url if training else None,
         "metrics": _evaluation_metrics(state.evaluation),
@@ -228,6 +268,7 @@ def run_attributes(outcome: RunOutcome, finished_at: str) -> dict[str, Any]:
         "spotSavingsPercent": spot_savings_percent(
             training_seconds, billable_seconds, managed_spot
         ),
+        "capacityFallback": fallback,
         "error": describe_error(state.error),
         "cleanup": dict(state.cleanup) if state.cleanup is not None else None,
         "cleanupError": describe_error(state.cleanup_error),
@@ -262,6 +303,15 @@ def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
     if record.get("trainingJobName"):
         mode = record.get("trainingMode") or "unknown"
         lines.append(f"Training job: {record['trainingJobName']} ({mode} training).")
+    fallback = record.get("capacityFallback")
+    if isinstance(fallback, Mapping):
+        spent = fallback.get("spotBillableTimeInSeconds")
+        lines.append(
+            f"No spot capacity for {fallback.get('spotJobName')} "
+            f"({fallback.get('reason') or 'capacity'}): retried once on on-demand capacity as "
+            f"{fallback.get('onDemandJobName')}, resuming from its checkpoints"
+            + (f" (the spot job billed {spent} s)." if spent else ".")
+        )
     if record.get("reason"):
         lines.append(f"Decision: {record.get('decision')}: {record['reason']}.")
     if record.get("endpointConfigName"):
@@ -310,6 +360,8 @@ class RunReport:
 
 def _cloudwatch_metrics(outcome: RunOutcome, record: Mapping[str, Any]) -> list[CloudWatchMetric]:
     found = [CloudWatchMetric(RUN_METRICS[outcome.outcome], "Count", 1)]
+    if record.get("capacityFallback") is not None:
+        found.append(CloudWatchMetric("SpotCapacityFallbacks", "Count", 1))
     billable = record.get("billableTimeInSeconds")
     if billable is not None:
         found.append(CloudWatchMetric("TrainingBillableSeconds", "Seconds", billable))

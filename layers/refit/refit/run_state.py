@@ -1,9 +1,11 @@
 """The state document as the states after training read it (see docs/architecture.md).
 
 PrepareRun writes ``$.run``; later states add ``$.training``, ``$.evaluation``, ``$.endpoint``,
-``$.transform``, ``$.cleanup``, ``$.cleanupError`` and ``$.error``. The failure path hands over
-whatever existed when something broke, so every section here is optional and a field of the wrong
-type reads as absent: RecordRun must be able to record any run, however early it failed.
+``$.transform``, ``$.cleanup``, ``$.cleanupError`` and ``$.error``, and after a failed training
+job ``$.spotFailure`` (and ``$.capacityFallback`` when it was retried on demand). The failure
+path hands over whatever existed when something broke, so every section here is optional and a
+field of the wrong type reads as absent: RecordRun must be able to record any run, however early
+it failed.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class RunSection:
     champion_exists: bool
     training_job_name: str | None
     managed_spot: bool | None
+    on_demand_job_name: str | None
     deploy: DeployPlan | None
 
     @classmethod
@@ -117,6 +120,7 @@ class RunSection:
         data = section(run, "data")
         champion = section(run, "champion")
         job = section(run, "trainingJob")
+        on_demand = section(run, "onDemandTrainingJob")
         deploy = section(run, "deploy")
         return cls(
             run_id=text(run, "runId"),
@@ -129,6 +133,7 @@ class RunSection:
             champion_exists=champion is not None,
             training_job_name=text(job, "TrainingJobName"),
             managed_spot=flag(job, "EnableManagedSpotTraining"),
+            on_demand_job_name=text(on_demand, "TrainingJobName"),
             deploy=DeployPlan.parse(deploy) if deploy is not None else None,
         )
 
@@ -166,6 +171,9 @@ class RunState:
     cleanup: Mapping[str, Any] | None
     cleanup_error: Mapping[str, Any] | None
     error: Mapping[str, Any] | None
+    # Train's States.TaskFailed ({Error, Cause}); capacityFallback once retried on demand.
+    spot_failure: Mapping[str, Any] | None = None
+    capacity_fallback: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> RunState:
@@ -180,6 +188,8 @@ class RunState:
             cleanup=section(document, "cleanup"),
             cleanup_error=section(document, "cleanupError"),
             error=section(document, "error"),
+            spot_failure=section(document, "spotFailure"),
+            capacity_fallback=section(document, "capacityFallback"),
         )
 
     @property
