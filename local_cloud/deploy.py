@@ -68,6 +68,14 @@ RESOURCE_TYPES: Mapping[str, str] = {
     "DefinitionS3Location and DefinitionSubstitutions): deploy substitutes and updates it",
 }
 
+# Layers with `BuildMethod: makefile`: the folder their Makefile fills in the layer (/opt/...).
+# Locally the ContentUri is zipped under it as is (no `make`, no pip: the venv has the deps);
+# python/ is importable (/opt/python), so workers put the ContentUri on their PYTHONPATH.
+MAKEFILE_LAYER_PREFIXES: dict[str, str] = {
+    "RefitLayer": "python/",  # layers/refit/Makefile: the refit package + pinned deps
+    "TrainingCodeLayer": "refit_training/",  # training/Makefile (TRAINING_CODE_DIR)
+}
+
 # Types moto's CloudFormation skips (a warning, no stack resource): deploy creates them.
 CREATED_BY_DEPLOY = frozenset({"AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy"})
 
@@ -93,7 +101,7 @@ class LayerInfo:
     name: str
     arn: str  # layer version ARN
     content_dir: Path  # the layer's ContentUri on this machine
-    on_python_path: bool  # BuildMethod python*: the content is importable (/opt/python)
+    on_python_path: bool  # built into python/: the content is importable (/opt/python)
 
 
 @dataclass(frozen=True)
@@ -301,11 +309,17 @@ def package(template: Mapping[str, Any], repo_root: Path, bucket: str, stack: st
         elif kind == "AWS::Serverless::LayerVersion":
             directory = (repo_root / props["ContentUri"]).resolve()
             method = str(resource.get("Metadata", {}).get("BuildMethod", ""))
+            if method.startswith("python"):
+                prefix = "python/"  # SAM builds python layers into python/
+            elif logical_id in MAKEFILE_LAYER_PREFIXES:
+                prefix = MAKEFILE_LAYER_PREFIXES[logical_id]
+            else:
+                raise DeployError(
+                    f"{logical_id}: BuildMethod {method!r}: where does its content go in the "
+                    "layer? (see MAKEFILE_LAYER_PREFIXES)"
+                )
             layer_dirs[logical_id] = directory
-            layer_python[logical_id] = method.startswith("python")
-            # SAM builds python layers into python/; the training layer's Makefile into
-            # refit_training/ (TRAINING_CODE_DIR=/opt/refit_training).
-            prefix = "python/" if layer_python[logical_id] else "refit_training/"
+            layer_python[logical_id] = prefix == "python/"
             props["ContentUri"] = upload(logical_id, _zip_dir(directory, prefix), ".zip")
         elif kind == "AWS::Serverless::StateMachine" and isinstance(
             props.get("DefinitionUri"), str
