@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from moto_stack import STACK, TABLE, Aws
 
-from refit.run_records import ChampionPointer, RunRecords
+from refit.run_input import DataObject
+from refit.run_records import ChampionPointer, RunRecords, object_claim_key
 
 
 def test_run_record_is_started_then_finished(aws: Aws) -> None:
@@ -41,3 +42,40 @@ def test_resources_index_lists_newest_first_and_forgets(aws: Aws) -> None:
     assert [r.run_id for r in listed] == ["run-3", "run-1"]
     assert listed[0].promoted and listed[0].endpoint_config_name == "c-3"
     assert records.get_run("run-2") is not None
+
+
+def test_object_claims_are_per_version_and_kept_by_their_run(aws: Aws) -> None:
+    # Given a claimed object version, including an unversioned ("null") one and a huge key
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    v1 = DataObject("data/train/a.csv", '"e1"', "v1", 10)
+    v2 = DataObject("data/train/a.csv", "e2", "v2", 10)
+    plain = DataObject("data/train/u.csv", "e1", None, 10)
+    long = DataObject("data/train/" + "k" * 1020, "e1", "v" * 32, 10)
+    assert records.claim_objects("run-1", [v1, plain, long], "2026-11-28T00:00:00Z") == []
+    # When another run claims them and a new version
+    lost = records.claim_objects("run-2", [v1, v2, plain, long], "2026-11-28T00:01:00Z")
+    # Then only the new version is its; the same run may claim its own objects again
+    assert lost == [v1, plain, long]
+    assert records.claim_objects("run-1", [v1], "2026-11-28T00:02:00Z") == []
+    assert records.object_claims([v1, v2, plain, long]) == {
+        v1: "run-1",
+        v2: "run-2",
+        plain: "run-1",
+        long: "run-1",
+    }
+    # And a run releases only its own claims
+    assert object_claim_key(STACK, plain)["sk"] == "data/train/u.csv#e1"
+    assert object_claim_key(STACK, long)["sk"].startswith("SHA256#")
+    records.release_objects("run-2", [v1, v2])
+    assert records.object_claims([v1, v2]) == {v1: "run-1"}
+    item = aws.dynamodb.get_item(
+        TableName=TABLE, Key={"pk": {"S": f"OBJECT#{STACK}"}, "sk": {"S": "data/train/a.csv#v1"}}
+    )["Item"]
+    assert item["runName"]["S"] == "run-1" and "expiration" not in item
+
+
+def test_object_claims_read_more_than_one_batch_get(aws: Aws) -> None:
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    objects = [DataObject(f"data/train/{i:04d}.csv", "e", "v") for i in range(250)]
+    assert records.claim_objects("run-1", objects[::2], "2026-11-28T00:00:00Z") == []
+    assert records.object_claims(objects) == {o: "run-1" for o in objects[::2]}

@@ -146,3 +146,48 @@ def test_a_failed_start_is_retried_and_succeeds_later(app: ModuleType, aws: Aws)
     create_state_machine(aws.stepfunctions)
     assert handle(app, event) == {"batchItemFailures": []}
     assert len(executions(aws.stepfunctions, aws.settings.state_machine_arn)) == 1
+
+
+def test_an_s3_event_in_two_different_batches_is_trained_once(app: ModuleType, aws: Aws) -> None:
+    # Given a.csv's event handled in a first batch
+    upload = object_created("data/train/a.csv")
+    handle(app, sqs_event(upload, message_ids=["m-1"]))
+    # When S3 delivers the same event again, a minute later, with a new file
+    response = handle(
+        app, sqs_event(upload, object_created("data/train/b.csv"), message_ids=["m-2", "m-3"])
+    )
+    # Then the second execution covers only the new file and both messages are consumed
+    started = executions(aws.stepfunctions, aws.settings.state_machine_arn)
+    assert sorted([o["key"] for o in e["input"]["objects"]] for e in started) == [
+        ["data/train/a.csv"],
+        ["data/train/b.csv"],
+    ]
+    assert response == {"batchItemFailures": []}
+
+
+def test_an_s3_event_delivered_again_alone_starts_nothing(app: ModuleType, aws: Aws) -> None:
+    upload = object_created("data/train/a.csv")
+    handle(app, sqs_event(upload, object_created("data/train/b.csv")))
+    for attempt in range(4):
+        assert handle(app, sqs_event(upload, message_ids=[f"m-{attempt}"])) == {
+            "batchItemFailures": []
+        }
+    assert len(executions(aws.stepfunctions, aws.settings.state_machine_arn)) == 1
+
+
+def test_a_failed_start_frees_its_objects_for_any_later_batch(app: ModuleType, aws: Aws) -> None:
+    # Given a start that failed for a.csv
+    aws.stepfunctions.delete_state_machine(stateMachineArn=aws.settings.state_machine_arn)
+    upload = object_created("data/train/a.csv")
+    assert handle(app, sqs_event(upload, message_ids=["m-1"])) == {
+        "batchItemFailures": [{"itemIdentifier": "m-1"}]
+    }
+    # When its message comes back in a batch with another file
+    create_state_machine(aws.stepfunctions)
+    handle(app, sqs_event(upload, object_created("data/train/b.csv")))
+    # Then one run covers both
+    (started,) = executions(aws.stepfunctions, aws.settings.state_machine_arn)
+    assert [o["key"] for o in started["input"]["objects"]] == [
+        "data/train/a.csv",
+        "data/train/b.csv",
+    ]

@@ -4,6 +4,8 @@ One table holds three kinds of item (see docs/architecture.md):
 
 - ``RUN#<runId>/RUN``: one per execution, written RUNNING by PrepareRun and finished by RecordRun.
 - ``CHAMPION#<stack>/CURRENT``: the model refit last promoted and verified live.
+- ``OBJECT#<stack>/<key>#<versionId or ETag>``: the claim of one S3 object version by the
+  trigger-started run that covers it, kept (no TTL) as the ledger of what was trained on.
 - Items carrying ``resourcesOwner``/``resourcesCreatedAt`` appear in the sparse ``ResourcesIndex``:
   the models and endpoint configs a run may have created and cleanup has not yet deleted. Cleanup
   reads this index instead of listing every model in the account.
@@ -11,17 +13,24 @@ One table holds three kinds of item (see docs/architecture.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from refit.run_input import DataObject
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 RESOURCES_INDEX = "ResourcesIndex"
+_BATCH_GET_MAX = 100
+# DynamoDB sort keys are at most 1024 bytes; S3 keys alone may be 1024.
+_SORT_KEY_MAX_BYTES = 1024
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -61,6 +70,24 @@ def run_key(run_id: str) -> dict[str, str]:
 
 def champion_key(stack_name: str) -> dict[str, str]:
     return {"pk": f"CHAMPION#{stack_name}", "sk": "CURRENT"}
+
+
+def object_claim_key(stack_name: str, obj: DataObject) -> dict[str, str]:
+    """``OBJECT#<stack>`` / ``<key>#<versionId or bare ETag>``: one item per object version.
+
+    S3's "null" version (an unversioned bucket) is ``version_id=None``: the ETag tells
+    overwrites apart then. A key too long for a sort key is replaced by its SHA-256.
+    """
+    version = obj.version_id or (obj.etag or "").strip('"')
+    sort_key = f"{obj.key}#{version}"
+    if len(sort_key.encode()) > _SORT_KEY_MAX_BYTES:
+        sort_key = f"SHA256#{hashlib.sha256(sort_key.encode()).hexdigest()}"
+    return {"pk": f"OBJECT#{stack_name}", "sk": sort_key}
+
+
+def _is_condition_failure(error: ClientError) -> bool:
+    code: object = error.response.get("Error", {}).get("Code")
+    return code == "ConditionalCheckFailedException"
 
 
 @dataclass(frozen=True)
@@ -147,6 +174,80 @@ class RunRecords:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         runs.sort(key=lambda run: str(run.get("startedAt", "")), reverse=True)
         return runs[:limit]
+
+    # --- object claims -----------------------------------------------------------------------
+    def object_claims(self, objects: Iterable[DataObject]) -> dict[DataObject, str]:
+        """The run name that claimed each object, for those already claimed (consistent read)."""
+        by_key: dict[str, list[DataObject]] = {}
+        for obj in objects:
+            by_key.setdefault(object_claim_key(self._stack, obj)["sk"], []).append(obj)
+        claims: dict[DataObject, str] = {}
+        sort_keys = list(by_key)
+        for start in range(0, len(sort_keys), _BATCH_GET_MAX):
+            pending: dict[str, Any] = {
+                self._table: {
+                    "Keys": [
+                        _item({"pk": f"OBJECT#{self._stack}", "sk": sk})
+                        for sk in sort_keys[start : start + _BATCH_GET_MAX]
+                    ],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "sk, runName",
+                }
+            }
+            while pending:
+                response = self._db.batch_get_item(RequestItems=pending)
+                for raw in response.get("Responses", {}).get(self._table, []):
+                    item = _plain(raw)
+                    for obj in by_key.get(item["sk"], []):
+                        claims[obj] = item["runName"]
+                pending = response.get("UnprocessedKeys") or {}
+        return claims
+
+    def claim_objects(
+        self, run_name: str, objects: Sequence[DataObject], claimed_at: str
+    ) -> list[DataObject]:
+        """Claim each object for ``run_name``; returns the ones another run holds (lost).
+
+        A claim already held by ``run_name`` is taken again: a retried batch gets back the objects
+        it claimed before failing to start its execution.
+        """
+        lost: list[DataObject] = []
+        for obj in objects:
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item=_item(
+                        {
+                            **object_claim_key(self._stack, obj),
+                            "runName": run_name,
+                            "claimedAt": claimed_at,
+                            "key": obj.key,
+                            "versionId": obj.version_id,
+                            "etag": obj.etag,
+                        }
+                    ),
+                    ConditionExpression="attribute_not_exists(pk) OR runName = :run",
+                    ExpressionAttributeValues={":run": {"S": run_name}},
+                )
+            except ClientError as error:
+                if not _is_condition_failure(error):
+                    raise
+                lost.append(obj)
+        return lost
+
+    def release_objects(self, run_name: str, objects: Iterable[DataObject]) -> None:
+        """Delete the claims ``run_name`` holds on these objects; others' claims stay."""
+        for obj in objects:
+            try:
+                self._db.delete_item(
+                    TableName=self._table,
+                    Key=_item(object_claim_key(self._stack, obj)),
+                    ConditionExpression="runName = :run",
+                    ExpressionAttributeValues={":run": {"S": run_name}},
+                )
+            except ClientError as error:
+                if not _is_condition_failure(error):
+                    raise
 
     # --- champion pointer ---------------------------------------------------------------------
     def get_champion(self) -> ChampionPointer | None:

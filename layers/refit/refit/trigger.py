@@ -1,15 +1,20 @@
-"""From a burst of S3 uploads to as few retraining runs as possible, each started exactly once.
+"""From a burst of S3 uploads to as few retraining runs as possible, each object trained once.
 
 S3 sends "Object Created" to EventBridge, a rule forwards it to SQS, and SQS hands batches to
-StartRetrain. One batch becomes one execution per ``MAX_OBJECTS_PER_RUN`` objects. Three layers
+StartRetrain. One batch becomes one execution per ``MAX_OBJECTS_PER_RUN`` objects. Four layers
 keep duplicate deliveries (S3 and SQS are both at-least-once) from training twice:
 
 1. objects are de-duplicated by ``(key, versionId, etag)`` inside the batch: an overwritten key
    is a new version, hence new data; a repeated event for the same version is not;
-2. the execution name is a hash of the objects it covers, so a redelivered batch asks for the
+2. each object version is claimed in the runs table by the run that covers it
+   (:class:`ObjectClaims`): an event delivered again in a later, differently composed batch finds
+   its object claimed by another run and is dropped (the message is consumed); a run whose
+   objects were all claimed already starts nothing;
+3. the execution name is a hash of the objects it covers, so a redelivered batch asks for the
    same name and Step Functions refuses a second execution (``ExecutionAlreadyExists``, or the
-   running execution itself when the input is identical);
-3. the handler wraps each StartExecution in Powertools idempotency (keyed on that name), which
+   running execution itself when the input is identical); a retried batch takes back the claims
+   its own name holds;
+4. the handler wraps each StartExecution in Powertools idempotency (keyed on that name), which
    answers repeats from DynamoDB without calling Step Functions.
 
 A message that is not an S3 "Object Created" event is logged and dropped: retrying it cannot
@@ -21,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools import Logger
@@ -48,6 +54,22 @@ class StartExecution(Protocol):
     def __call__(self, *, run: dict[str, Any]) -> dict[str, Any]: ...
 
 
+class ObjectClaims(Protocol):
+    """Which run owns which object version; :class:`refit.run_records.RunRecords` implements it."""
+
+    def object_claims(self, objects: Iterable[DataObject]) -> dict[DataObject, str]: ...
+
+    def claim_objects(
+        self, run_name: str, objects: Sequence[DataObject], claimed_at: str
+    ) -> list[DataObject]: ...
+
+    def release_objects(self, run_name: str, objects: Iterable[DataObject]) -> None: ...
+
+
+class ClaimRace(RuntimeError):
+    """Another run claimed some of this run's objects between reading and claiming them."""
+
+
 @dataclass(frozen=True)
 class RunChunk:
     """The objects of one execution and the name derived from them."""
@@ -70,6 +92,7 @@ class TriggerResult:
     already_started: tuple[str, ...]
     failed_message_ids: tuple[str, ...]
     ignored_messages: int
+    already_claimed: int = 0
 
     def response(self) -> dict[str, Any]:
         """The SQS partial-batch response (``ReportBatchItemFailures``)."""
@@ -77,7 +100,11 @@ class TriggerResult:
 
 
 def start_retraining(
-    event: SQSEvent, bucket: str, max_objects_per_run: int, start: StartExecution
+    event: SQSEvent,
+    bucket: str,
+    max_objects_per_run: int,
+    start: StartExecution,
+    claims: ObjectClaims,
 ) -> TriggerResult:
     """Turn one SQS batch into runs; messages of runs that could not start are retried.
 
@@ -90,18 +117,87 @@ def start_retraining(
     started: list[str] = []
     already: list[str] = []
     failed: list[str] = []
-    for chunk in chunks:
+    dropped = 0
+    for planned in chunks:
+        try:
+            chunk = unclaimed_part(planned, claims.object_claims(planned.objects))
+        except Exception:
+            logger.exception("could not read the claims", extra={"executionName": planned.name})
+            failed.extend(planned.message_ids)
+            continue
+        dropped += len(planned.objects) - len(chunk.objects)
+        if not chunk.objects:
+            logger.info(
+                "every object of this run was claimed by an earlier run: nothing to start",
+                extra={"messageIds": list(planned.message_ids)},
+            )
+            continue
+        try:
+            _claim(claims, chunk)
+        except Exception:
+            logger.exception(
+                "could not claim the run's objects", extra={"executionName": chunk.name}
+            )
+            failed.extend(chunk.message_ids)
+            continue
         try:
             outcome = start(run=chunk.request())
         except Exception:
             # Step Functions throttling or an outage: these messages come back after the
-            # visibility timeout (and reach the DLQ after maxReceiveCount).
+            # visibility timeout (and reach the DLQ after maxReceiveCount). The claims go, so
+            # the redelivery may cover these objects whatever batch it comes in.
             logger.exception("could not start run", extra={"executionName": chunk.name})
+            _release(claims, chunk)
             failed.extend(chunk.message_ids)
             continue
         (started if outcome.get("status") == "started" else already).append(chunk.name)
     ignored = len(parsed) - len(found)
-    return TriggerResult(tuple(started), tuple(already), tuple(sorted(set(failed))), ignored)
+    return TriggerResult(
+        tuple(started), tuple(already), tuple(sorted(set(failed))), ignored, dropped
+    )
+
+
+def unclaimed_part(chunk: RunChunk, claimed_by: dict[DataObject, str]) -> RunChunk:
+    """The chunk without objects other runs claimed, named after what remains.
+
+    Objects claimed under the very name the remaining objects hash to are this run's own claims
+    (a retry after claiming but before starting the execution), so they stay.
+    """
+    kept = [obj for obj in chunk.objects if obj not in claimed_by]
+    for name in sorted(set(claimed_by.values())):
+        candidate = [o for o in chunk.objects if o not in claimed_by or claimed_by[o] == name]
+        if execution_name(candidate) == name:
+            kept = candidate
+            break
+    for obj in chunk.objects:
+        if obj not in kept:
+            logger.info(
+                "object already claimed by another run: dropped",
+                extra={"key": obj.key, "versionId": obj.version_id, "runName": claimed_by[obj]},
+            )
+    if len(kept) == len(chunk.objects):
+        return chunk
+    return replace(chunk, name=execution_name(kept) if kept else "", objects=tuple(kept))
+
+
+def _claim(claims: ObjectClaims, chunk: RunChunk) -> None:
+    """Claim all objects of the chunk, or none: a lost race releases ours and raises."""
+    claimed_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    lost = claims.claim_objects(chunk.name, chunk.objects, claimed_at)
+    if lost:
+        _release(claims, chunk)
+        raise ClaimRace(
+            f"{len(lost)} object(s) of {chunk.name} were claimed by another run meanwhile; "
+            "the redelivery will leave them out"
+        )
+
+
+def _release(claims: ObjectClaims, chunk: RunChunk) -> None:
+    try:
+        claims.release_objects(chunk.name, chunk.objects)
+    except Exception:
+        # The claims stay under a name never started; a retry of this batch takes them back.
+        logger.exception("could not release the run's claims", extra={"executionName": chunk.name})
 
 
 def start_execution(sfn: SFNClient, state_machine_arn: str, run: dict[str, Any]) -> dict[str, Any]:
