@@ -11,7 +11,7 @@ SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY=0
 export AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: venv demo local-up test unit static e2e lint build clean
+.PHONY: venv demo local-up test unit static e2e lint build clean bench
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ e2e: venv
 
 static: venv
 	$(BIN)/pytest -q tests/static
+
+# Benchmarks (not tests): the burst figures, written to bench/results/burst.json.
+bench: venv
+	$(BIN)/python -m bench.burst
 
 lint: venv
 	$(BIN)/ruff check .

@@ -48,6 +48,7 @@ class BatchOutcome:
     function_error: str | None
     failed_ids: tuple[str, ...]  # left in the queue (all of them on a function error)
     deleted: int
+    payload_bytes: int = 0  # size of the SQS event the function was invoked with
 
 
 def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -255,6 +256,7 @@ class SqsPoller:
             function_error=result.function_error,
             failed_ids=tuple(i for i in ids if i in failed),
             deleted=deleted,
+            payload_bytes=len(event),
         )
         with self._lock:
             self.outcomes.append(outcome)

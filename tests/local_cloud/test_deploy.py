@@ -218,7 +218,7 @@ def test_event_source_mapping_is_described(deployed: Deployed) -> None:
     (mapping,) = deployed.stack.event_source_mappings
     assert mapping.function_logical_id == "StartRetrainFunction"
     assert mapping.queue_url == deployed.stack.queue_url
-    assert mapping.batch_size == 100
+    assert mapping.batch_size == 1000
     assert mapping.maximum_batching_window_seconds == 2
     assert mapping.report_batch_item_failures
     assert mapping.maximum_concurrency == 2

@@ -424,7 +424,7 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "MaxFileMB": 512,
         "MaxObjectsPerRun": 1000,
         "BatchingWindowSeconds": 30,
-        "TriggerBatchSize": 100,
+        "TriggerBatchSize": 1000,
         "EndpointPollSeconds": 30,
         "EndpointMaxPolls": 120,
         "ExistingBucketName": "",
