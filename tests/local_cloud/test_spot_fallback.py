@@ -49,6 +49,7 @@ from moto_patches_harness import (
     unique,
     wait_execution,
 )
+from runs_table import create_runs_table
 
 from local_cloud import moto_patches
 from local_cloud.sagemaker import LocalSageMaker
@@ -139,32 +140,6 @@ def _settings(topic_arn: str) -> Settings:
     )
 
 
-def _create_runs_table(dynamodb: Any) -> None:
-    """template.yaml's RunsTable: pk/sk plus the sparse ResourcesIndex."""
-    dynamodb.create_table(
-        TableName=TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": name, "AttributeType": "S"}
-            for name in ("pk", "sk", "resourcesOwner", "resourcesCreatedAt")
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "ResourcesIndex",
-                "KeySchema": [
-                    {"AttributeName": "resourcesOwner", "KeyType": "HASH"},
-                    {"AttributeName": "resourcesCreatedAt", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -190,7 +165,7 @@ def _stack(server: MotoServer, work_dir: Path) -> Iterator[Stack]:
     s3.put_object(Bucket=BUCKET, Key="data/train/b.csv", Body=_table(80, seed=2).encode())
     s3.put_object(Bucket=BUCKET, Key="data/test/holdout.csv", Body=_table(60, seed=3).encode())
     dynamodb = server.client("dynamodb")
-    _create_runs_table(dynamodb)
+    create_runs_table(dynamodb, TABLE)
     topic = sns.create_topic(Name=f"{STACK}-notifications")["TopicArn"]
     settings = _settings(topic)
     records = RunRecords(dynamodb, TABLE, STACK)

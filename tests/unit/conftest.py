@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from moto import mock_aws
-from moto_stack import BUCKET, REGION, SETTINGS_ENV, Aws, create_runs_table
+from moto_stack import BUCKET, REGION, SETTINGS_ENV, TABLE, Aws
+from runs_table import create_runs_table
 
 from refit.config import Settings
 
@@ -27,7 +28,7 @@ def aws(settings_env: dict[str, str]) -> Iterator[Aws]:
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         dynamodb = session.client("dynamodb")
-        create_runs_table(dynamodb)
+        create_runs_table(dynamodb, TABLE)
         sns = session.client("sns")
         sns.create_topic(Name="refit-test-notifications")
         yield Aws(
