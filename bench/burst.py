@@ -83,7 +83,9 @@ def run_burst(label: str, parameters: dict[str, Any], files: int) -> dict[str, A
         s3 = cloud.client("s3")
         sqs = cloud.client("sqs")
         sfn = cloud.client("stepfunctions")
-        (poller,) = cloud.event_sources.pollers
+        (poller,) = [
+            p for p in cloud.event_sources.pollers if p.mapping.queue_url == info.queue_url
+        ]
         names = ("BatchingWindowSeconds", "TriggerBatchSize", "MaxObjectsPerRun")
         effective = {k: cloud.stack.parameters[k] for k in names}
 

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refit.config import Settings
 from refit.prepare import PrepareRunEvent, prepare_run
+from refit.run_queue import RunQueue
 from refit.run_records import RunRecords
 
 settings = Settings.from_env()
@@ -20,7 +21,9 @@ tracer = Tracer()
 metrics = Metrics()
 s3 = boto3.client("s3")
 sagemaker = boto3.client("sagemaker")
-records = RunRecords(boto3.client("dynamodb"), settings.runs_table, settings.stack_name)
+dynamodb = boto3.client("dynamodb")
+records = RunRecords(dynamodb, settings.runs_table, settings.stack_name)
+queue = RunQueue(dynamodb, settings.runs_table, settings.stack_name)
 
 
 @logger.inject_lambda_context
@@ -33,6 +36,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         s3=s3,
         sagemaker=sagemaker,
         records=records,
+        queue=queue,
         settings=settings,
         now=datetime.now(UTC),
     )

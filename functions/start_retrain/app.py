@@ -1,65 +1,57 @@
-"""StartRetrain: an SQS batch of S3 "Object Created" events becomes one or a few executions."""
+"""StartRetrain: queue S3 uploads, close ended runs, start the next run when none is in flight."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3  # type: ignore[import-untyped, unused-ignore]
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refit import trigger
 from refit.config import Settings
+from refit.notify import topic_arn
+from refit.run_ended import ExecutionEnded, record_ended_run
+from refit.run_queue import RunQueue
 from refit.run_records import RunRecords
 
 settings = Settings.from_env()
+topic = topic_arn(settings)
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-sfn = boto3.client("stepfunctions")
 dynamodb = boto3.client("dynamodb")
-# Per-object claims (OBJECT#<stack> items) keep an object re-announced in a later batch from
-# being trained on twice.
+sns = boto3.client("sns")
+queue = RunQueue(dynamodb, settings.runs_table, settings.stack_name)
 records = RunRecords(dynamodb, settings.runs_table, settings.stack_name)
-# Idempotency records share the runs table (pk/sk); the key is the execution name, itself a
-# hash of the objects, so a repeated batch is answered from DynamoDB.
-persistence = DynamoDBPersistenceLayer(
-    table_name=settings.runs_table,
-    key_attr="pk",
-    sort_key_attr="sk",
-    static_pk_value=f"IDEMPOTENCY#{settings.stack_name}",
-    boto3_client=dynamodb,
+executions = trigger.StepFunctionsExecutions(
+    boto3.client("stepfunctions"), settings.state_machine_arn
 )
-idempotency = IdempotencyConfig(event_key_jmespath="name", raise_on_no_idempotency_key=True)
 
 
-def _start(run: dict[str, Any]) -> dict[str, Any]:
-    return trigger.start_execution(sfn, settings.state_machine_arn, run)
-
-
-start_once: trigger.StartExecution = idempotent_function(
-    data_keyword_argument="run", persistence_store=persistence, config=idempotency
-)(_start)
+def _record_ended(ended: ExecutionEnded) -> bool:
+    return record_ended_run(ended, records, sns, topic, settings.stack_name)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    idempotency.register_lambda_context(context)
-    result = trigger.start_retraining(
-        SQSEvent(event), settings.data_bucket, settings.max_objects_per_run, start_once, records
+    result = trigger.handle_batch(
+        SQSEvent(event),
+        bucket=settings.data_bucket,
+        queue=queue,
+        executions=executions,
+        record_ended=_record_ended,
+        max_objects_per_run=settings.max_objects_per_run,
+        now=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     )
-    metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=len(result.started))
+    started = result.dispatch is not None and result.dispatch.outcome == "started"
+    metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=int(started))
+    metrics.add_metric(name="ObjectsQueued", unit=MetricUnit.Count, value=result.queued)
+    metrics.add_metric(name="DuplicateObjects", unit=MetricUnit.Count, value=result.duplicates)
     metrics.add_metric(name="MessagesIgnored", unit=MetricUnit.Count, value=result.ignored_messages)
-    metrics.add_metric(
-        name="ObjectsAlreadyClaimed", unit=MetricUnit.Count, value=result.already_claimed
-    )
     return result.response()

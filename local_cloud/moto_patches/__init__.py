@@ -23,6 +23,8 @@ What each module patches (see their docstrings):
   and ``.sync``) in moto's Step Functions interpreter.
 - :mod:`.stepfunctions_api`: the interpreter backend's API errors get their error codes
   (``InvalidDefinition`` was serialised with an empty code).
+- :mod:`.stepfunctions_events`: executions that end put AWS's "Step Functions Execution Status
+  Change" event on EventBridge (moto emitted none).
 - :mod:`.stepfunctions_parser`: ``"RoleArn.$"`` in Parameters is a path (moto's lexer made it
   a literal key).
 - :mod:`.lambda_api`: ``moto.awslambda``: every invocation -> ``invoke_lambda``; SQS event source
@@ -75,6 +77,7 @@ def all_patches() -> list[Patch]:
             sagemaker_api,
             sagemaker_runtime_api,
             stepfunctions_api,
+            stepfunctions_events,
             stepfunctions_parser,
             stepfunctions_sagemaker,
         )
@@ -88,6 +91,7 @@ def all_patches() -> list[Patch]:
         *sagemaker_runtime_api.patches(),
         *stepfunctions_sagemaker.patches(),
         *stepfunctions_api.patches(),
+        *stepfunctions_events.patches(),
         *stepfunctions_parser.patches(),
         *lambda_api.patches(),
     ]

@@ -214,16 +214,23 @@ def test_functions_keep_the_template_code_handler_layers_and_environment(
     assert refit_layer.on_python_path and refit_layer.content_dir == REPO_ROOT / "layers" / "refit"
 
 
-def test_event_source_mapping_is_described(deployed: Deployed) -> None:
-    (mapping,) = deployed.stack.event_source_mappings
-    assert mapping.function_logical_id == "StartRetrainFunction"
-    assert mapping.queue_url == deployed.stack.queue_url
-    assert mapping.batch_size == 1000
-    assert mapping.maximum_batching_window_seconds == 2
-    assert mapping.report_batch_item_failures
-    assert mapping.maximum_concurrency == 2
+def test_event_source_mappings_are_described(deployed: Deployed) -> None:
+    uploads, ended = sorted(
+        deployed.stack.event_source_mappings, key=lambda m: m.maximum_batching_window_seconds
+    )[::-1]
+    assert uploads.function_logical_id == "StartRetrainFunction"
+    assert uploads.queue_url == deployed.stack.queue_url
+    assert uploads.batch_size == 1000
+    assert uploads.maximum_batching_window_seconds == 2
+    assert uploads.report_batch_item_failures
+    assert uploads.maximum_concurrency == 2
+    # The ends of runs reach the same function through their own queue, without a window.
+    assert ended.function_logical_id == "StartRetrainFunction"
+    assert ended.queue_url.endswith(deployed.stack.outputs["RunEndedQueueUrl"].rsplit("/", 1)[1])
+    assert (ended.batch_size, ended.maximum_batching_window_seconds) == (10, 0)
+    assert ended.report_batch_item_failures
     listed = deployed.client("lambda").list_event_source_mappings()["EventSourceMappings"]
-    assert [m["UUID"] for m in listed] == [mapping.uuid]
+    assert sorted(m["UUID"] for m in listed) == sorted([uploads.uuid, ended.uuid])
 
 
 def test_bucket_table_and_queue_gaps_are_filled(deployed: Deployed) -> None:

@@ -66,7 +66,7 @@ def test_the_same_s3_event_delivered_again_starts_one_run(cloud: LocalCloud) -> 
     sqs = cloud.client("sqs")
     sfn = cloud.client("stepfunctions")
     queue = cloud.stack.queue_url
-    (poller,) = cloud.event_sources.pollers
+    (poller,) = [p for p in cloud.event_sources.pollers if p.mapping.queue_url == queue]
     body = object_created(info.bucket, "data/train/dup/a.csv")
 
     def executions() -> list[dict[str, Any]]:

@@ -125,7 +125,7 @@ def test_start_retrain_runs_for_real_and_starts_an_execution(
     # and the invocation's logs carry Lambda's framing and the handler's Powertools lines
     assert "START RequestId: " in result.log_tail
     assert "REPORT RequestId: " in result.log_tail
-    assert '"message":"run started"' in result.log_tail
+    assert '"message":"dispatched the queued objects"' in result.log_tail
 
 
 def test_worker_environment_is_the_functions_plus_lambdas(

@@ -147,11 +147,11 @@ def test_an_upload_starts_an_execution_through_the_trigger_path(
     document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
     assert document["source"] == "s3"
     assert [o["key"] for o in document["objects"]] == ["data/train/2026/11/28/a.csv"]
-    (poller,) = cloud.event_sources.pollers
+    (poller,) = [p for p in cloud.event_sources.pollers if p.mapping.queue_url == info.queue_url]
     wait_for(lambda: poller.outcomes)  # recorded once the invocation returned
     assert [(len(o.message_ids), o.deleted) for o in poller.outcomes] == [(1, 1)]
     log = (state_dir / "lambda-logs" / "StartRetrainFunction.log").read_text()
-    assert '"message":"run started"' in log
+    assert '"message":"dispatched the queued objects"' in log
 
     # and the run record PrepareRun writes is visible to `refit runs` with the printed settings
     wait_for(lambda: _runs_listed(info.environment(), monkeypatch, capsys), timeout=20)

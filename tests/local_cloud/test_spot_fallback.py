@@ -56,6 +56,7 @@ from local_cloud.sagemaker import LocalSageMaker
 from refit import layout, promotion
 from refit.config import Settings
 from refit.prepare import PrepareRunEvent, prepare_run
+from refit.run_queue import RunQueue
 from refit.run_records import RunRecords
 from refit.run_report import record_run
 
@@ -173,11 +174,14 @@ def _stack(server: MotoServer, work_dir: Path) -> Iterator[Stack]:
     sabotage: dict[str, Callable[[dict[str, Any]], None]] = {}
 
     def prepare(event: dict[str, Any]) -> dict[str, Any]:
+        parsed = PrepareRunEvent.parse(event)
         plan = prepare_run(
-            PrepareRunEvent.parse(event),
+            parsed,
             s3=s3,
             sagemaker=sagemaker,
             records=records,
+            # The three runs train at once, as three stacks would: each has its own run lock.
+            queue=RunQueue(dynamodb, TABLE, f"{STACK}-{parsed.execution_name}"),
             settings=settings,
             now=datetime.now(UTC),
         )

@@ -53,9 +53,10 @@ STAR_RESOURCE_ALLOWED: dict[frozenset[str], str] = {
 
 # Variables the template sets on one function only (refit.config gives others a default).
 FUNCTION_ONLY_ENV = {
-    "STATE_MACHINE_ARN": "StartRetrainFunction",
-    "NOTIFICATION_TOPIC_ARN": "RecordRunFunction",
-    "TRAINING_CODE_DIR": "PrepareRunFunction",
+    "STATE_MACHINE_ARN": {"StartRetrainFunction"},
+    # RecordRun notifies every recorded run; StartRetrain the runs that ended unrecorded.
+    "NOTIFICATION_TOPIC_ARN": {"RecordRunFunction", "StartRetrainFunction"},
+    "TRAINING_CODE_DIR": {"PrepareRunFunction"},
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"}
 
@@ -170,15 +171,15 @@ def test_function_specific_variables_are_on_their_function_only(
 ) -> None:
     # Given the variables one function owns
     globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
-    for variable, owner in FUNCTION_ONLY_ENV.items():
-        # Then Globals does not set them, and exactly their owner does
+    for variable, owners in FUNCTION_ONLY_ENV.items():
+        # Then Globals does not set them, and exactly their owners do
         assert variable not in globals_env
         holders = {
             name
             for name, function in _functions(resources).items()
             if variable in function["Properties"].get("Environment", {}).get("Variables", {})
         }
-        assert holders == {owner}
+        assert holders == owners
     prepare = resources["PrepareRunFunction"]["Properties"]
     assert prepare["Environment"]["Variables"]["TRAINING_CODE_DIR"] == "/opt/refit_training"
     assert prepare["Layers"] == [{"Ref": "TrainingCodeLayer"}]

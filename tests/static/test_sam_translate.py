@@ -45,7 +45,8 @@ def test_translation_produces_the_expected_resources(translated: dict[str, Any])
     types = Counter(r["Type"] for r in translated["Resources"].values())
     assert types["AWS::Lambda::Function"] == 5
     assert types["AWS::Lambda::LayerVersion"] == 2
-    assert types["AWS::Lambda::EventSourceMapping"] == 1
+    # uploads and ends of runs, both into StartRetrain
+    assert types["AWS::Lambda::EventSourceMapping"] == 2
     assert types["AWS::StepFunctions::StateMachine"] == 1
     # one role per function, plus the workflow's and SageMaker's
     assert types["AWS::IAM::Role"] == 7
@@ -55,11 +56,12 @@ def test_translation_produces_the_expected_resources(translated: dict[str, Any])
         "AWS::DynamoDB::Table",
         "AWS::SNS::Topic",
         "AWS::SNS::Subscription",
-        "AWS::Events::Rule",
         "AWS::SQS::QueuePolicy",
     ):
         assert types[kind] == 1, kind
-    assert types["AWS::SQS::Queue"] == 2
+    # uploads and ends of runs: a rule and a queue each, one dead-letter queue
+    assert types["AWS::Events::Rule"] == 2
+    assert types["AWS::SQS::Queue"] == 3
 
 
 def test_globals_merge_into_every_function(translated: dict[str, Any]) -> None:
@@ -81,17 +83,22 @@ def test_globals_merge_into_every_function(translated: dict[str, Any]) -> None:
     assert prepare["TracingConfig"] == {"Mode": "Active"}
 
 
-def test_trigger_mapping_reports_batch_item_failures(translated: dict[str, Any]) -> None:
-    # Given the translated event source mapping
-    (mapping,) = [
-        r["Properties"]
+def test_trigger_mappings_report_batch_item_failures(translated: dict[str, Any]) -> None:
+    # Given the translated event source mappings
+    mappings = {
+        r["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: r["Properties"]
         for r in translated["Resources"].values()
         if r["Type"] == "AWS::Lambda::EventSourceMapping"
-    ]
-    # Then it batches by the parameters and reports partial failures
-    assert mapping["FunctionName"] == {"Ref": "StartRetrainFunction"}
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["MaximumBatchingWindowInSeconds"] == {"Ref": "BatchingWindowSeconds"}
+    }
+    assert set(mappings) == {"TriggerQueue", "RunEndedQueue"}
+    # Then both feed StartRetrain and report partial failures
+    for mapping in mappings.values():
+        assert mapping["FunctionName"] == {"Ref": "StartRetrainFunction"}
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # uploads are batched by the parameters; ends of runs are handled at once
+    uploads = mappings["TriggerQueue"]
+    assert uploads["MaximumBatchingWindowInSeconds"] == {"Ref": "BatchingWindowSeconds"}
+    assert "MaximumBatchingWindowInSeconds" not in mappings["RunEndedQueue"]
 
 
 def test_state_machine_uses_the_explicit_role(translated: dict[str, Any]) -> None:

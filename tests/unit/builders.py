@@ -8,7 +8,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from moto.core.utils import utcnow
 from moto.sagemaker.models import sagemaker_backends
+from moto.stepfunctions.models import stepfunctions_backends
 from moto_stack import ACCOUNT, BUCKET, REGION, SETTINGS_ENV
 
 from refit.config import Settings
@@ -191,3 +193,70 @@ def deploy_endpoint(
 def set_endpoint_status(endpoint_name: str, status: str) -> None:
     """moto endpoints are InService at once; tests need the other states too."""
     sagemaker_backends[ACCOUNT][REGION].endpoints[endpoint_name].endpoint_status = status
+
+
+# --- Step Functions executions ending -----------------------------------------------------------
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN Step Functions gives the execution ``name`` of the state machine."""
+    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+
+def end_execution(
+    stepfunctions: Any,
+    arn: str,
+    status: str = "ABORTED",
+    *,
+    error: str | None = None,
+    cause: str | None = None,
+) -> None:
+    """End a moto execution (they stay RUNNING in process): StopExecution, or set the outcome."""
+    if status == "ABORTED":
+        stepfunctions.stop_execution(executionArn=arn)
+        return
+    execution = stepfunctions_backends[ACCOUNT][REGION].describe_execution(arn)
+    execution.status = status
+    execution.stop_date = utcnow()
+    execution.error = error
+    execution.cause = cause
+
+
+def execution_status_change(
+    arn: str,
+    status: str,
+    *,
+    state_machine_arn: str = SETTINGS_ENV["STATE_MACHINE_ARN"],
+    error: str | None = None,
+    cause: str | None = None,
+    stop_date: int | None = 1_795_000_000_000,
+) -> dict[str, Any]:
+    """The EventBridge "Execution Status Change" event AWS sends when an execution ends."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": ACCOUNT,
+        "time": "2026-11-28T10:00:00Z",
+        "region": REGION,
+        "resources": [arn],
+        "detail": {
+            "executionArn": arn,
+            "stateMachineArn": state_machine_arn,
+            "name": arn.rsplit(":", 1)[-1],
+            "status": status,
+            "startDate": 1_794_990_000_000,
+            "stopDate": stop_date if status != "RUNNING" else None,
+            "input": "{}",
+            "output": None,
+            "error": error,
+            "cause": cause,
+        },
+    }
+
+
+def execution_statuses(stepfunctions: Any, state_machine_arn: str) -> dict[str, str]:
+    """Every execution's status by name."""
+    listed = stepfunctions.list_executions(stateMachineArn=state_machine_arn)["executions"]
+    return {item["name"]: item["status"] for item in listed}

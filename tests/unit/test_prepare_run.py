@@ -24,6 +24,7 @@ from moto_stack import BUCKET, STACK, TABLE, Aws
 from refit.champion import EndpointBusy
 from refit.datasets import NoTestData
 from refit.run_input import InvalidRunInput
+from refit.run_queue import RunInProgress, RunLock, RunQueue
 from refit.run_records import ChampionPointer, RunRecords
 
 # Failed runs publish no application metric; Powertools warns about that, which is expected here.
@@ -181,3 +182,68 @@ def test_a_live_champion_is_continued_and_fixes_the_feature_count(
 def test_a_wiring_mistake_in_the_state_machine_is_reported_as_such(app: ModuleType) -> None:
     with pytest.raises(ValueError, match="PrepareRun expects"):
         app.lambda_handler({"trainingMode": "full"}, FakeLambdaContext())
+
+
+# --- one run at a time: the run lock ---------------------------------------------------------
+
+
+def run_queue(aws: Aws) -> RunQueue:
+    return RunQueue(aws.dynamodb, TABLE, STACK)
+
+
+def test_a_manual_run_takes_the_free_lock(app: ModuleType, aws: Aws) -> None:
+    put(aws.s3, "data/train/a.csv", csv_rows(3))
+    prepare(app, {}, name="manual-1")
+    # The lock names the run from the execution's start, with no input (nothing to resume)
+    assert run_queue(aws).current_lock() == RunLock("manual-1", "2026-11-28T09:20:00.123Z")
+
+
+def test_a_manual_run_is_refused_while_another_run_is_running(app: ModuleType, aws: Aws) -> None:
+    # Given a dispatched run holding the lock and RUNNING
+    run_queue(aws).acquire(
+        RunLock("s3-abc", "2026-11-28T09:00:00Z", {"source": "s3", "objects": [{"key": "x"}]})
+    )
+    records(aws).put_started("s3-abc", {"startedAt": "2026-11-28T09:00:00Z"})
+    put(aws.s3, "data/train/a.csv", csv_rows(3))
+    put(aws.s3, "data/train/bad.csv", b"x")
+    # When a manual run is prepared
+    with pytest.raises(RunInProgress) as raised:
+        prepare(app, {}, name="manual-1")
+    # Then it fails with a named error naming the holder, before touching anything
+    assert type(raised.value).__name__ == "RunInProgress"
+    assert "run s3-abc has been training or deploying" in str(raised.value)
+    assert "since 2026-11-28T09:00:00Z" in str(raised.value)
+    assert records(aws).get_run("manual-1") is None
+    assert keys_under(aws.s3, "runs/") == []
+    assert keys_under(aws.s3, "data/train/") == ["data/train/a.csv", "data/train/bad.csv"]
+    lock = run_queue(aws).current_lock()
+    assert lock is not None and lock.run_name == "s3-abc"
+
+
+def test_a_manual_run_takes_over_from_a_run_that_recorded_its_end(
+    app: ModuleType, aws: Aws
+) -> None:
+    # Given the lock of a run that RecordRun finished, its end event not processed yet
+    run_queue(aws).acquire(RunLock("s3-abc", "2026-11-28T09:00:00Z"))
+    records(aws).put_started("s3-abc", {})
+    records(aws).finish("s3-abc", {"status": "REJECTED"})
+    put(aws.s3, "data/train/a.csv", csv_rows(3))
+    # When a manual run is prepared
+    plan = prepare(app, {}, name="manual-1")
+    # Then it runs and holds the lock
+    assert plan["status"] == "ready"
+    lock = run_queue(aws).current_lock()
+    assert lock is not None and lock.run_name == "manual-1"
+
+
+def test_the_dispatched_run_itself_passes_its_lock(app: ModuleType, aws: Aws) -> None:
+    # Given the trigger's lock for the run it started
+    good = put(aws.s3, "data/train/good.csv", csv_rows(4))
+    run_input = {"source": "s3", "objects": [good]}
+    run_queue(aws).acquire(RunLock("s3-abc", "2026-11-28T09:19:59Z", run_input))
+    # When that run's PrepareRun runs, and again (a Lambda retry)
+    first = prepare(app, run_input, name="s3-abc")
+    again = prepare(app, run_input, name="s3-abc")
+    # Then both are planned and the lock is unchanged
+    assert first["status"] == again["status"] == "ready"
+    assert run_queue(aws).current_lock() == RunLock("s3-abc", "2026-11-28T09:19:59Z", run_input)

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from moto_stack import STACK, TABLE, Aws
 
-from refit.run_input import DataObject
-from refit.run_records import ChampionPointer, RunRecords, object_claim_key
+from refit.run_records import ChampionPointer, RunRecords, dynamo_item, plain_item
 
 
 def test_run_record_is_started_then_finished(aws: Aws) -> None:
@@ -44,38 +43,68 @@ def test_resources_index_lists_newest_first_and_forgets(aws: Aws) -> None:
     assert records.get_run("run-2") is not None
 
 
-def test_object_claims_are_per_version_and_kept_by_their_run(aws: Aws) -> None:
-    # Given a claimed object version, including an unversioned ("null") one and a huge key
-    records = RunRecords(aws.dynamodb, TABLE, STACK)
-    v1 = DataObject("data/train/a.csv", '"e1"', "v1", 10)
-    v2 = DataObject("data/train/a.csv", "e2", "v2", 10)
-    plain = DataObject("data/train/u.csv", "e1", None, 10)
-    long = DataObject("data/train/" + "k" * 1020, "e1", "v" * 32, 10)
-    assert records.claim_objects("run-1", [v1, plain, long], "2026-11-28T00:00:00Z") == []
-    # When another run claims them and a new version
-    lost = records.claim_objects("run-2", [v1, v2, plain, long], "2026-11-28T00:01:00Z")
-    # Then only the new version is its; the same run may claim its own objects again
-    assert lost == [v1, plain, long]
-    assert records.claim_objects("run-1", [v1], "2026-11-28T00:02:00Z") == []
-    assert records.object_claims([v1, v2, plain, long]) == {
-        v1: "run-1",
-        v2: "run-2",
-        plain: "run-1",
-        long: "run-1",
-    }
-    # And a run releases only its own claims
-    assert object_claim_key(STACK, plain)["sk"] == "data/train/u.csv#e1"
-    assert object_claim_key(STACK, long)["sk"].startswith("SHA256#")
-    records.release_objects("run-2", [v1, v2])
-    assert records.object_claims([v1, v2]) == {v1: "run-1"}
-    item = aws.dynamodb.get_item(
-        TableName=TABLE, Key={"pk": {"S": f"OBJECT#{STACK}"}, "sk": {"S": "data/train/a.csv#v1"}}
-    )["Item"]
-    assert item["runName"]["S"] == "run-1" and "expiration" not in item
+def test_items_round_trip_floats_and_drop_none(aws: Aws) -> None:
+    # Given an item with a float, a nested None and a None attribute
+    item = dynamo_item(
+        {"pk": "X", "sk": "Y", "score": 0.1, "nested": {"a": None, "b": 2}, "n": None}
+    )
+    # Then DynamoDB gets Decimals and no None values, and the plain view gives the numbers back
+    assert "n" not in item and item["nested"] == {"M": {"b": {"N": "2"}}}
+    assert plain_item(item) == {"pk": "X", "sk": "Y", "score": 0.1, "nested": {"b": 2}}
 
 
-def test_object_claims_read_more_than_one_batch_get(aws: Aws) -> None:
+ABORTED = {
+    "status": "ABORTED",
+    "finishedAt": "2026-11-28T10:00:00Z",
+    "error": {"Error": "States.Aborted", "Cause": "stopped"},
+}
+
+
+def test_finish_if_running_finishes_a_running_record_once(aws: Aws) -> None:
+    # Given a run PrepareRun recorded as RUNNING
     records = RunRecords(aws.dynamodb, TABLE, STACK)
-    objects = [DataObject(f"data/train/{i:04d}.csv", "e", "v") for i in range(250)]
-    assert records.claim_objects("run-1", objects[::2], "2026-11-28T00:00:00Z") == []
-    assert records.object_claims(objects) == {o: "run-1" for o in objects[::2]}
+    records.put_started("run-1", {"startedAt": "2026-11-28T09:00:00Z", "jobName": "job-1"})
+    # When it is finished by the run-ended path, twice (a redelivered event)
+    first = records.finish_if_running("run-1", ABORTED)
+    again = records.finish_if_running("run-1", {**ABORTED, "finishedAt": "2026-11-28T11:00:00Z"})
+    # Then only the first call wrote, and the record keeps what PrepareRun wrote
+    assert (first, again) == (True, False)
+    run = records.get_run("run-1")
+    assert run is not None
+    assert run["status"] == "ABORTED"
+    assert run["finishedAt"] == "2026-11-28T10:00:00Z"
+    assert run["error"] == {"Error": "States.Aborted", "Cause": "stopped"}
+    assert (run["startedAt"], run["jobName"], run["runId"]) == (
+        "2026-11-28T09:00:00Z",
+        "job-1",
+        "run-1",
+    )
+
+
+def test_finish_if_running_leaves_a_recorded_run_alone(aws: Aws) -> None:
+    # Given a run RecordRun already finished
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    records.put_started("run-1", {"startedAt": "2026-11-28T09:00:00Z"})
+    records.finish("run-1", {"status": "PROMOTED", "finishedAt": "2026-11-28T09:30:00Z"})
+    before = records.get_run("run-1")
+    # When the run-ended path tries to finish it
+    wrote = records.finish_if_running("run-1", ABORTED)
+    # Then nothing changes
+    assert wrote is False
+    assert records.get_run("run-1") == before
+
+
+def test_finish_if_running_creates_the_record_of_a_run_stopped_before_prepare_run(
+    aws: Aws,
+) -> None:
+    # Given no record at all (the execution was stopped before PrepareRun wrote one)
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    # When it is finished
+    wrote = records.finish_if_running("s3-never-prepared", {**ABORTED, "pk": "X", "sk": "Y"})
+    # Then a record exists under the run's own key (pk/sk in the attributes are ignored)
+    assert wrote is True
+    run = records.get_run("s3-never-prepared")
+    assert run is not None
+    assert (run["pk"], run["sk"]) == ("RUN#s3-never-prepared", "RUN")
+    assert (run["runId"], run["status"]) == ("s3-never-prepared", "ABORTED")
+    assert aws.dynamodb.scan(TableName=TABLE)["Count"] == 1

@@ -1,4 +1,4 @@
-"""StartRetrain end to end in moto: SQS batch in, executions out, idempotent on redelivery."""
+"""StartRetrain end to end in moto: uploads and ended runs in, at most one execution at a time."""
 
 from __future__ import annotations
 
@@ -9,185 +9,304 @@ import pytest
 from builders import (
     FakeLambdaContext,
     create_state_machine,
+    end_execution,
+    execution_arn,
+    execution_status_change,
+    execution_statuses,
     executions,
     load_event,
     object_created,
     sqs_event,
 )
 from lambda_handlers import load_handler
-from moto_stack import TABLE, Aws
+from moto_stack import STACK, TABLE, Aws
+from state_builders import received_notifications, subscribe_queue
 
-from refit import trigger
 from refit.run_input import DataObject
+from refit.run_queue import RunQueue, execution_name
+from refit.run_records import RunRecords
+
+ETAG = "0cc175b9c0f1b6a831c399e269772661"
+NO_FAILURES: dict[str, Any] = {"batchItemFailures": []}
 
 
 @pytest.fixture
-def app(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.setenv("MAX_OBJECTS_PER_RUN", "100")
+def max_objects() -> str:
+    return "100"
+
+
+@pytest.fixture
+def app(aws: Aws, monkeypatch: pytest.MonkeyPatch, max_objects: str) -> ModuleType:
+    monkeypatch.setenv("MAX_OBJECTS_PER_RUN", max_objects)
     create_state_machine(aws.stepfunctions)
     return load_handler("start_retrain")
 
 
-def handle(app: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
+def handle(app: ModuleType, aws: Aws, event: dict[str, Any]) -> dict[str, Any]:
     response: dict[str, Any] = app.lambda_handler(event, FakeLambdaContext())
+    # Whatever happened, runs never overlap
+    assert len(running(aws)) <= 1
     return response
+
+
+def started(aws: Aws) -> list[dict[str, Any]]:
+    return executions(aws.stepfunctions, aws.settings.state_machine_arn)
+
+
+def running(aws: Aws) -> list[str]:
+    try:
+        statuses = execution_statuses(aws.stepfunctions, aws.settings.state_machine_arn)
+    except aws.stepfunctions.exceptions.StateMachineDoesNotExist:
+        return []
+    return [name for name, status in statuses.items() if status == "RUNNING"]
+
+
+def keys_of(run: dict[str, Any]) -> list[str]:
+    return [o["key"] for o in run["input"]["objects"]]
+
+
+def queue(aws: Aws) -> RunQueue:
+    return RunQueue(aws.dynamodb, TABLE, STACK)
+
+
+def items(aws: Aws, kind: str) -> dict[str, dict[str, Any]]:
+    response = aws.dynamodb.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"{kind}#{STACK}"}},
+    )
+    return {item["sk"]["S"]: item for item in response["Items"]}
+
+
+def upload(name: str, version: str = "v1", etag: str = ETAG) -> dict[str, Any]:
+    return object_created(f"data/train/{name}", version_id=version, etag=etag)
+
+
+def data_object(name: str, version: str = "v1", etag: str = ETAG) -> DataObject:
+    return DataObject(f"data/train/{name}", etag, version, 120)
+
+
+def end_run(
+    app: ModuleType, aws: Aws, name: str, status: str = "SUCCEEDED", message_id: str = "end"
+) -> dict[str, Any]:
+    """End an execution in moto and deliver its status change event to the handler."""
+    arn = execution_arn(aws.settings.state_machine_arn, name)
+    end_execution(aws.stepfunctions, arn, status)
+    event = sqs_event(execution_status_change(arn, status), message_ids=[message_id])
+    return handle(app, aws, event)
+
+
+# --- one run per object version ----------------------------------------------------------------
 
 
 def test_sample_batch_starts_one_execution(app: ModuleType, aws: Aws) -> None:
     # When the sample batch of two uploads arrives
-    response = handle(app, load_event("sqs-s3-object-created.json"))
+    response = handle(app, aws, load_event("sqs-s3-object-created.json"))
     # Then one execution covers both and no message is retried
-    started = executions(aws.stepfunctions, aws.settings.state_machine_arn)
-    assert len(started) == 1
-    assert [o["key"] for o in started[0]["input"]["objects"]] == [
+    (run,) = started(aws)
+    assert keys_of(run) == [
         "data/train/2026/11/28/sales-0001.csv",
         "data/train/2026/11/28/sales-0002.csv",
     ]
-    assert response == {"batchItemFailures": []}
+    assert response == NO_FAILURES
 
 
-def test_redelivered_batch_starts_nothing_new(app: ModuleType, aws: Aws) -> None:
-    # Given a batch that was handled once
-    event = load_event("sqs-s3-object-created.json")
-    handle(app, event)
-    # When SQS delivers it again
-    response = handle(app, event)
-    # Then there is still exactly one execution, and the repeat was answered by the
-    # idempotency record kept in the runs table
-    assert len(executions(aws.stepfunctions, aws.settings.state_machine_arn)) == 1
-    assert response == {"batchItemFailures": []}
-    records = aws.dynamodb.query(
-        TableName=TABLE,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": "IDEMPOTENCY#refit-test"}},
-    )["Items"]
-    assert [r["status"]["S"] for r in records] == ["COMPLETED"]
-    assert "expiration" in records[0]
+def test_an_event_delivered_many_times_is_one_run(app: ModuleType, aws: Aws) -> None:
+    # Given a.csv's event delivered 2 to 5 times in one batch
+    a = upload("a.csv")
+    for copies in range(2, 6):
+        assert handle(app, aws, sqs_event(*[a] * copies)) == NO_FAILURES
+    # When the same SQS message is redelivered, and the event comes again in later batches
+    for _ in range(3):
+        assert handle(app, aws, sqs_event(a, message_ids=["m-1"])) == NO_FAILURES
+    # Then one execution trains a.csv, once
+    (run,) = started(aws)
+    assert keys_of(run) == ["data/train/a.csv"]
+    # And the ledger holds it once, given to that run, and the queue is empty
+    (ledger,) = items(aws, "OBJECT").values()
+    assert ledger["runName"] == {"S": run["name"]}
+    assert items(aws, "QUEUE") == {}
 
 
-def test_redelivery_after_the_idempotency_record_expired_is_still_one_run(
-    app: ModuleType, aws: Aws
+def test_a_duplicate_after_its_run_ended_starts_nothing(app: ModuleType, aws: Aws) -> None:
+    # Given a.csv trained by a run that has ended
+    a = upload("a.csv")
+    handle(app, aws, sqs_event(a))
+    (run,) = started(aws)
+    end_run(app, aws, run["name"])
+    # When its event is delivered again, 4 times (the lock is free now)
+    for attempt in range(4):
+        assert handle(app, aws, sqs_event(a, message_ids=[f"m-{attempt}"])) == NO_FAILURES
+    # Then it never re-enters the queue and no run starts
+    assert [r["name"] for r in started(aws)] == [run["name"]]
+    assert queue(aws).queued_count() == 0
+
+
+def test_an_overwritten_key_is_new_data(app: ModuleType, aws: Aws) -> None:
+    # Given a.csv v1 in a run
+    handle(app, aws, sqs_event(upload("a.csv", "v1", "e1")))
+    (first,) = started(aws)
+    # When the key is overwritten while it runs, and v1's event is delivered again
+    overwrite = sqs_event(upload("a.csv", "v2", "e2"), upload("a.csv", "v1", "e1"))
+    assert handle(app, aws, overwrite) == NO_FAILURES
+    assert queue(aws).queued_count() == 1
+    end_run(app, aws, first["name"])
+    # Then the follow-up trains the new version only
+    second = next(r for r in started(aws) if r["name"] != first["name"])
+    assert [(o["versionId"], o["etag"]) for o in second["input"]["objects"]] == [("v2", "e2")]
+
+
+# --- one run at a time -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first_ended", ["SUCCEEDED", "FAILED", "ABORTED"])
+def test_uploads_during_a_run_become_one_follow_up_run(
+    app: ModuleType, aws: Aws, first_ended: str
 ) -> None:
-    # Given a handled batch whose idempotency records are gone (expired)
-    event = sqs_event(object_created("data/train/a.csv"), message_ids=["m-1"])
-    handle(app, event)
-    for item in aws.dynamodb.scan(TableName=TABLE)["Items"]:
-        aws.dynamodb.delete_item(TableName=TABLE, Key={"pk": item["pk"], "sk": item["sk"]})
-    # When the same message comes back
-    response = handle(app, event)
-    # Then the execution name alone keeps it to one run
-    assert len(executions(aws.stepfunctions, aws.settings.state_machine_arn)) == 1
-    assert response == {"batchItemFailures": []}
+    # Given a run in flight
+    handle(app, aws, sqs_event(upload("a.csv")))
+    (first,) = started(aws)
+    # When uploads keep coming while it runs (some delivered twice)
+    late = [f"late-{n}.csv" for n in range(4)]
+    for n, name in enumerate(late):
+        response = handle(app, aws, sqs_event(upload(name), upload(name)))
+        # Then each is consumed and queued, and no second execution starts
+        assert response == NO_FAILURES
+        assert queue(aws).queued_count() == n + 1
+        assert running(aws) == [first["name"]]
+    assert handle(app, aws, sqs_event(upload(late[0]))) == NO_FAILURES
+    assert queue(aws).queued_count() == len(late)
+    # When the run ends, and its end event is delivered twice
+    assert end_run(app, aws, first["name"], first_ended) == NO_FAILURES
+    assert end_run(app, aws, first["name"], first_ended, message_id="end-again") == NO_FAILURES
+    # Then exactly one follow-up run covers everything queued, under the name of those objects
+    runs = started(aws)
+    assert len(runs) == 2
+    (follow_up,) = [r for r in runs if r["name"] != first["name"]]
+    assert keys_of(follow_up) == [f"data/train/{name}" for name in late]
+    assert follow_up["name"] == execution_name([data_object(name) for name in late])
+    assert running(aws) == [follow_up["name"]]
+    assert queue(aws).queued_count() == 0
 
 
-def test_the_same_s3_event_twice_in_one_batch_is_one_object(app: ModuleType, aws: Aws) -> None:
-    upload = object_created("data/train/a.csv")
-    handle(app, sqs_event(upload, upload))
-    started = executions(aws.stepfunctions, aws.settings.state_machine_arn)
-    assert len(started) == 1
-    assert len(started[0]["input"]["objects"]) == 1
-
-
-def test_two_versions_of_one_key_are_both_covered(app: ModuleType, aws: Aws) -> None:
-    # Given a key uploaded, then overwritten, in one batch
-    handle(
-        app,
-        sqs_event(
-            object_created("data/train/a.csv", version_id="v1", etag="e1"),
-            object_created("data/train/a.csv", version_id="v2", etag="e2"),
-        ),
+def test_a_run_whose_end_event_never_came_is_taken_over(app: ModuleType, aws: Aws) -> None:
+    # Given a run that was stopped, but whose end event was lost, and an upload queued meanwhile
+    handle(app, aws, sqs_event(upload("a.csv")))
+    (first,) = started(aws)
+    handle(app, aws, sqs_event(upload("b.csv")))
+    end_execution(
+        aws.stepfunctions, execution_arn(aws.settings.state_machine_arn, first["name"]), "ABORTED"
     )
-    # Then the run lists both versions (PrepareRun trains on the current one)
-    started = executions(aws.stepfunctions, aws.settings.state_machine_arn)
-    assert [o["versionId"] for o in started[0]["input"]["objects"]] == ["v1", "v2"]
+    # When the next upload arrives
+    assert handle(app, aws, sqs_event(upload("c.csv"))) == NO_FAILURES
+    # Then a new run covers what was queued
+    (second,) = [r for r in started(aws) if r["name"] != first["name"]]
+    assert keys_of(second) == ["data/train/b.csv", "data/train/c.csv"]
+    lock = queue(aws).current_lock()
+    assert lock is not None and lock.run_name == second["name"]
 
 
-def test_a_later_version_of_a_key_starts_its_own_run(app: ModuleType, aws: Aws) -> None:
-    # Given one version handled in an earlier batch
-    handle(app, sqs_event(object_created("data/train/a.csv", version_id="v1", etag="e1")))
-    # When the key is overwritten and the new version arrives
-    handle(app, sqs_event(object_created("data/train/a.csv", version_id="v2", etag="e2")))
-    # Then that is new data: a second run
-    assert len(executions(aws.stepfunctions, aws.settings.state_machine_arn)) == 2
-
-
-def test_a_burst_of_250_uploads_is_three_runs(app: ModuleType, aws: Aws) -> None:
-    uploads = [object_created(f"data/train/part-{i:04d}.csv") for i in range(250)]
-    handle(app, sqs_event(*uploads))
-    started = executions(aws.stepfunctions, aws.settings.state_machine_arn)
-    assert sorted(len(e["input"]["objects"]) for e in started) == [50, 100, 100]
-
-
-def test_an_execution_already_existing_under_the_name_is_success(app: ModuleType, aws: Aws) -> None:
-    # Given an execution that already has the name this batch maps to, with another input
-    obj = DataObject("data/train/a.csv", "0cc175b9c0f1b6a831c399e269772661", "v1", 120)
-    name = trigger.execution_name([obj])
-    aws.stepfunctions.start_execution(
-        stateMachineArn=aws.settings.state_machine_arn, name=name, input='{"source": "manual"}'
-    )
-    # When the batch arrives
-    response = handle(app, sqs_event(object_created("data/train/a.csv")))
-    # Then ExecutionAlreadyExists counts as started: nothing new, nothing retried
-    assert [e["name"] for e in executions(aws.stepfunctions, aws.settings.state_machine_arn)] == [
-        name
+@pytest.mark.parametrize("max_objects", ["10"])
+def test_a_backlog_drains_one_run_at_a_time(app: ModuleType, aws: Aws) -> None:
+    # Given 25 uploads at once, at most 10 objects per run
+    uploads = [upload(f"part-{i:04d}.csv") for i in range(25)]
+    assert handle(app, aws, sqs_event(*uploads)) == NO_FAILURES
+    # When each run ends in turn
+    order = [running(aws)[0]]
+    for _ in range(3):
+        end_run(app, aws, order[-1])
+        order.extend(running(aws))
+    # Then three successive runs of 10, 10 and 5 covered each upload once, in key order
+    runs = {r["name"]: keys_of(r) for r in started(aws)}
+    assert len(order) == len(runs) == 3
+    assert [len(runs[name]) for name in order] == [10, 10, 5]
+    assert [k for name in order for k in runs[name]] == [
+        f"data/train/part-{i:04d}.csv" for i in range(25)
     ]
-    assert response == {"batchItemFailures": []}
+    assert running(aws) == []
 
 
-def test_a_failed_start_is_retried_and_succeeds_later(app: ModuleType, aws: Aws) -> None:
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_a_failed_start_is_retried_with_the_same_objects(app: ModuleType, aws: Aws) -> None:
     # Given Step Functions refusing the call (here: the state machine is missing)
     aws.stepfunctions.delete_state_machine(stateMachineArn=aws.settings.state_machine_arn)
-    event = sqs_event(object_created("data/train/a.csv"), message_ids=["m-1"])
-    # When the batch arrives
-    failed = handle(app, event)
-    # Then the message goes back to the queue
+    event = sqs_event(upload("a.csv"), message_ids=["m-1"])
+    # When the batch arrives, and another upload in a batch of its own
+    failed = handle(app, aws, event)
+    also_failed = handle(app, aws, sqs_event(upload("b.csv"), message_ids=["m-2"]))
+    # Then the messages go back to the queue
     assert failed == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
-    # And once Step Functions works again, the redelivery starts the run (no stale record)
+    assert also_failed == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
+    # And once Step Functions works again, the redelivery starts the run for a.csv alone
     create_state_machine(aws.stepfunctions)
-    assert handle(app, event) == {"batchItemFailures": []}
-    assert len(executions(aws.stepfunctions, aws.settings.state_machine_arn)) == 1
+    assert handle(app, aws, event) == NO_FAILURES
+    (run,) = started(aws)
+    assert keys_of(run) == ["data/train/a.csv"]
+    assert run["name"] == execution_name([data_object("a.csv")])
+    # And b.csv waits for it
+    assert handle(app, aws, sqs_event(upload("b.csv"), message_ids=["m-2"])) == NO_FAILURES
+    assert [o.key for o in queue(aws).pending(10)] == ["data/train/b.csv"]
 
 
-def test_an_s3_event_in_two_different_batches_is_trained_once(app: ModuleType, aws: Aws) -> None:
-    # Given a.csv's event handled in a first batch
-    upload = object_created("data/train/a.csv")
-    handle(app, sqs_event(upload, message_ids=["m-1"]))
-    # When S3 delivers the same event again, a minute later, with a new file
+def test_messages_that_are_neither_kind_are_dropped(app: ModuleType, aws: Aws) -> None:
     response = handle(
-        app, sqs_event(upload, object_created("data/train/b.csv"), message_ids=["m-2", "m-3"])
+        app, aws, sqs_event("not json", {"source": "aws.ec2", "detail": {}}, upload("a.csv"))
     )
-    # Then the second execution covers only the new file and both messages are consumed
-    started = executions(aws.stepfunctions, aws.settings.state_machine_arn)
-    assert sorted([o["key"] for o in e["input"]["objects"]] for e in started) == [
-        ["data/train/a.csv"],
-        ["data/train/b.csv"],
-    ]
-    assert response == {"batchItemFailures": []}
+    assert response == NO_FAILURES
+    assert len(started(aws)) == 1
 
 
-def test_an_s3_event_delivered_again_alone_starts_nothing(app: ModuleType, aws: Aws) -> None:
-    upload = object_created("data/train/a.csv")
-    handle(app, sqs_event(upload, object_created("data/train/b.csv")))
-    for attempt in range(4):
-        assert handle(app, sqs_event(upload, message_ids=[f"m-{attempt}"])) == {
-            "batchItemFailures": []
-        }
-    assert len(executions(aws.stepfunctions, aws.settings.state_machine_arn)) == 1
+# --- runs that ended unrecorded ----------------------------------------------------------------
 
 
-def test_a_failed_start_frees_its_objects_for_any_later_batch(app: ModuleType, aws: Aws) -> None:
-    # Given a start that failed for a.csv
-    aws.stepfunctions.delete_state_machine(stateMachineArn=aws.settings.state_machine_arn)
-    upload = object_created("data/train/a.csv")
-    assert handle(app, sqs_event(upload, message_ids=["m-1"])) == {
-        "batchItemFailures": [{"itemIdentifier": "m-1"}]
-    }
-    # When its message comes back in a batch with another file
-    create_state_machine(aws.stepfunctions)
-    handle(app, sqs_event(upload, object_created("data/train/b.csv")))
-    # Then one run covers both
-    (started,) = executions(aws.stepfunctions, aws.settings.state_machine_arn)
-    assert [o["key"] for o in started["input"]["objects"]] == [
-        "data/train/a.csv",
-        "data/train/b.csv",
-    ]
+def records(aws: Aws) -> RunRecords:
+    return RunRecords(aws.dynamodb, TABLE, STACK)
+
+
+def test_a_stopped_run_is_recorded_and_notified(app: ModuleType, aws: Aws) -> None:
+    # Given a run PrepareRun recorded as RUNNING, and someone reading the topic
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    handle(app, aws, sqs_event(upload("a.csv")))
+    (run,) = started(aws)
+    records(aws).put_started(run["name"], {"startedAt": "2026-11-28T09:20:00Z"})
+    # When it is stopped by hand and its end event arrives (twice)
+    assert end_run(app, aws, run["name"], "ABORTED") == NO_FAILURES
+    assert end_run(app, aws, run["name"], "ABORTED", message_id="again") == NO_FAILURES
+    # Then its record says so, and one notification went out
+    record = records(aws).get_run(run["name"])
+    assert record is not None
+    assert record["status"] == "ABORTED"
+    assert record["finishedAt"] == "2026-11-18T11:06:40Z"
+    assert record["error"]["Error"] == "States.Aborted"
+    [note] = received_notifications(aws.sqs, inbox)
+    assert note["Subject"] == f"refit {STACK}: run {run['name']} ABORTED"
+    assert queue(aws).current_lock() is None
+
+
+def test_a_run_that_recorded_itself_is_left_alone(app: ModuleType, aws: Aws) -> None:
+    # Given a run whose RecordFailure wrote FAILED before the execution failed
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    handle(app, aws, sqs_event(upload("a.csv")))
+    (run,) = started(aws)
+    records(aws).put_started(run["name"], {})
+    records(aws).finish(run["name"], {"status": "FAILED", "error": {"Error": "NoTestData"}})
+    # When its end event arrives
+    assert end_run(app, aws, run["name"], "FAILED") == NO_FAILURES
+    # Then the record keeps its own error, nobody is notified again, and the lock is free
+    record = records(aws).get_run(run["name"])
+    assert record is not None
+    assert (record["status"], record["error"]) == ("FAILED", {"Error": "NoTestData"})
+    assert received_notifications(aws.sqs, inbox) == []
+    assert queue(aws).current_lock() is None
+
+
+def test_a_run_stopped_before_prepare_run_gets_a_record(app: ModuleType, aws: Aws) -> None:
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    handle(app, aws, sqs_event(upload("a.csv")))
+    (run,) = started(aws)
+    end_run(app, aws, run["name"], "ABORTED")
+    record = records(aws).get_run(run["name"])
+    assert record is not None and record["status"] == "ABORTED"
+    assert len(received_notifications(aws.sqs, inbox)) == 1

@@ -3,8 +3,8 @@
 Order matters: everything that can refuse the run without side effects (input, endpoint state,
 test data) comes before anything that changes the bucket (moving rejected files, manifests,
 code upload). Failures are exceptions whose class names read well as ``$.error.Error`` in Step
-Functions: ``InvalidRunInput``, ``EndpointBusy``, ``EndpointFailed``, ``NoTestData``,
-``TrainingCodeMissing``, ``UnsupportedMetricError``.
+Functions: ``InvalidRunInput``, ``RunInProgress``, ``EndpointBusy``, ``EndpointFailed``,
+``NoTestData``, ``TrainingCodeMissing``, ``UnsupportedMetricError``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from refit.config import Settings
 from refit.metrics import higher_is_better
 from refit.run_input import InvalidRunInput, parse_run_input
 from refit.run_plan import PlanInputs, build_run_plan, plan_size
+from refit.run_queue import RunQueue, hold_run_lock
 from refit.run_records import RunRecords
 from refit.training_code import publish_training_code
 
@@ -62,6 +63,7 @@ def prepare_run(
     s3: S3Client,
     sagemaker: SageMakerClient,
     records: RunRecords,
+    queue: RunQueue,
     settings: Settings,
     now: datetime,
 ) -> dict[str, Any]:
@@ -70,6 +72,11 @@ def prepare_run(
         request = parse_run_input(event.execution_input)
     except InvalidRunInput as error:
         raise InvalidRunInput(f"execution {run_id}: {error}") from None
+    # The execution's own start time survives Lambda retries; ``now`` is for direct calls.
+    started_at = event.start_time or now.isoformat().replace("+00:00", "Z")
+    # One run at a time trains and deploys the stack's model: a dispatched run holds the lock
+    # already, a manual one takes it here or is refused before touching anything.
+    hold_run_lock(queue, records, run_id, started_at)
     higher_is_better(settings.evaluation_metric)  # a bad EVALUATION_METRIC fails before any move
     deployment_mode = request.deployment_mode or settings.deployment_mode
     state = resolve_champion(sagemaker, records, settings.endpoint_name, deployment_mode)
@@ -85,8 +92,6 @@ def prepare_run(
         max_file_bytes=settings.max_file_mb * 1024 * 1024,
         champion_features=champion.feature_count if champion is not None else None,
     )
-    # The execution's own start time survives Lambda retries; ``now`` is for direct calls.
-    started_at = event.start_time or now.isoformat().replace("+00:00", "Z")
     manifests = datasets.write_manifests(s3, bucket, run_id, request, selection, started_at)
     code_uri = publish_training_code(s3, bucket, settings.training_code_dir)
     plan = build_run_plan(

@@ -4,8 +4,8 @@ One table holds three kinds of item (see docs/architecture.md):
 
 - ``RUN#<runId>/RUN``: one per execution, written RUNNING by PrepareRun and finished by RecordRun.
 - ``CHAMPION#<stack>/CURRENT``: the model refit last promoted and verified live.
-- ``OBJECT#<stack>/<key>#<versionId or ETag>``: the claim of one S3 object version by the
-  trigger-started run that covers it, kept (no TTL) as the ledger of what was trained on.
+- ``OBJECT#``, ``QUEUE#`` and ``LOCK#`` items: the intake ledger, queue and run lock, owned by
+  :mod:`refit.run_queue`.
 - Items carrying ``resourcesOwner``/``resourcesCreatedAt`` appear in the sparse ``ResourcesIndex``:
   the models and endpoint configs a run may have created and cleanup has not yet deleted. Cleanup
   reads this index instead of listing every model in the account.
@@ -13,8 +13,7 @@ One table holds three kinds of item (see docs/architecture.md):
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -22,15 +21,11 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from refit.run_input import DataObject
-
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 RESOURCES_INDEX = "ResourcesIndex"
-_BATCH_GET_MAX = 100
-# DynamoDB sort keys are at most 1024 bytes; S3 keys alone may be 1024.
-_SORT_KEY_MAX_BYTES = 1024
+RUNNING = "RUNNING"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -56,11 +51,11 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
-def _item(attributes: Mapping[str, Any]) -> dict[str, Any]:
+def dynamo_item(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _serializer.serialize(v) for k, v in _to_dynamo(attributes).items()}
 
 
-def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+def plain_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
@@ -72,20 +67,7 @@ def champion_key(stack_name: str) -> dict[str, str]:
     return {"pk": f"CHAMPION#{stack_name}", "sk": "CURRENT"}
 
 
-def object_claim_key(stack_name: str, obj: DataObject) -> dict[str, str]:
-    """``OBJECT#<stack>`` / ``<key>#<versionId or bare ETag>``: one item per object version.
-
-    S3's "null" version (an unversioned bucket) is ``version_id=None``: the ETag tells
-    overwrites apart then. A key too long for a sort key is replaced by its SHA-256.
-    """
-    version = obj.version_id or (obj.etag or "").strip('"')
-    sort_key = f"{obj.key}#{version}"
-    if len(sort_key.encode()) > _SORT_KEY_MAX_BYTES:
-        sort_key = f"SHA256#{hashlib.sha256(sort_key.encode()).hexdigest()}"
-    return {"pk": f"OBJECT#{stack_name}", "sk": sort_key}
-
-
-def _is_condition_failure(error: ClientError) -> bool:
+def is_condition_failure(error: ClientError) -> bool:
     code: object = error.response.get("Error", {}).get("Code")
     return code == "ConditionalCheckFailedException"
 
@@ -132,7 +114,7 @@ class RunRecords:
         """Write the RUNNING record; a retried PrepareRun simply overwrites its own record."""
         self._db.put_item(
             TableName=self._table,
-            Item=_item({**run_key(run_id), **attributes, "runId": run_id, "status": "RUNNING"}),
+            Item=dynamo_item({**run_key(run_id), **attributes, "runId": run_id, "status": RUNNING}),
         )
 
     def finish(self, run_id: str, attributes: Mapping[str, Any]) -> None:
@@ -143,7 +125,7 @@ class RunRecords:
         expression = "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values)))
         self._db.update_item(
             TableName=self._table,
-            Key=_item(run_key(run_id)),
+            Key=dynamo_item(run_key(run_id)),
             UpdateExpression=expression,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues={
@@ -151,12 +133,40 @@ class RunRecords:
             },
         )
 
+    def finish_if_running(self, run_id: str, attributes: Mapping[str, Any]) -> bool:
+        """Finish a run nobody recorded (stopped by hand, timed out): a no-op once RecordRun wrote.
+
+        Returns whether this call wrote the record.
+        """
+        values = {k: v for k, v in _to_dynamo(attributes).items() if k not in ("pk", "sk")}
+        values["runId"] = run_id
+        names = {f"#a{i}": name for i, name in enumerate(values)}
+        names["#status"] = "status"
+        expression_values = {
+            f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())
+        }
+        expression_values[":running"] = _serializer.serialize(RUNNING)
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=dynamo_item(run_key(run_id)),
+                UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(values))),
+                ConditionExpression="attribute_not_exists(pk) OR #status = :running",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=expression_values,
+            )
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         response = self._db.get_item(
-            TableName=self._table, Key=_item(run_key(run_id)), ConsistentRead=True
+            TableName=self._table, Key=dynamo_item(run_key(run_id)), ConsistentRead=True
         )
         item = response.get("Item")
-        return _plain(item) if item else None
+        return plain_item(item) if item else None
 
     def list_runs(self, limit: int) -> list[dict[str, Any]]:
         """Run records, newest first. A scan: only the operator CLI lists runs, rarely."""
@@ -168,96 +178,22 @@ class RunRecords:
         }
         while True:
             page = self._db.scan(**kwargs)
-            runs.extend(_plain(item) for item in page.get("Items", []))
+            runs.extend(plain_item(item) for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         runs.sort(key=lambda run: str(run.get("startedAt", "")), reverse=True)
         return runs[:limit]
 
-    # --- object claims -----------------------------------------------------------------------
-    def object_claims(self, objects: Iterable[DataObject]) -> dict[DataObject, str]:
-        """The run name that claimed each object, for those already claimed (consistent read)."""
-        by_key: dict[str, list[DataObject]] = {}
-        for obj in objects:
-            by_key.setdefault(object_claim_key(self._stack, obj)["sk"], []).append(obj)
-        claims: dict[DataObject, str] = {}
-        sort_keys = list(by_key)
-        for start in range(0, len(sort_keys), _BATCH_GET_MAX):
-            pending: dict[str, Any] = {
-                self._table: {
-                    "Keys": [
-                        _item({"pk": f"OBJECT#{self._stack}", "sk": sk})
-                        for sk in sort_keys[start : start + _BATCH_GET_MAX]
-                    ],
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "sk, runName",
-                }
-            }
-            while pending:
-                response = self._db.batch_get_item(RequestItems=pending)
-                for raw in response.get("Responses", {}).get(self._table, []):
-                    item = _plain(raw)
-                    for obj in by_key.get(item["sk"], []):
-                        claims[obj] = item["runName"]
-                pending = response.get("UnprocessedKeys") or {}
-        return claims
-
-    def claim_objects(
-        self, run_name: str, objects: Sequence[DataObject], claimed_at: str
-    ) -> list[DataObject]:
-        """Claim each object for ``run_name``; returns the ones another run holds (lost).
-
-        A claim already held by ``run_name`` is taken again: a retried batch gets back the objects
-        it claimed before failing to start its execution.
-        """
-        lost: list[DataObject] = []
-        for obj in objects:
-            try:
-                self._db.put_item(
-                    TableName=self._table,
-                    Item=_item(
-                        {
-                            **object_claim_key(self._stack, obj),
-                            "runName": run_name,
-                            "claimedAt": claimed_at,
-                            "key": obj.key,
-                            "versionId": obj.version_id,
-                            "etag": obj.etag,
-                        }
-                    ),
-                    ConditionExpression="attribute_not_exists(pk) OR runName = :run",
-                    ExpressionAttributeValues={":run": {"S": run_name}},
-                )
-            except ClientError as error:
-                if not _is_condition_failure(error):
-                    raise
-                lost.append(obj)
-        return lost
-
-    def release_objects(self, run_name: str, objects: Iterable[DataObject]) -> None:
-        """Delete the claims ``run_name`` holds on these objects; others' claims stay."""
-        for obj in objects:
-            try:
-                self._db.delete_item(
-                    TableName=self._table,
-                    Key=_item(object_claim_key(self._stack, obj)),
-                    ConditionExpression="runName = :run",
-                    ExpressionAttributeValues={":run": {"S": run_name}},
-                )
-            except ClientError as error:
-                if not _is_condition_failure(error):
-                    raise
-
     # --- champion pointer ---------------------------------------------------------------------
     def get_champion(self) -> ChampionPointer | None:
         response = self._db.get_item(
-            TableName=self._table, Key=_item(champion_key(self._stack)), ConsistentRead=True
+            TableName=self._table, Key=dynamo_item(champion_key(self._stack)), ConsistentRead=True
         )
         item = response.get("Item")
         if not item:
             return None
-        data = _plain(item)
+        data = plain_item(item)
         return ChampionPointer(
             model_name=data["modelName"],
             model_data_url=data["modelDataUrl"],
@@ -269,7 +205,7 @@ class RunRecords:
     def set_champion(self, champion: ChampionPointer, promoted_at: str) -> None:
         self._db.put_item(
             TableName=self._table,
-            Item=_item(
+            Item=dynamo_item(
                 {**champion_key(self._stack), **champion.to_dict(), "promotedAt": promoted_at}
             ),
         )
@@ -308,7 +244,7 @@ class RunRecords:
         while True:
             page = self._db.query(**kwargs)
             for raw in page.get("Items", []):
-                item = _plain(raw)
+                item = plain_item(raw)
                 found.append(
                     OwnedResources(
                         run_id=item["runId"],
@@ -326,7 +262,7 @@ class RunRecords:
         """Drop a run from the resources index once its model/config are gone."""
         self._db.update_item(
             TableName=self._table,
-            Key=_item(run_key(run_id)),
+            Key=dynamo_item(run_key(run_id)),
             UpdateExpression=(
                 "REMOVE resourcesOwner, resourcesCreatedAt, resourceModelName, "
                 "resourceEndpointConfigName, resourcesPromoted"

@@ -1,284 +1,210 @@
-"""From a burst of S3 uploads to as few retraining runs as possible, each object trained once.
+"""The trigger: S3 uploads and ended runs in, at most one run at a time out.
 
-S3 sends "Object Created" to EventBridge, a rule forwards it to SQS, and SQS hands batches to
-StartRetrain. One batch becomes one execution per ``MAX_OBJECTS_PER_RUN`` objects. Four layers
-keep duplicate deliveries (S3 and SQS are both at-least-once) from training twice:
+StartRetrain reads two SQS queues: S3 "Object Created" events (EventBridge, batched over the
+batching window) and Step Functions "Execution Status Change" events of this stack's state
+machine. For each batch it
 
-1. objects are de-duplicated by ``(key, versionId, etag)`` inside the batch: an overwritten key
-   is a new version, hence new data; a repeated event for the same version is not;
-2. each object version is claimed in the runs table by the run that covers it
-   (:class:`ObjectClaims`): an event delivered again in a later, differently composed batch finds
-   its object claimed by another run and is dropped (the message is consumed); a run whose
-   objects were all claimed already starts nothing;
-3. the execution name is a hash of the objects it covers, so a redelivered batch asks for the
-   same name and Step Functions refuses a second execution (``ExecutionAlreadyExists``, or the
-   running execution itself when the input is identical); a retried batch takes back the claims
-   its own name holds;
-4. the handler wraps each StartExecution in Powertools idempotency (keyed on that name), which
-   answers repeats from DynamoDB without calling Step Functions.
+1. queues every announced object version never seen before (:class:`refit.run_queue.RunQueue`:
+   a ledger item written once per version, so an event delivered again, in any later batch, is
+   dropped; an overwritten key is a new version, hence new data);
+2. records runs that ended without recording themselves (stopped by hand, timed out:
+   :mod:`refit.run_ended`) and lets go of their lock;
+3. dispatches (:func:`refit.run_queue.dispatch`): when no run is in flight, one run takes
+   everything queued (up to ``MAX_OBJECTS_PER_RUN``), named after those objects, so a
+   redelivered batch can never start a second run for them.
 
-A message that is not an S3 "Object Created" event is logged and dropped: retrying it cannot
-make it valid, and returning it as a failure would loop it until the DLQ with no gain.
+Uploads made while a run is in flight stay queued; the end of that run dispatches them as one
+follow-up run. A message that is neither kind is logged and dropped: retrying it cannot make it
+valid, and returning it as a failure would loop it until the DLQ with no gain.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent, SQSEvent
 
 from refit import layout
+from refit.run_ended import EVENT_DETAIL_TYPE, EVENT_SOURCE, ExecutionEnded
 from refit.run_input import DataObject
+from refit.run_queue import Dispatch, RunQueue, canonical_json, dispatch
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 logger = Logger(child=True)
 
-EXECUTION_NAME_PREFIX = "s3-"
-_NAME_HASH_CHARS = 40
-# Well below Step Functions' 256 KiB input limit.
-MAX_INPUT_BYTES = 200 * 1024
-_INPUT_OVERHEAD_BYTES = 64
+
+class StepFunctionsExecutions:
+    """:class:`refit.run_queue.Executions` over the stack's state machine."""
+
+    def __init__(self, sfn: SFNClient, state_machine_arn: str) -> None:
+        self._sfn = sfn
+        self._state_machine_arn = state_machine_arn
+
+    def arn(self, name: str) -> str:
+        # arn:aws:states:<region>:<account>:stateMachine:<machine> -> ...:execution:<machine>:<name>
+        return f"{self._state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+    def status(self, name: str) -> str | None:
+        try:
+            return self._sfn.describe_execution(executionArn=self.arn(name))["status"]
+        except self._sfn.exceptions.ExecutionDoesNotExist:
+            return None
+
+    def start(self, name: str, execution_input: Mapping[str, Any]) -> bool:
+        try:
+            response = self._sfn.start_execution(
+                stateMachineArn=self._state_machine_arn,
+                name=name,
+                input=canonical_json(execution_input),
+            )
+        except self._sfn.exceptions.ExecutionAlreadyExists:
+            logger.info("run already started", extra={"executionName": name})
+            return False
+        logger.info(
+            "run started", extra={"executionName": name, "executionArn": response["executionArn"]}
+        )
+        return True
 
 
-class StartExecution(Protocol):
-    """Starts one run; the handler passes an idempotent wrapper of :func:`start_execution`."""
-
-    def __call__(self, *, run: dict[str, Any]) -> dict[str, Any]: ...
-
-
-class ObjectClaims(Protocol):
-    """Which run owns which object version; :class:`refit.run_records.RunRecords` implements it."""
-
-    def object_claims(self, objects: Iterable[DataObject]) -> dict[DataObject, str]: ...
-
-    def claim_objects(
-        self, run_name: str, objects: Sequence[DataObject], claimed_at: str
-    ) -> list[DataObject]: ...
-
-    def release_objects(self, run_name: str, objects: Iterable[DataObject]) -> None: ...
-
-
-class ClaimRace(RuntimeError):
-    """Another run claimed some of this run's objects between reading and claiming them."""
-
-
-@dataclass(frozen=True)
-class RunChunk:
-    """The objects of one execution and the name derived from them."""
-
-    name: str
-    objects: tuple[DataObject, ...]
-    message_ids: tuple[str, ...]
-
-    def request(self) -> dict[str, Any]:
-        """What :class:`StartExecution` receives: the name and the execution input."""
-        return {
-            "name": self.name,
-            "input": {"source": "s3", "objects": [o.to_dict() for o in self.objects]},
-        }
+RecordEnded = Callable[[ExecutionEnded], bool]
 
 
 @dataclass(frozen=True)
 class TriggerResult:
-    started: tuple[str, ...]
-    already_started: tuple[str, ...]
+    queued: int
+    duplicates: int
+    ended_runs: tuple[str, ...]
+    dispatch: Dispatch | None
     failed_message_ids: tuple[str, ...]
     ignored_messages: int
-    already_claimed: int = 0
 
     def response(self) -> dict[str, Any]:
         """The SQS partial-batch response (``ReportBatchItemFailures``)."""
         return {"batchItemFailures": [{"itemIdentifier": m} for m in self.failed_message_ids]}
 
 
-def start_retraining(
+def handle_batch(
     event: SQSEvent,
+    *,
     bucket: str,
+    queue: RunQueue,
+    executions: StepFunctionsExecutions,
+    record_ended: RecordEnded,
     max_objects_per_run: int,
-    start: StartExecution,
-    claims: ObjectClaims,
+    now: str,
 ) -> TriggerResult:
-    """Turn one SQS batch into runs; messages of runs that could not start are retried.
+    """Queue the uploads, close ended runs, dispatch; failures are reported per message.
 
-    Failures are reported per message rather than by raising: the runs that did start must not
-    be asked for again under a different batch composition, which would give them a new name.
+    A message is only consumed once what it announced is durable (queued, or recorded). When
+    dispatching fails, every message of the batch comes back: their objects are queued already
+    (the redelivery drops them as duplicates), but the redelivery retries the dispatch.
     """
-    parsed = list(_objects_in(event, bucket))
-    found = [(message_id, obj) for message_id, obj in parsed if obj is not None]
-    chunks = plan_runs(found, max_objects_per_run)
-    started: list[str] = []
-    already: list[str] = []
-    failed: list[str] = []
-    dropped = 0
-    for planned in chunks:
+    uploads: dict[DataObject, set[str]] = {}
+    ended: list[tuple[str, ExecutionEnded]] = []
+    ignored = 0
+    for record in event.records:
+        message = _classify(record.message_id, record.body, bucket, executions)
+        if isinstance(message, DataObject):
+            uploads.setdefault(message, set()).add(record.message_id)
+        elif isinstance(message, ExecutionEnded):
+            ended.append((record.message_id, message))
+        else:
+            ignored += 1
+    failed: set[str] = set()
+    queued: list[DataObject] = []
+    try:
+        queued = queue.enqueue(uploads, now)
+    except Exception:
+        # Throttling or an outage: the messages come back after the visibility timeout.
+        logger.exception("could not queue the uploads", extra={"objects": len(uploads)})
+        failed.update(m for ids in uploads.values() for m in ids)
+    ended_runs: list[str] = []
+    for message_id, run in ended:
         try:
-            chunk = unclaimed_part(planned, claims.object_claims(planned.objects))
+            record_ended(run)
+            queue.release(run.name)
+            ended_runs.append(run.name)
         except Exception:
-            logger.exception("could not read the claims", extra={"executionName": planned.name})
-            failed.extend(planned.message_ids)
-            continue
-        dropped += len(planned.objects) - len(chunk.objects)
-        if not chunk.objects:
-            logger.info(
-                "every object of this run was claimed by an earlier run: nothing to start",
-                extra={"messageIds": list(planned.message_ids)},
-            )
-            continue
-        try:
-            _claim(claims, chunk)
-        except Exception:
-            logger.exception(
-                "could not claim the run's objects", extra={"executionName": chunk.name}
-            )
-            failed.extend(chunk.message_ids)
-            continue
-        try:
-            outcome = start(run=chunk.request())
-        except Exception:
-            # Step Functions throttling or an outage: these messages come back after the
-            # visibility timeout (and reach the DLQ after maxReceiveCount). The claims go, so
-            # the redelivery may cover these objects whatever batch it comes in.
-            logger.exception("could not start run", extra={"executionName": chunk.name})
-            _release(claims, chunk)
-            failed.extend(chunk.message_ids)
-            continue
-        (started if outcome.get("status") == "started" else already).append(chunk.name)
-    ignored = len(parsed) - len(found)
+            logger.exception("could not close an ended run", extra={"runId": run.name})
+            failed.add(message_id)
+    outcome: Dispatch | None = None
+    try:
+        outcome = dispatch(queue, executions, max_objects=max_objects_per_run, now=now)
+    except Exception:
+        logger.exception("could not dispatch the queued objects")
+        failed.update(record.message_id for record in event.records)
+    if outcome is not None:
+        logger.info(
+            "dispatch",
+            extra={
+                "outcome": outcome.outcome,
+                "runName": outcome.run_name,
+                "objects": outcome.objects,
+            },
+        )
+    duplicates = len(uploads) - len(queued) if not failed else 0
     return TriggerResult(
-        tuple(started), tuple(already), tuple(sorted(set(failed))), ignored, dropped
+        queued=len(queued),
+        duplicates=duplicates,
+        ended_runs=tuple(ended_runs),
+        dispatch=outcome,
+        failed_message_ids=tuple(sorted(failed)),
+        ignored_messages=ignored,
     )
 
 
-def unclaimed_part(chunk: RunChunk, claimed_by: dict[DataObject, str]) -> RunChunk:
-    """The chunk without objects other runs claimed, named after what remains.
-
-    Objects claimed under the very name the remaining objects hash to are this run's own claims
-    (a retry after claiming but before starting the execution), so they stay.
-    """
-    kept = [obj for obj in chunk.objects if obj not in claimed_by]
-    for name in sorted(set(claimed_by.values())):
-        candidate = [o for o in chunk.objects if o not in claimed_by or claimed_by[o] == name]
-        if execution_name(candidate) == name:
-            kept = candidate
-            break
-    for obj in chunk.objects:
-        if obj not in kept:
-            logger.info(
-                "object already claimed by another run: dropped",
-                extra={"key": obj.key, "versionId": obj.version_id, "runName": claimed_by[obj]},
-            )
-    if len(kept) == len(chunk.objects):
-        return chunk
-    return replace(chunk, name=execution_name(kept) if kept else "", objects=tuple(kept))
-
-
-def _claim(claims: ObjectClaims, chunk: RunChunk) -> None:
-    """Claim all objects of the chunk, or none: a lost race releases ours and raises."""
-    claimed_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    lost = claims.claim_objects(chunk.name, chunk.objects, claimed_at)
-    if lost:
-        _release(claims, chunk)
-        raise ClaimRace(
-            f"{len(lost)} object(s) of {chunk.name} were claimed by another run meanwhile; "
-            "the redelivery will leave them out"
-        )
-
-
-def _release(claims: ObjectClaims, chunk: RunChunk) -> None:
-    try:
-        claims.release_objects(chunk.name, chunk.objects)
-    except Exception:
-        # The claims stay under a name never started; a retry of this batch takes them back.
-        logger.exception("could not release the run's claims", extra={"executionName": chunk.name})
-
-
-def start_execution(sfn: SFNClient, state_machine_arn: str, run: dict[str, Any]) -> dict[str, Any]:
-    """StartExecution for one chunk; an execution of that name existing already is success."""
-    name = run["name"]
-    try:
-        response = sfn.start_execution(
-            stateMachineArn=state_machine_arn,
-            name=name,
-            # Canonical JSON: Step Functions treats "same name and same input" as the same call.
-            input=json.dumps(run["input"], sort_keys=True, separators=(",", ":")),
-        )
-    except sfn.exceptions.ExecutionAlreadyExists:
-        logger.info("run already started for these objects", extra={"executionName": name})
-        return {"name": name, "status": "already-started"}
-    arn = response["executionArn"]
-    logger.info("run started", extra={"executionName": name, "executionArn": arn})
-    return {"name": name, "status": "started", "executionArn": arn}
-
-
-def plan_runs(found: Iterable[tuple[str, DataObject]], max_objects_per_run: int) -> list[RunChunk]:
-    """De-duplicate, sort and chunk ``(message id, object)`` pairs into named runs.
-
-    A run also ends before its execution input would outgrow ``MAX_INPUT_BYTES`` (Step
-    Functions refuses inputs over 256 KiB; S3 keys can be 1 KiB each).
-    """
-    messages: dict[DataObject, set[str]] = {}
-    for message_id, obj in found:
-        messages.setdefault(obj, set()).add(message_id)
-    groups: list[list[DataObject]] = []
-    size = 0
-    for obj in sorted(messages, key=_identity):
-        item_size = len(json.dumps(obj.to_dict()).encode()) + 2
-        if (
-            not groups
-            or len(groups[-1]) >= max_objects_per_run
-            or size + item_size > MAX_INPUT_BYTES
-        ):
-            groups.append([])
-            size = _INPUT_OVERHEAD_BYTES
-        groups[-1].append(obj)
-        size += item_size
-    return [
-        RunChunk(
-            execution_name(group),
-            tuple(group),
-            tuple(sorted({m for obj in group for m in messages[obj]})),
-        )
-        for group in groups
-    ]
-
-
-def execution_name(objects: Sequence[DataObject]) -> str:
-    """``s3-<hash>``: the same objects always give the same name, whatever their order."""
-    lines = sorted("\0".join(_identity(obj)) for obj in objects)
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:_NAME_HASH_CHARS]
-    name = f"{EXECUTION_NAME_PREFIX}{digest}"
-    assert len(name) <= layout.EXECUTION_NAME_MAX
-    return name
-
-
-def _identity(obj: DataObject) -> tuple[str, str, str]:
-    return (obj.key, obj.version_id or "", _bare_etag(obj.etag))
-
-
-def _bare_etag(etag: str | None) -> str:
-    # S3 APIs quote ETags, EventBridge does not: compare the bare value.
-    return (etag or "").strip('"')
-
-
-def _objects_in(event: SQSEvent, bucket: str) -> Iterable[tuple[str, DataObject | None]]:
-    for record in event.records:
-        yield record.message_id, _object_in(record.message_id, record.body, bucket)
-
-
-def _object_in(message_id: str, body: str, bucket: str) -> DataObject | None:
-    """The training object a message announces, or None (logged) for anything else."""
+def _classify(
+    message_id: str, body: str, bucket: str, executions: StepFunctionsExecutions
+) -> DataObject | ExecutionEnded | None:
     try:
         document = json.loads(body)
         if not isinstance(document, dict):
             raise TypeError("not a JSON object")
+    except (ValueError, TypeError) as error:
+        logger.error(
+            "dropping a message that is not an event",
+            extra={"messageId": message_id, "problem": str(error), "body": body[:1000]},
+        )
+        return None
+    if document.get("source") == EVENT_SOURCE:
+        return _ended_run(message_id, document, executions)
+    return _object_in(message_id, document, bucket)
+
+
+def _ended_run(
+    message_id: str, document: Mapping[str, Any], executions: StepFunctionsExecutions
+) -> ExecutionEnded | None:
+    try:
+        if document.get("detail-type") != EVENT_DETAIL_TYPE:
+            raise ValueError(f"{document.get('detail-type')} is not an execution status change")
+        detail = document.get("detail")
+        if not isinstance(detail, Mapping):
+            raise TypeError("detail is not an object")
+        ended = ExecutionEnded.from_detail(detail)
+    except (ValueError, TypeError) as error:
+        logger.error(
+            "dropping a Step Functions event that is not an execution status change",
+            extra={"messageId": message_id, "problem": str(error)},
+        )
+        return None
+    if ended.execution_arn != executions.arn(ended.name) or not ended.ended:
+        logger.info(
+            "ignoring an execution event of another state machine or a run still going",
+            extra={"executionArn": ended.execution_arn, "status": ended.status},
+        )
+        return None
+    return ended
+
+
+def _object_in(message_id: str, document: dict[str, Any], bucket: str) -> DataObject | None:
+    """The training object a message announces, or None (logged) for anything else."""
+    try:
         s3_event = S3EventBridgeNotificationEvent(document)
         if s3_event.source != "aws.s3" or s3_event.detail_type != "Object Created":
             raise ValueError(f"{s3_event.source} {s3_event.detail_type} is not an upload")
@@ -293,14 +219,23 @@ def _object_in(message_id: str, body: str, bucket: str) -> DataObject | None:
     except (ValueError, TypeError, KeyError) as error:
         logger.error(
             "dropping a message that is not an S3 Object Created event",
-            extra={"messageId": message_id, "problem": str(error), "body": body[:1000]},
+            extra={
+                "messageId": message_id,
+                "problem": str(error),
+                "body": json.dumps(document)[:1000],
+            },
         )
         return None
     if event_bucket != bucket:
         logger.warning("ignoring an upload to another bucket", extra={"bucket": event_bucket})
         return None
     name = key.rsplit("/", 1)[-1]
-    if not key.startswith(layout.TRAIN_PREFIX) or name.startswith(layout.IGNORED_NAME_PREFIXES):
+    # An empty name is a folder marker (the S3 console's "Create folder"), not data.
+    if (
+        not key.startswith(layout.TRAIN_PREFIX)
+        or not name
+        or name.startswith(layout.IGNORED_NAME_PREFIXES)
+    ):
         logger.info("ignoring an object that is not training data", extra={"key": key})
         return None
     version = raw.get("version-id")
@@ -311,3 +246,8 @@ def _object_in(message_id: str, body: str, bucket: str) -> DataObject | None:
         version_id=None if version in (None, "", "null") else str(version),
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
     )
+
+
+def _bare_etag(etag: str | None) -> str:
+    # S3 APIs quote ETags, EventBridge does not: compare the bare value.
+    return (etag or "").strip('"')

@@ -1,0 +1,136 @@
+"""Runs that ended without recording themselves: stopped by hand, timed out, crashed.
+
+A run records its own outcome (RecordRun) on every path the state machine controls. A
+StopExecution, the execution timing out, or a failure of RecordRun itself skip that: no Catch
+runs. Step Functions then still emits an "Execution Status Change" event, which EventBridge
+routes to the trigger's run-ended queue; this module turns it into the final run record and the
+notification. Step Functions itself stops the run's ``.sync`` SageMaker job on a stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from refit.notify import Notification, publish
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+
+    from refit.run_records import RunRecords
+
+logger = Logger(child=True)
+
+EVENT_SOURCE = "aws.states"
+EVENT_DETAIL_TYPE = "Step Functions Execution Status Change"
+# Execution status -> run record status for runs that did not record themselves.
+UNRECORDED_STATUSES = {"ABORTED": "ABORTED", "TIMED_OUT": "TIMED_OUT", "FAILED": "FAILED"}
+_DEFAULT_ERRORS = {
+    "ABORTED": ("States.Aborted", "the execution was stopped (StopExecution)"),
+    "TIMED_OUT": ("States.Timeout", "the execution exceeded its timeout"),
+    "FAILED": ("States.Failed", "the execution failed before recording its outcome"),
+}
+
+
+@dataclass(frozen=True)
+class ExecutionEnded:
+    """The detail of a Step Functions "Execution Status Change" event."""
+
+    name: str
+    execution_arn: str
+    state_machine_arn: str
+    status: str
+    stopped_at: str | None
+    error: str | None
+    cause: str | None
+
+    @classmethod
+    def from_detail(cls, detail: Mapping[str, Any]) -> ExecutionEnded:
+        for required in ("name", "executionArn", "stateMachineArn", "status"):
+            if not isinstance(detail.get(required), str):
+                raise ValueError(f"execution status change without {required}")
+        stop_date = detail.get("stopDate")
+        return cls(
+            name=detail["name"],
+            execution_arn=detail["executionArn"],
+            state_machine_arn=detail["stateMachineArn"],
+            status=detail["status"],
+            stopped_at=_iso(stop_date) if isinstance(stop_date, int | float) else None,
+            error=_text(detail.get("error")),
+            cause=_text(detail.get("cause")),
+        )
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (*UNRECORDED_STATUSES, "SUCCEEDED")
+
+
+def record_ended_run(
+    ended: ExecutionEnded, records: RunRecords, sns: SNSClient, topic: str, stack_name: str
+) -> bool:
+    """Finish the run record of an execution that ended unrecorded; True when this wrote it.
+
+    A run that recorded itself (RecordRun ran) is left as it is: the conditional write only
+    applies to a record still RUNNING, or to none at all (stopped before PrepareRun wrote it).
+    """
+    status = UNRECORDED_STATUSES.get(ended.status)
+    if status is None:
+        return False
+    default_error, default_cause = _DEFAULT_ERRORS[ended.status]
+    error = {"Error": ended.error or default_error, "Cause": ended.cause or default_cause}
+    finished_at = ended.stopped_at or _iso(datetime.now(UTC).timestamp() * 1000)
+    wrote = records.finish_if_running(
+        ended.name,
+        {
+            "status": status,
+            "finishedAt": finished_at,
+            "executionArn": ended.execution_arn,
+            "error": error,
+            "recordedBy": "run-ended",
+        },
+    )
+    if not wrote:
+        # Written by an earlier delivery whose notification failed? Then notify now.
+        record = records.get_run(ended.name) or {}
+        if record.get("recordedBy") != "run-ended" or record.get("notifiedAt"):
+            return False
+        finished_at = str(record.get("finishedAt", finished_at))
+    logger.warning(
+        "run ended without recording its outcome",
+        extra={"runId": ended.name, "status": status, "error": error},
+    )
+    publish(
+        sns,
+        topic,
+        Notification(
+            subject=f"refit {stack_name}: run {ended.name} {status}",
+            message="\n".join(
+                [
+                    f"Run {ended.name} ended {status} at {finished_at} before recording its "
+                    "outcome.",
+                    f"Reason: {error['Error']}: {error['Cause']}",
+                    "Its SageMaker job was stopped by Step Functions; nothing was promoted by "
+                    "this run. If it was stopped while the endpoint was updating, SageMaker "
+                    "finishes that update and the next run treats whatever the endpoint serves "
+                    "as the champion.",
+                    "Uploads queued meanwhile start the next run now.",
+                ]
+            ),
+            attributes={"status": status, "stack": stack_name},
+        ),
+    )
+    records.finish(ended.name, {"notifiedAt": _iso(datetime.now(UTC).timestamp() * 1000)})
+    return True
+
+
+def _iso(epoch_millis: float) -> str:
+    moment = datetime.fromtimestamp(epoch_millis / 1000, UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
