@@ -17,7 +17,9 @@ added (new fleet count × rollout seconds). A first ``CreateEndpoint`` has no ol
 none, and its hourly rate is the endpoint's new standing cost. Batch mode pays the transform's
 instance-hours instead.
 
-Prices are estimates (see the table's ``note``). Anything unknown — a region or instance type not
+Only the SageMaker compute a run adds is counted (not the endpoint's standing hours between
+runs, storage, Lambda, Step Functions, S3 or data transfer). Prices are estimates (see the
+table's ``note``). Anything unknown — a region or instance type not
 in the table, a job without billable seconds, a rollout without timestamps — prices that part as
 ``None`` with a reason in ``unpriced``, and the run's ``totalUSD`` is ``None``: never a crash,
 never a guess.
