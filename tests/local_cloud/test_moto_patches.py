@@ -47,6 +47,7 @@ from moto_patches_harness import (
 from local_cloud import moto_patches
 from local_cloud.lambda_result import UNHANDLED
 from local_cloud.sagemaker import LocalSageMaker
+from refit.cost import Window
 
 SM = "arn:aws:states:::sagemaker:"
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
@@ -864,6 +865,11 @@ def test_real_workflow_runs_every_path_in_motos_interpreter(
     created = record_of(workflow, run_ids["create"])["state"]
     assert created["endpoint"] == {"status": "InService", "configName": f"job-{run_ids['create']}"}
     assert created["endpointPolls"]["count"] >= 1  # States.MathAdd ran
+    # And the wait loop kept the rollout window RecordRun prices ($$.State.EnteredTime)
+    window = Window.parse(
+        created["endpointPolls"]["startedAt"], created["endpointPolls"]["lastPolledAt"]
+    )
+    assert window.seconds is not None
     assert created["training"]["modelDataUrl"].endswith(
         f"job-{run_ids['create']}/output/model.tar.gz"
     )
@@ -873,6 +879,9 @@ def test_real_workflow_runs_every_path_in_motos_interpreter(
     assert (training["RoleArn"], training["EnableManagedSpotTraining"]) == (ROLE_ARN, True)
     batch_state = record_of(workflow, run_ids["batch"])["state"]
     assert batch_state["transform"]["TransformJobStatus"] == "Completed"
+    transform = batch_state["transform"]
+    transform_window = Window.parse(transform["TransformStartTime"], transform["TransformEndTime"])
+    assert transform_window.seconds is not None
     assert get(cloud.s3, f"batch/{run_ids['batch']}/output/x.csv.out") == b"4\n"
 
     # When a second run updates the endpoint (blue/green) to a new model

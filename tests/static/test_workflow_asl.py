@@ -530,6 +530,8 @@ def test_result_selectors_keep_the_contract_names(states: dict[str, Any]) -> Non
     assert set(states["RunBatchTransform"]["ResultSelector"]) == {
         "TransformJobName.$",
         "TransformJobStatus.$",
+        "TransformStartTime.$",
+        "TransformEndTime.$",
     }
     expected_paths = {
         "Train": "$.training",
@@ -566,8 +568,17 @@ def test_endpoint_wait_loop_is_bounded_and_verifies_the_config(states: dict[str,
         {"Variable": "$.endpointPolls.count", "NumericLessThanPath": "$.run.deploy.maxPolls"}
     ]
     assert states["CountEndpointPoll"]["Parameters"] == {
-        "count.$": "States.MathAdd($.endpointPolls.count, 1)"
+        "count.$": "States.MathAdd($.endpointPolls.count, 1)",
+        "startedAt.$": "$.endpointPolls.startedAt",
+        "lastPolledAt.$": "$$.State.EnteredTime",
     }
+    # And the rollout RecordRun prices runs from just after Create/UpdateEndpoint to the last poll
+    assert states["InitEndpointPolls"]["Parameters"] == {
+        "count": 0,
+        "startedAt.$": "$$.State.EnteredTime",
+    }
+    assert states["UpdateEndpoint"]["Next"] == states["CreateEndpoint"]["Next"]
+    assert states["UpdateEndpoint"]["Next"] == "InitEndpointPolls"
     # And InService counts only if the endpoint serves the config this run created
     verify = states["VerifyEndpointConfig"]["Choices"][0]
     assert verify["Variable"] == "$.endpoint.configName"

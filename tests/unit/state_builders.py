@@ -159,9 +159,20 @@ def promoted_state(run_id: str = "run-2", *, deployment_mode: str = "endpoint") 
     }
     if deployment_mode == "endpoint":
         state["endpoint"] = {"status": "InService", "configName": job}
-        state["endpointPolls"] = {"count": 3}
+        # $$.State.EnteredTime of InitEndpointPolls and of the last CountEndpointPoll: 6 minutes.
+        state["endpointPolls"] = {
+            "count": 3,
+            "startedAt": "2026-11-28T11:50:00.000Z",
+            "lastPolledAt": "2026-11-28T11:56:00.000Z",
+        }
     else:
-        state["transform"] = {"TransformJobName": job, "TransformJobStatus": "Completed"}
+        # As the .sync integration returns them: epoch milliseconds, here 15 minutes apart.
+        state["transform"] = {
+            "TransformJobName": job,
+            "TransformJobStatus": "Completed",
+            "TransformStartTime": 1795865400000,
+            "TransformEndTime": 1795866300000,
+        }
     return state
 
 

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from moto_stack import STACK, TABLE, Aws
+from state_builders import promoted_state
 
 from refit import cli
 from refit.run_records import RunRecords
+from refit.run_report import record_run
 
 
 def _stack_with_outputs(aws: Aws) -> None:
@@ -89,3 +93,93 @@ def test_stack_name_comes_from_samconfig(tmp_path: Path, monkeypatch: pytest.Mon
     config.write_text('version = 0.1\n[default.global.parameters]\nstack_name = "mine"\n')
     assert cli.default_stack_name(config) == "mine"
     assert cli.default_stack_name(tmp_path / "absent.toml") == "refit"
+
+
+# --- cost -------------------------------------------------------------------------------------
+def _recorded(
+    aws: Aws, run_id: str, *, days_ago: int, region: str = "us-east-1", batch: bool = False
+) -> dict[str, Any]:
+    """A run finished ``days_ago`` days ago through the real RecordRun; returns its record."""
+    finished = datetime.now(UTC) - timedelta(days=days_ago)
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    records.put_started(run_id, {"startedAt": finished.isoformat()})
+    state = promoted_state(run_id, deployment_mode="batch" if batch else "endpoint")
+    event = {"outcome": "promoted", "executionName": run_id, "state": state}
+    topic = aws.settings.notification_topic_arn
+    record_run(event, records, aws.sns, topic, aws.settings, now=finished, region=region)
+    found = records.get_run(run_id)
+    assert found is not None
+    return found
+
+
+def test_runs_shows_the_cost_columns(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a recorded spot run that updated the endpoint
+    _stack_with_outputs(aws)
+    run = _recorded(aws, "run-2", days_ago=0)
+    # When the runs are listed
+    assert cli.main(["--stack", STACK, "runs"]) == 0
+    header, row = (re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines())
+    # Then savings, instances, the rollout's added endpoint-hours and the cost are shown
+    assert header[-4:] == ["spot %", "instances", "deploy h", "cost $"]
+    assert row[-4:] == ["70.0", "1×ml.m5.xlarge", "0.1000", f"{run['cost']['totalUSD']:.4f}"]
+
+
+def test_runs_without_a_cost_block_show_dashes() -> None:
+    table = cli.format_runs([{"runId": "old", "status": "PROMOTED"}])
+    assert re.split(r"\s{2,}", table.splitlines()[1])[-4:] == ["-", "-", "-", "-"]
+
+
+def test_cost_totals_per_day_and_per_model(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given runs today (endpoint and batch), yesterday, one in an unpriced region, one too old
+    _stack_with_outputs(aws)
+    today = [_recorded(aws, "run-a", days_ago=0), _recorded(aws, "run-b", days_ago=0, batch=True)]
+    yesterday = _recorded(aws, "run-c", days_ago=1)
+    _recorded(aws, "run-d", days_ago=1, region="af-south-1")
+    _recorded(aws, "run-old", days_ago=10)
+    # When the last 7 days are totalled
+    assert cli.main(["--stack", STACK, "cost", "--days", "7", "--json"]) == 0
+    totals = json.loads(capsys.readouterr().out)
+    # Then each day and each model adds up its runs' estimates, the old run left out
+    [day_1, day_0] = totals["byDay"][::-1]
+    assert day_0["runs"] == 2
+    assert day_0["totalUSD"] == pytest.approx(sum(r["cost"]["totalUSD"] for r in today))
+    assert (day_1["runs"], day_1["unpricedRuns"]) == (2, 1)
+    assert day_1["totalUSD"] == pytest.approx(yesterday["cost"]["totalUSD"])
+    by_model = {m["model"]: m for m in totals["byModel"]}
+    assert set(by_model) == {aws.settings.endpoint_name, f"{STACK}/batch"}
+    assert by_model[f"{STACK}/batch"]["runs"] == 1
+    assert by_model[f"{STACK}/batch"]["deployInstanceHours"] == 0.25
+    assert by_model[aws.settings.endpoint_name]["runs"] == 3
+    assert totals["total"]["runs"] == 4
+    assert totals["total"]["billableSeconds"] == 4 * 180
+    assert totals["total"]["spotSavedUSD"] > 0
+    # And the unpriced run says why
+    [unpriced] = totals["unpriced"]
+    assert unpriced["runId"] == "run-d"
+    assert "af-south-1" in unpriced["reasons"][0]
+    # And the text report shows the same, with where the prices come from
+    assert cli.main(["--stack", STACK, "cost"]) == 0
+    text = capsys.readouterr().out
+    [total_row] = [re.split(r"\s{2,}", x) for x in text.splitlines() if x.startswith("total ")]
+    assert total_row[:4] == ["total", "4", str(4 * 600), str(4 * 180)]
+    assert f"{totals['total']['totalUSD']:.4f}" in total_row
+    assert "Prices: https://aws.amazon.com/sagemaker/pricing/" in text
+    assert (
+        "Not fully priced: run-d: training job job-run-d: no prices for region af-south-1" in text
+    )
+
+
+def test_cost_leaves_out_running_runs_and_flags_records_without_cost() -> None:
+    runs = [
+        {"runId": "r1", "status": "RUNNING", "startedAt": "2026-11-28T10:00:00Z"},
+        {"runId": "r2", "status": "FAILED", "finishedAt": "2026-11-28T10:00:00Z"},
+    ]
+    totals = cli.cost_totals(runs, 1, date(2026, 11, 28))
+    assert totals["total"]["runs"] == 1 and totals["total"]["totalUSD"] == 0
+    assert totals["unpriced"] == [{"runId": "r2", "reasons": ["recorded without a cost estimate"]}]
+
+
+def test_cost_refuses_zero_days(aws: Aws) -> None:
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["--stack", STACK, "cost", "--days", "0"])
+    assert refused.value.code == 2

@@ -18,6 +18,7 @@ from state_builders import (
 )
 
 from refit.config import Settings
+from refit.cost import PriceTable
 from refit.run_records import ChampionPointer, RunRecords
 from refit.run_report import (
     InvalidRunOutcome,
@@ -44,13 +45,19 @@ TRAINING_FAILURE = {
 }
 
 
-def _record(aws: Aws, outcome: str, state: dict[str, Any] | None, name: str = "run-2") -> RunReport:
+def _record(
+    aws: Aws,
+    outcome: str,
+    state: dict[str, Any] | None,
+    name: str = "run-2",
+    region: str | None = None,
+) -> RunReport:
     event: dict[str, Any] = {"outcome": outcome, "executionName": name}
     if state is not None:
         event["state"] = state
     records = RunRecords(aws.dynamodb, TABLE, STACK)
     topic = aws.settings.notification_topic_arn
-    return record_run(event, records, aws.sns, topic, aws.settings, now=NOW)
+    return record_run(event, records, aws.sns, topic, aws.settings, now=NOW, region=region)
 
 
 class _Untouchable:
@@ -393,6 +400,177 @@ def test_retry_rewrites_the_same_record(aws: Aws) -> None:
     # Then the record, pointer and index entry are the same, not duplicated
     assert _stored(aws) == first
     assert [o.run_id for o in _ledger(aws).owned_resources()] == ["run-2"]
+
+
+# --- cost -------------------------------------------------------------------------------------
+PRICES = PriceTable.load()
+
+
+def _usd_per_hour(instance_type: str, region: str = "us-east-1") -> float:
+    return PRICES.price(region, instance_type).usd_per_hour
+
+
+def _summary_of(aws: Aws, inbox: str) -> tuple[str, dict[str, Any]]:
+    [note] = received_notifications(aws.sqs, inbox)
+    summary, _, body = note["Message"].partition("\n\nRun record:\n")
+    return summary, json.loads(body)
+
+
+def test_promoted_endpoint_run_records_training_and_rollout_cost(aws: Aws) -> None:
+    # Given a spot run (600 s trained, 180 s billed on 1 × ml.m5.xlarge) whose blue/green update
+    # ran 6 minutes (InitEndpointPolls 11:50 -> last poll 11:56) on 1 × ml.m5.large
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    # When RecordRun runs in us-east-1
+    report = _record(aws, "promoted", promoted_state("run-2"))
+    # Then the record's cost block prices billable seconds at the on-demand rate
+    cost = _stored(aws)["cost"]
+    train_rate, endpoint_rate = _usd_per_hour("ml.m5.xlarge"), _usd_per_hour("ml.m5.large")
+    training = cost["training"]
+    assert (training["instanceType"], training["instanceCount"]) == ("ml.m5.xlarge", 1)
+    assert (training["trainingSeconds"], training["billableSeconds"]) == (600, 180)
+    assert training["costUSD"] == round(180 * train_rate / 3600, 6)
+    assert training["onDemandCostUSD"] == round(600 * train_rate / 3600, 6)
+    assert training["jobs"][0]["spotSavingsPercent"] == 70.0
+    # And the rollout added the new fleet for those 6 minutes
+    rollout = cost["endpointRollout"]
+    assert (rollout["kind"], rollout["seconds"], rollout["addedInstanceHours"]) == (
+        "update",
+        360,
+        0.1,
+    )
+    assert rollout["costUSD"] == round(360 * endpoint_rate / 3600, 6)
+    assert cost["totalUSD"] == round(training["costUSD"] + rollout["costUSD"], 6)
+    assert (cost["region"], cost["model"], cost["currency"]) == ("us-east-1", ENDPOINT, "USD")
+    assert cost["priceSource"] == PRICES.source
+    assert cost["pricesRetrievedOn"] == PRICES.retrieved_on
+    assert "unpriced" not in cost
+    # And the notification says it in words and carries the block
+    summary, body = _summary_of(aws, inbox)
+    assert f"Estimated cost ${cost['totalUSD']:.4f}: training ${training['costUSD']:.4f}" in summary
+    assert "on 1 × ml.m5.xlarge" in summary
+    assert "endpoint update ran both fleets for 360.0 s: 0.1 extra instance-hours" in summary
+    assert f"us-east-1 list prices, from {PRICES.source} as of {PRICES.retrieved_on}" in summary
+    assert body["cost"]["totalUSD"] == cost["totalUSD"]
+    # And the total is a CloudWatch metric
+    assert ("RunCostUSD", "None", cost["totalUSD"]) in [
+        (m.name, m.unit, m.value) for m in report.metrics
+    ]
+
+
+def test_a_first_endpoint_adds_no_rollout_hours(aws: Aws) -> None:
+    # Given the run created the endpoint (no old fleet ran beside it)
+    state = promoted_state("run-2")
+    state["run"]["deploy"]["endpointExists"] = False
+    # When recorded
+    _record(aws, "promoted", state)
+    # Then the rollout costs nothing extra and the endpoint's hourly cost is reported
+    rollout = _stored(aws)["cost"]["endpointRollout"]
+    assert (rollout["kind"], rollout["addedInstanceHours"], rollout["costUSD"]) == ("create", 0, 0)
+    assert rollout["endpointUSDPerHour"] == _usd_per_hour("ml.m5.large")
+
+
+def test_batch_run_records_the_transform_instance_hours(aws: Aws) -> None:
+    # Given a batch run whose transform ran 15 minutes on 1 × ml.m5.large
+    # When recorded
+    _record(aws, "promoted", promoted_state("run-2", deployment_mode="batch"))
+    # Then the transform is priced instead of a rollout, under the stack's batch model
+    cost = _stored(aws)["cost"]
+    assert "endpointRollout" not in cost
+    assert cost["transform"]["instanceHours"] == 0.25
+    assert cost["transform"]["costUSD"] == round(0.25 * _usd_per_hour("ml.m5.large"), 6)
+    assert cost["model"] == f"{STACK}/batch"
+
+
+def test_a_capacity_fallback_pays_for_the_spot_attempt_and_the_on_demand_job(aws: Aws) -> None:
+    # Given the spot job billed 120 s before its wait ran out, then the on-demand job 600 s
+    state = _fallen_back(promoted_state("run-2"))
+    state["training"] = {
+        **training_result("run-2", seconds=600, billable=600),
+        "TrainingJobName": "job-run-2-od",
+    }
+    # When recorded
+    _record(aws, "promoted", state)
+    # Then both jobs are in the cost, and on-demand saved nothing
+    training = _stored(aws)["cost"]["training"]
+    assert [(j["jobName"], j["capacity"], j["billableSeconds"]) for j in training["jobs"]] == [
+        ("job-run-2", "spot", 120),
+        ("job-run-2-od", "on-demand", 600),
+    ]
+    assert training["costUSD"] == round(
+        round(120 * _usd_per_hour("ml.m5.xlarge") / 3600, 6)
+        + round(600 * _usd_per_hour("ml.m5.xlarge") / 3600, 6),
+        6,
+    )
+    assert training["jobs"][1]["savingsUSD"] == 0
+    assert training["jobs"][1]["typicalSpotCostUSD"] > 0
+
+
+def test_a_failed_training_job_is_priced_from_its_description(aws: Aws) -> None:
+    # Given Train failed after billing 300 s on 2 × ml.m5.2xlarge (the Cause is its Describe)
+    describe = {
+        **json.loads(TRAINING_FAILURE["Cause"]),
+        "ResourceConfig": {"InstanceType": "ml.m5.2xlarge", "InstanceCount": 2},
+        "EnableManagedSpotTraining": False,
+        "TrainingTimeInSeconds": 300,
+        "BillableTimeInSeconds": 300,
+    }
+    state = {
+        "run": run_plan("run-2"),
+        "error": {"Error": "States.TaskFailed", "Cause": json.dumps(describe)},
+    }
+    # When recorded
+    _record(aws, "failed", state)
+    # Then the failed run still shows what it cost
+    cost = _stored(aws)["cost"]
+    [job] = cost["training"]["jobs"]
+    assert (job["instanceType"], job["instanceCount"], job["capacity"]) == (
+        "ml.m5.2xlarge",
+        2,
+        "on-demand",
+    )
+    assert cost["totalUSD"] == round(300 * 2 * _usd_per_hour("ml.m5.2xlarge") / 3600, 6)
+
+
+def test_an_unpriced_region_records_a_null_cost_with_the_reason(aws: Aws) -> None:
+    # Given a stack in a region the price table leaves out
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    # When a run is recorded there
+    report = _record(aws, "promoted", promoted_state("run-2"), region="af-south-1")
+    # Then the run is recorded, its cost is unknown and says why
+    run = _stored(aws)
+    assert run["status"] == "PROMOTED"
+    assert "totalUSD" not in run["cost"]  # null: DynamoDB records leave None out
+    assert run["cost"]["unpriced"][0].startswith(
+        "training job job-run-2: no prices for region af-south-1"
+    )
+    assert run["cost"]["training"]["billableSeconds"] == 180
+    assert run["cost"]["endpointRollout"]["addedInstanceHours"] == 0.1
+    summary, body = _summary_of(aws, inbox)
+    assert "Estimated cost unknown (training job job-run-2: no prices for region af-south-1" in (
+        summary
+    )
+    assert body["cost"]["totalUSD"] is None
+    assert "RunCostUSD" not in [m.name for m in report.metrics]
+
+
+def test_a_run_that_failed_in_train_without_a_description_has_an_unknown_cost(aws: Aws) -> None:
+    # Given Train timed out: the job may have run, but the state has no billable time
+    state = {"run": run_plan("run-2"), "error": {"Error": "States.Timeout"}}
+    # When recorded
+    _record(aws, "failed", state)
+    # Then the cost is unknown rather than zero
+    cost = _stored(aws)["cost"]
+    assert "totalUSD" not in cost
+    assert cost["unpriced"] == [
+        "training job job-run-2 may have run; the state holds no billable time"
+    ]
+
+
+def test_a_run_that_trained_nothing_cost_nothing(aws: Aws) -> None:
+    plan = run_plan("run-2")
+    plan["status"] = "rejected-input"
+    _record(aws, "rejected-input", {"run": plan})
+    assert _stored(aws)["cost"]["totalUSD"] == 0
 
 
 # --- contract violations ----------------------------------------------------------------------

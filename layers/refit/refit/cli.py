@@ -3,6 +3,7 @@
     refit start [--full | --incremental] [--prefix data/train/x/] [--mode endpoint|batch]
     refit runs [--json] [--limit N]
     refit run RUN_ID
+    refit cost [--days N] [--json]   estimated USD per day and per model (refit.cost)
     refit predict [FILE]          CSV rows (no label) from FILE or stdin -> one prediction a line
     refit local up [--port N] [--state-dir D] [--spot-interruptions N] [--parameter K=V]
                                   the whole application on this machine (no AWS, no Docker)
@@ -19,11 +20,13 @@ import os
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from refit.cost import USD_DIGITS, format_usd
 from refit.run_input import InvalidRunInput, parse_run_input
 from refit.run_records import RunRecords
 
@@ -95,11 +98,63 @@ def _metric(run: dict[str, Any], side: str) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def _cost(run: Mapping[str, Any]) -> Mapping[str, Any]:
+    found = run.get("cost")
+    return found if isinstance(found, Mapping) else {}
+
+
+def _part(run: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    found = _cost(run).get(key)
+    return found if isinstance(found, Mapping) else {}
+
+
+def _instances(run: Mapping[str, Any]) -> str:
+    training = _part(run, "training")
+    if not training.get("instanceType"):
+        return "-"
+    return f"{training.get('instanceCount', '?')}×{training['instanceType']}"
+
+
+def _deploy_hours(run: Mapping[str, Any]) -> float | None:
+    """Endpoint instance-hours the rollout added, or the batch transform's instance-hours."""
+    hours = _part(run, "endpointRollout").get("addedInstanceHours")
+    if hours is None:
+        hours = _part(run, "transform").get("instanceHours")
+    return float(hours) if isinstance(hours, int | float) else None
+
+
+def _run_total(run: Mapping[str, Any]) -> str:
+    if not _cost(run):
+        return "-"  # recorded before cost accounting, or still running
+    return format_usd(_cost(run).get("totalUSD")).removeprefix("$")
+
+
+def _percent(value: Any) -> str:
+    # DynamoDB hands 70.0 back as 70: one decimal, whatever came back.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return f"{value:.1f}"
+
+
 def format_runs(runs: Sequence[dict[str, Any]]) -> str:
-    header = ("run", "status", "mode", "rows", "challenger", "champion", "train s", "billable s")
+    header = (
+        "run",
+        "status",
+        "mode",
+        "rows",
+        "challenger",
+        "champion",
+        "train s",
+        "billable s",
+        "spot %",
+        "instances",
+        "deploy h",
+        "cost $",
+    )
     rows = [header]
     for run in runs:
         data = run.get("data") or {}
+        deploy_hours = _deploy_hours(run)
         rows.append(
             (
                 str(run.get("runId", "?")),
@@ -110,10 +165,148 @@ def format_runs(runs: Sequence[dict[str, Any]]) -> str:
                 _metric(run, "champion"),
                 str(run.get("trainingTimeInSeconds", "-")),
                 str(run.get("billableTimeInSeconds", "-")),
+                _percent(run.get("spotSavingsPercent")),
+                _instances(run),
+                "-" if deploy_hours is None else f"{deploy_hours:.4f}",
+                _run_total(run),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+# --- refit cost -------------------------------------------------------------------------------
+_SUMS = ("trainingUSD", "onDemandTrainingUSD", "spotSavedUSD", "deployInstanceHours", "deployUSD")
+
+
+def _run_day(run: Mapping[str, Any]) -> str | None:
+    moment = run.get("finishedAt") or run.get("startedAt")
+    return moment[:10] if isinstance(moment, str) and len(moment) >= 10 else None
+
+
+def _run_model(run: Mapping[str, Any]) -> str:
+    """RecordRun's ``cost.model`` (the endpoint, or ``<stack>/batch``); older records: a guess."""
+    model = _cost(run).get("model") or run.get("endpointName") or run.get("deploymentMode")
+    return str(model) if model else "-"
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _add(totals: dict[str, Any], run: Mapping[str, Any]) -> None:
+    training, rollout = _part(run, "training"), _part(run, "endpointRollout")
+    transform = _part(run, "transform")
+    totals["runs"] += 1
+    totals["trainingSeconds"] += int(_number(training.get("trainingSeconds")))
+    totals["billableSeconds"] += int(_number(training.get("billableSeconds")))
+    totals["trainingUSD"] += _number(training.get("costUSD"))
+    totals["onDemandTrainingUSD"] += _number(training.get("onDemandCostUSD"))
+    totals["spotSavedUSD"] += _number(training.get("savingsUSD"))
+    totals["deployInstanceHours"] += _number(_deploy_hours(run))
+    totals["deployUSD"] += _number(rollout.get("costUSD")) + _number(transform.get("costUSD"))
+    if _cost(run).get("totalUSD") is None:
+        totals["unpricedRuns"] += 1
+
+
+def _rounded(totals: dict[str, Any]) -> dict[str, Any]:
+    done = {k: round(v, USD_DIGITS) if k in _SUMS else v for k, v in totals.items()}
+    done["totalUSD"] = round(done["trainingUSD"] + done["deployUSD"], USD_DIGITS)
+    return done
+
+
+def cost_totals(runs: Sequence[Mapping[str, Any]], days: int, today: date) -> dict[str, Any]:
+    """Finished runs of the last ``days`` days (UTC, by finishedAt), totalled per day, per model
+    and overall. A run that could not be fully priced adds what was priced and is counted in
+    ``unpricedRuns``, with its reasons under ``unpriced``."""
+    first = today - timedelta(days=days - 1)
+    counts = ("runs", "trainingSeconds", "billableSeconds", "unpricedRuns")
+    empty = dict.fromkeys(counts, 0) | dict.fromkeys(_SUMS, 0.0)
+    by_day: dict[str, dict[str, Any]] = {}
+    by_model: dict[str, dict[str, Any]] = {}
+    total = dict(empty)
+    unpriced: list[dict[str, Any]] = []
+    sources: set[tuple[str, str]] = set()
+    for run in runs:
+        day = _run_day(run)
+        if run.get("status") == "RUNNING" or day is None or day < first.isoformat():
+            continue
+        model = _run_model(run)
+        _add(by_day.setdefault(day, {"day": day, **empty}), run)
+        _add(by_model.setdefault(model, {"model": model, **empty}), run)
+        _add(total, run)
+        cost = _cost(run)
+        if cost.get("totalUSD") is None:
+            reasons = cost.get("unpriced") or ["recorded without a cost estimate"]
+            unpriced.append({"runId": run.get("runId"), "reasons": list(reasons)})
+        if cost.get("priceSource"):
+            sources.add((str(cost["priceSource"]), str(cost.get("pricesRetrievedOn", "?"))))
+    return {
+        "from": first.isoformat(),
+        "to": today.isoformat(),
+        "currency": "USD",
+        "byDay": [_rounded(by_day[d]) for d in sorted(by_day, reverse=True)],
+        "byModel": [_rounded(by_model[m]) for m in sorted(by_model)],
+        "total": _rounded(total),
+        "unpriced": unpriced,
+        "priceSources": [{"source": s, "retrievedOn": r} for s, r in sorted(sources)],
+    }
+
+
+def format_cost(totals: Mapping[str, Any]) -> str:
+    columns = (
+        ("runs", "runs"),
+        ("train s", "trainingSeconds"),
+        ("billable s", "billableSeconds"),
+        ("training $", "trainingUSD"),
+        ("on-demand $", "onDemandTrainingUSD"),
+        ("spot saved $", "spotSavedUSD"),
+        ("deploy h", "deployInstanceHours"),
+        ("deploy $", "deployUSD"),
+        ("total $", "totalUSD"),
+        ("unpriced", "unpricedRuns"),
+    )
+
+    def cells(group: Mapping[str, Any]) -> list[str]:
+        return [
+            f"{group[key]:.4f}" if isinstance(group[key], float) else str(group[key])
+            for _, key in columns
+        ]
+
+    header = [title for title, _ in columns]
+    lines = [f"Estimated SageMaker cost, {totals['from']} to {totals['to']} (UTC), in USD."]
+    day_rows = [["day", *header]] + [[g["day"], *cells(g)] for g in totals["byDay"]]
+    day_rows.append(["total", *cells(totals["total"])])
+    lines += ["", _table(day_rows)]
+    model_rows = [["model", *header]] + [[g["model"], *cells(g)] for g in totals["byModel"]]
+    lines += ["", _table(model_rows)]
+    lines += [
+        "",
+        "deploy h: endpoint instance-hours the blue/green rollouts added, or batch transform "
+        "instance-hours. Training $ is billable seconds at the on-demand rate (spot savings are "
+        "in the billable time). Totals leave out what could not be priced (see unpriced).",
+    ]
+    for source in totals["priceSources"]:
+        lines.append(
+            f"Prices: {source['source']} as of {source['retrievedOn']} "
+            "(estimates; see layers/refit/refit/prices.json)."
+        )
+    for run in totals["unpriced"]:
+        lines.append(f"Not fully priced: {run['runId']}: {'; '.join(run['reasons'])}")
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="show one run record")
     run.add_argument("run_id")
+
+    cost = commands.add_parser("cost", help="estimated cost per day and per model")
+    cost.add_argument("--days", type=_positive, default=7, help="the last N days (default 7)")
+    cost.add_argument("--json", action="store_true")
 
     predict = commands.add_parser("predict", help="send CSV rows to the endpoint")
     predict.add_argument("file", nargs="?", help="CSV without label column (default: stdin)")
@@ -178,6 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             input=json.dumps(document),
         )
         print(response["executionArn"])
+    elif args.command == "cost":
+        records = RunRecords(boto3.client("dynamodb"), stack.runs_table, stack.stack_name)
+        # list_runs scans the whole table anyway; the date filter is cost_totals'.
+        totals = cost_totals(records.list_runs(sys.maxsize), args.days, datetime.now(UTC).date())
+        print(json.dumps(totals, indent=2) if args.json else format_cost(totals))
     elif args.command in ("runs", "run"):
         records = RunRecords(boto3.client("dynamodb"), stack.runs_table, stack.stack_name)
         if args.command == "runs":

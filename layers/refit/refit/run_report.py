@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
 
-from refit import layout
+from refit import cost, layout
 from refit.config import Settings
+from refit.cost import PriceTable, spot_savings_percent
 from refit.notify import Notification, publish
 from refit.run_records import ChampionPointer, RunRecords
-from refit.run_state import RunState, integer, number, text
+from refit.run_state import RunState, flag, integer, number, text
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -124,17 +125,6 @@ class RunOutcome:
         return verified or (deploy.endpoint_config_name if deploy else None)
 
 
-def spot_savings_percent(
-    training_seconds: int | None, billable_seconds: int | None, managed_spot: bool | None
-) -> float | None:
-    """``(1 - billable / training) * 100`` to one decimal; 0 on demand; None if unknown."""
-    if training_seconds is None or billable_seconds is None or training_seconds <= 0:
-        return None
-    if managed_spot is False:
-        return 0.0
-    return round((1 - billable_seconds / training_seconds) * 100, 1)
-
-
 def cause_details(error: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """A Catch's JSON Cause (a ``.sync`` job's Describe, a Lambda error payload), parsed."""
     cause = None if error is None else error.get("Cause")
@@ -187,6 +177,129 @@ def capacity_fallback(state: RunState) -> dict[str, Any] | None:
     return {k: v for k, v in found.items() if v is not None}
 
 
+def _failed_job(error: Mapping[str, Any] | None, name_key: str) -> Mapping[str, Any] | None:
+    """The Describe of a ``.sync`` job that failed the run (a Catch's JSON Cause), if any."""
+    details = cause_details(error)
+    return details if details is not None and text(details, name_key) else None
+
+
+def _described_training(
+    describe: Mapping[str, Any], fallback_fleet: cost.Fleet, managed_spot: bool | None
+) -> cost.TrainingJobUsage:
+    resources = describe.get("ResourceConfig")
+    resources = resources if isinstance(resources, Mapping) else {}
+    spot = flag(describe, "EnableManagedSpotTraining")
+    return cost.TrainingJobUsage(
+        job_name=text(describe, "TrainingJobName"),
+        fleet=cost.Fleet(
+            text(resources, "InstanceType") or fallback_fleet.instance_type,
+            integer(resources, "InstanceCount") or fallback_fleet.instance_count,
+        ),
+        training_seconds=integer(describe, "TrainingTimeInSeconds"),
+        # SageMaker reports billable time only once a job ran on instances: a job that never
+        # got capacity billed nothing.
+        billable_seconds=integer(describe, "BillableTimeInSeconds") or 0,
+        managed_spot=spot if spot is not None else managed_spot,
+    )
+
+
+def training_usage(state: RunState) -> tuple[list[cost.TrainingJobUsage], list[str]]:
+    """Every training job the run paid for, oldest first, and any it may have paid for unseen."""
+    run, training = state.run, state.training
+    fleet = cost.Fleet(
+        run.training_instance_type if run else None, run.training_instance_count if run else None
+    )
+    jobs: list[cost.TrainingJobUsage] = []
+    fallback = capacity_fallback(state)
+    if fallback is not None:
+        jobs.append(
+            cost.TrainingJobUsage(
+                job_name=fallback.get("spotJobName"),
+                fleet=fleet,
+                training_seconds=fallback.get("spotTrainingTimeInSeconds"),
+                billable_seconds=fallback.get("spotBillableTimeInSeconds", 0),
+                managed_spot=True,
+            )
+        )
+    if training is not None:
+        jobs.append(
+            cost.TrainingJobUsage(
+                job_name=training.job_name,
+                fleet=fleet,
+                training_seconds=training.training_seconds,
+                billable_seconds=training.billable_seconds,
+                managed_spot=False if fallback is not None else (run.managed_spot if run else None),
+            )
+        )
+        return jobs, []
+    failed = _failed_job(state.error, "TrainingJobName")
+    if failed is not None and text(failed, "TrainingJobName") not in {j.job_name for j in jobs}:
+        spot = None if run is None else (False if fallback is not None else run.managed_spot)
+        jobs.append(_described_training(failed, fleet, spot))
+        return jobs, []
+    if failed is None and run is not None and run.status == "ready" and state.evaluation is None:
+        # Failed in or around Train without the job's Describe (an API error, a timeout).
+        job = (run.on_demand_job_name if fallback is not None else None) or run.training_job_name
+        if state.error is not None and job:
+            return jobs, [f"training job {job} may have run; the state holds no billable time"]
+    return jobs, []
+
+
+def deployment_usage(
+    state: RunState,
+) -> tuple[cost.EndpointRollout | None, cost.TransformUsage | None]:
+    """The endpoint rollout ($.endpointPolls) or the batch transform this run paid for."""
+    deploy, polls = state.deploy, state.endpoint_polls
+    if deploy is None:
+        return None, None
+    rollout = None
+    if polls is not None and state.run and state.run.deployment_mode == "endpoint":
+        rollout = cost.EndpointRollout(
+            kind="update" if deploy.endpoint_exists else "create",
+            fleet=cost.Fleet(deploy.instance_type, deploy.instance_count),
+            window=cost.Window.parse(polls.get("startedAt"), polls.get("lastPolledAt")),
+        )
+    transform = None
+    described = state.transform or _failed_job(state.error, "TransformJobName")
+    if described is not None:
+        transform = cost.TransformUsage(
+            job_name=text(described, "TransformJobName") or deploy.transform_job_name,
+            fleet=cost.Fleet(deploy.transform_instance_type, deploy.transform_instance_count),
+            window=cost.Window.parse(
+                described.get("TransformStartTime"), described.get("TransformEndTime")
+            ),
+        )
+    return rollout, transform
+
+
+def cost_model_name(state: RunState, stack_name: str) -> str | None:
+    """What ``refit cost`` totals a run under: the serving target its challenger competes for,
+    i.e. the endpoint (the lineage of champions it serves), or the stack's batch transform."""
+    run = state.run
+    if run is None or run.deployment_mode is None:
+        return None
+    if run.deployment_mode == "batch":
+        return f"{stack_name}/batch"
+    return run.deploy.endpoint_name if run.deploy else None
+
+
+def run_cost(
+    outcome: RunOutcome, region: str, stack_name: str, prices: PriceTable | None = None
+) -> dict[str, Any]:
+    """The record's ``cost`` block (refit.cost does the arithmetic)."""
+    jobs, unknown = training_usage(outcome.state)
+    rollout, transform = deployment_usage(outcome.state)
+    return cost.run_cost(
+        region=region,
+        model=cost_model_name(outcome.state, stack_name),
+        jobs=jobs,
+        rollout=rollout,
+        transform=transform,
+        unknown_usage=unknown,
+        table=prices,
+    )
+
+
 def _evaluation_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if evaluation is None:
         return None
@@ -206,7 +319,9 @@ def _evaluation_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, Any] 
     }
 
 
-def run_attributes(outcome: RunOutcome, finished_at: str) -> dict[str, Any]:
+def run_attributes(
+    outcome: RunOutcome, finished_at: str, run_cost: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The final run record; absent sections simply leave their attributes out (None)."""
     state = outcome.state
     run, training, deploy = state.run, state.training, state.deploy
@@ -269,6 +384,7 @@ def run_attributes(outcome: RunOutcome, finished_at: str) -> dict[str, Any]:
             training_seconds, billable_seconds, managed_spot
         ),
         "capacityFallback": fallback,
+        "cost": dict(run_cost) if run_cost is not None else None,
         "error": describe_error(state.error),
         "cleanup": dict(state.cleanup) if state.cleanup is not None else None,
         "cleanupError": describe_error(state.cleanup_error),
@@ -290,6 +406,60 @@ def _champion(outcome: RunOutcome) -> ChampionPointer:
         run_id=outcome.run_id,
         feature_count=integer(outcome.state.evaluation, "features"),
     )
+
+
+def _fleet(block: Mapping[str, Any]) -> str:
+    return f"{block.get('instanceCount', '?')} × {block.get('instanceType', '?')}"
+
+
+def cost_summary(run_cost: Mapping[str, Any]) -> str:
+    """One line of the notification: the estimate, its parts and where the prices come from."""
+    parts = []
+    training = run_cost.get("training")
+    if isinstance(training, Mapping):
+        part = f"training {cost.format_usd(training.get('costUSD'))} on {_fleet(training)}"
+        if training.get("savingsUSD"):
+            part += (
+                f" (on demand {cost.format_usd(training.get('onDemandCostUSD'))}, "
+                f"spot saved {cost.format_usd(training.get('savingsUSD'))})"
+            )
+        parts.append(part)
+    rollout = run_cost.get("endpointRollout")
+    if isinstance(rollout, Mapping):
+        if rollout.get("kind") == "create":
+            parts.append(
+                f"new endpoint on {_fleet(rollout)} costs "
+                f"{cost.format_usd(rollout.get('endpointUSDPerHour'))}/h from now on"
+            )
+        else:
+            parts.append(
+                f"endpoint update ran both fleets for {rollout.get('seconds', '?')} s: "
+                f"{rollout.get('addedInstanceHours', '?')} extra instance-hours on "
+                f"{_fleet(rollout)}, {cost.format_usd(rollout.get('costUSD'))}"
+            )
+    transform = run_cost.get("transform")
+    if isinstance(transform, Mapping):
+        parts.append(
+            f"batch transform {transform.get('instanceHours', '?')} instance-hours on "
+            f"{_fleet(transform)}, {cost.format_usd(transform.get('costUSD'))}"
+        )
+    total = run_cost.get("totalUSD")
+    head = (
+        f"Estimated cost {cost.format_usd(total)}"
+        if total is not None
+        else "Estimated cost unknown (" + "; ".join(run_cost.get("unpriced") or ["?"]) + ")"
+    )
+    bases = [
+        str(block.get("priceBasis"))
+        for block in (training, rollout, transform)
+        if isinstance(block, Mapping) and block.get("priceBasis")
+    ]
+    kind = next((b for b in bases if b != "list"), "list prices" if bases else "prices")
+    source = (
+        f"{run_cost.get('region')} {kind}, from {run_cost.get('priceSource')} "
+        f"as of {run_cost.get('pricesRetrievedOn')}"
+    )
+    return f"{head}: {', '.join(parts) or 'nothing billed'}. ({source}.)"
 
 
 def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
@@ -327,6 +497,9 @@ def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
             f"{record['billableTimeInSeconds']} s"
             + (f" (spot savings {savings}%)." if savings is not None else ".")
         )
+    run_cost = record.get("cost")
+    if isinstance(run_cost, Mapping):
+        lines.append(cost_summary(run_cost))
     error = record.get("error")
     if isinstance(error, Mapping):
         reason = error.get("FailureReason") or error.get("errorMessage") or error.get("Cause")
@@ -368,6 +541,10 @@ def _cloudwatch_metrics(outcome: RunOutcome, record: Mapping[str, Any]) -> list[
     savings = record.get("spotSavingsPercent")
     if savings is not None:
         found.append(CloudWatchMetric("SpotSavingsPercent", "Percent", savings))
+    run_cost = record.get("cost")
+    total = run_cost.get("totalUSD") if isinstance(run_cost, Mapping) else None
+    if total is not None:
+        found.append(CloudWatchMetric("RunCostUSD", "None", total))
     return found
 
 
@@ -378,13 +555,19 @@ def record_run(
     topic: str,
     settings: Settings,
     now: datetime | None = None,
+    region: str | None = None,
+    prices: PriceTable | None = None,
 ) -> RunReport:
-    """Write the final record, move the champion, register resources, notify."""
+    """Write the final record, move the champion, register resources, notify.
+
+    ``region`` prices the run (default: the SNS client's, i.e. the function's region).
+    """
     outcome = RunOutcome.parse(event)
     finished_at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
     finished_at = finished_at.replace("+00:00", "Z")
     champion = _champion(outcome) if outcome.outcome == "promoted" else None
-    record = run_attributes(outcome, finished_at)
+    priced = run_cost(outcome, region or sns.meta.region_name, settings.stack_name, prices)
+    record = run_attributes(outcome, finished_at, priced)
     records.finish(outcome.run_id, record)
     if champion is not None:
         records.set_champion(champion, promoted_at=finished_at)

@@ -1,8 +1,9 @@
 """The state document as the states after training read it (see docs/architecture.md).
 
 PrepareRun writes ``$.run``; later states add ``$.training``, ``$.evaluation``, ``$.endpoint``,
-``$.transform``, ``$.cleanup``, ``$.cleanupError`` and ``$.error``, and after a failed training
-job ``$.spotFailure`` (and ``$.capacityFallback`` when it was retried on demand). The failure
+``$.endpointPolls``, ``$.transform``, ``$.cleanup``, ``$.cleanupError`` and ``$.error``, and
+after a failed training job ``$.spotFailure`` (and ``$.capacityFallback`` when it was retried on
+demand). The failure
 path hands over whatever existed when something broke, so every section here is optional and a
 field of the wrong type reads as absent: RecordRun must be able to record any run, however early
 it failed.
@@ -83,17 +84,30 @@ class DeployPlan:
     endpoint_name: str | None
     transform_job_name: str | None
     transform_output_path: str | None
+    # What the deployment pays for (refit.cost): the endpoint fleet, the transform fleet, and
+    # whether the endpoint existed (UpdateEndpoint, blue/green) or was created.
+    instance_type: str | None = None
+    instance_count: int | None = None
+    endpoint_exists: bool | None = None
+    transform_instance_type: str | None = None
+    transform_instance_count: int | None = None
 
     @classmethod
     def parse(cls, deploy: Mapping[str, Any]) -> DeployPlan:
         transform = section(deploy, "transform")
         output = section(transform, "TransformOutput") if transform else None
+        transform_resources = section(transform, "TransformResources") if transform else None
         return cls(
             model_name=text(deploy, "modelName"),
             endpoint_config_name=text(deploy, "endpointConfigName"),
             endpoint_name=text(deploy, "endpointName"),
             transform_job_name=text(transform, "TransformJobName"),
             transform_output_path=text(output, "S3OutputPath"),
+            instance_type=text(deploy, "instanceType"),
+            instance_count=integer(deploy, "instanceCount"),
+            endpoint_exists=flag(deploy, "endpointExists"),
+            transform_instance_type=text(transform_resources, "InstanceType"),
+            transform_instance_count=integer(transform_resources, "InstanceCount"),
         )
 
 
@@ -113,6 +127,9 @@ class RunSection:
     managed_spot: bool | None
     on_demand_job_name: str | None
     deploy: DeployPlan | None
+    # trainingJob.ResourceConfig (the on-demand retry uses the same resources).
+    training_instance_type: str | None = None
+    training_instance_count: int | None = None
 
     @classmethod
     def parse(cls, run: Mapping[str, Any]) -> RunSection:
@@ -122,6 +139,7 @@ class RunSection:
         job = section(run, "trainingJob")
         on_demand = section(run, "onDemandTrainingJob")
         deploy = section(run, "deploy")
+        resources = section(job, "ResourceConfig") if job else None
         return cls(
             run_id=text(run, "runId"),
             status=text(run, "status"),
@@ -135,6 +153,8 @@ class RunSection:
             managed_spot=flag(job, "EnableManagedSpotTraining"),
             on_demand_job_name=text(on_demand, "TrainingJobName"),
             deploy=DeployPlan.parse(deploy) if deploy is not None else None,
+            training_instance_type=text(resources, "InstanceType"),
+            training_instance_count=integer(resources, "InstanceCount"),
         )
 
 
@@ -174,6 +194,8 @@ class RunState:
     # Train's States.TaskFailed ({Error, Cause}); capacityFallback once retried on demand.
     spot_failure: Mapping[str, Any] | None = None
     capacity_fallback: Mapping[str, Any] | None = None
+    # InitEndpointPolls/CountEndpointPoll: {count, startedAt, lastPolledAt}.
+    endpoint_polls: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> RunState:
@@ -190,6 +212,7 @@ class RunState:
             error=section(document, "error"),
             spot_failure=section(document, "spotFailure"),
             capacity_fallback=section(document, "capacityFallback"),
+            endpoint_polls=section(document, "endpointPolls"),
         )
 
     @property
