@@ -432,6 +432,16 @@ class LocalCloud:
         and ends Stopped/MaxWaitTimeExceeded (armed on a running job: from its next attempt)."""
         self.sagemaker.inject_spot_capacity_never_arrives(job_name)
 
+    def inject_training_failure(
+        self, job_name: str | None = None, reason: str | None = None
+    ) -> None:
+        """The named (or next) training job fails once its script runs, with ``reason`` as its
+        FailureReason (default: SageMaker's out-of-memory message)."""
+        if reason is None:
+            self.sagemaker.inject_training_failure(job_name)
+        else:
+            self.sagemaker.inject_training_failure(job_name, reason)
+
     def inject_endpoint_update_failure(
         self, endpoint_name: str | None = None, reason: str | None = None
     ) -> None:
