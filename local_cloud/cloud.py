@@ -46,7 +46,7 @@ from local_cloud.deploy import (
     DeployedStack,
     deploy,
 )
-from local_cloud.event_source import EventSources
+from local_cloud.event_source import EventSources, s3_event_for
 from local_cloud.lambda_result import UNHANDLED, LambdaResult
 from local_cloud.lambda_workers import LambdaWorkers, LogSink, UnknownFunction
 
@@ -441,6 +441,15 @@ class LocalCloud:
             self.sagemaker.inject_training_failure(job_name)
         else:
             self.sagemaker.inject_training_failure(job_name, reason)
+
+    def delay_s3_event(self, key: str, *, duplicate: bool = False) -> None:
+        """Hold the next S3 event for ``key`` back from StartRetrain until
+        :meth:`release_delayed_events` (``duplicate``: deliver it now and hold a copy)."""
+        self.event_sources.delayed.arm(s3_event_for(key), duplicate=duplicate)
+
+    def release_delayed_events(self) -> int:
+        """Put the held S3 events back on the trigger queue; returns how many."""
+        return self.event_sources.delayed.release()
 
     def inject_endpoint_update_failure(
         self, endpoint_name: str | None = None, reason: str | None = None

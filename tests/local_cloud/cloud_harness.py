@@ -65,9 +65,9 @@ def rows(count: int, seed: int, *, features: int = FEATURES) -> np.ndarray[Any, 
     return np.column_stack([y, x])
 
 
-def csv(table: np.ndarray[Any, Any], *, newline: str = "\n") -> bytes:
+def csv(table: np.ndarray[Any, Any], *, newline: str = "\n", fmt: str = "%.6g") -> bytes:
     buffer = io.StringIO()
-    np.savetxt(buffer, table, delimiter=",", fmt="%.6g", newline=newline)
+    np.savetxt(buffer, table, delimiter=",", fmt=fmt, newline=newline)
     return buffer.getvalue().encode()
 
 
