@@ -46,7 +46,7 @@ from local_cloud.deploy import (
     DeployedStack,
     deploy,
 )
-from local_cloud.event_source import EventSources
+from local_cloud.event_source import EventSources, s3_event_for
 from local_cloud.lambda_result import UNHANDLED, LambdaResult
 from local_cloud.lambda_workers import LambdaWorkers, LogSink, UnknownFunction
 
@@ -431,6 +431,25 @@ class LocalCloud:
         """The named (or next) managed-spot job waits for capacity until MaxWaitTimeInSeconds
         and ends Stopped/MaxWaitTimeExceeded (armed on a running job: from its next attempt)."""
         self.sagemaker.inject_spot_capacity_never_arrives(job_name)
+
+    def inject_training_failure(
+        self, job_name: str | None = None, reason: str | None = None
+    ) -> None:
+        """The named (or next) training job fails once its script runs, with ``reason`` as its
+        FailureReason (default: SageMaker's out-of-memory message)."""
+        if reason is None:
+            self.sagemaker.inject_training_failure(job_name)
+        else:
+            self.sagemaker.inject_training_failure(job_name, reason)
+
+    def delay_s3_event(self, key: str, *, duplicate: bool = False) -> None:
+        """Hold the next S3 event for ``key`` back from StartRetrain until
+        :meth:`release_delayed_events` (``duplicate``: deliver it now and hold a copy)."""
+        self.event_sources.delayed.arm(s3_event_for(key), duplicate=duplicate)
+
+    def release_delayed_events(self) -> int:
+        """Put the held S3 events back on the trigger queue; returns how many."""
+        return self.event_sources.delayed.release()
 
     def inject_endpoint_update_failure(
         self, endpoint_name: str | None = None, reason: str | None = None

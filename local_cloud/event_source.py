@@ -15,6 +15,10 @@ emulator:
   reported ones (an invalid report fails the whole batch); on a function error delete nothing:
   the messages come back after the queue's visibility timeout, and moto's redrive policy moves
   them to the dead-letter queue after ``maxReceiveCount`` receives.
+
+Fault injection: :class:`DelayedDelivery` (``EventSources.delayed``) holds chosen messages back
+and puts them on the queue again when released, as an event that EventBridge or SQS delivers
+late (with ``duplicate``: after its first delivery went through).
 """
 
 from __future__ import annotations
@@ -38,6 +42,74 @@ logger = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # synchronous invocation payload limit
 DEFAULT_CONCURRENCY = 2  # Lambda's minimum for MaximumConcurrency, and a sane local default
 _RECEIVE_MAX = 10  # ReceiveMessage's MaxNumberOfMessages limit
+
+
+@dataclass(frozen=True)
+class _Hold:
+    match: Callable[[str], bool]
+    duplicate: bool
+
+
+class DelayedDelivery:
+    """Messages held back from the pollers until :meth:`release` sends them again.
+
+    :meth:`arm` takes the next received message whose body ``match``-es: without
+    ``duplicate`` it is deleted from the queue and kept (it arrives late, once); with it, it is
+    delivered now and a copy is kept (it arrives again, late). :meth:`release` sends every kept
+    body back to its queue, where the pollers find it like any new message.
+    """
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self._lock = threading.Lock()
+        self._holds: list[_Hold] = []
+        self._held: list[tuple[str, str]] = []  # (queue URL, body)
+
+    def arm(self, match: Callable[[str], bool], *, duplicate: bool = False) -> None:
+        with self._lock:
+            self._holds.append(_Hold(match, duplicate))
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def intercept(self, queue_url: str, message: dict[str, Any]) -> bool:
+        """Whether the pollers may deliver ``message`` now."""
+        body = str(message.get("Body", ""))
+        with self._lock:
+            hold = next((h for h in self._holds if h.match(body)), None)
+            if hold is None:
+                return True
+            self._holds.remove(hold)
+            self._held.append((queue_url, body))
+        if hold.duplicate:
+            return True
+        self._sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return False
+
+    def release(self) -> int:
+        """Send the held messages again; returns how many."""
+        with self._lock:
+            held, self._held = self._held, []
+        for queue_url, body in held:
+            self._sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+        return len(held)
+
+
+def s3_event_for(key: str) -> Callable[[str], bool]:
+    """Matches an EventBridge S3 event body whose ``detail.object.key`` is ``key``."""
+
+    def match(body: str) -> bool:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return False
+        detail = document.get("detail") if isinstance(document, dict) else None
+        obj = detail.get("object") if isinstance(detail, dict) else None
+        return isinstance(obj, dict) and obj.get("key") == key
+
+    return match
 
 
 @dataclass(frozen=True)
@@ -122,6 +194,7 @@ class SqsPoller:
         region: str,
         poll_wait_seconds: int = 1,
         on_batch: Callable[[BatchOutcome], None] | None = None,
+        delayed: DelayedDelivery | None = None,
     ) -> None:
         self.mapping = mapping
         self._sqs = sqs
@@ -129,6 +202,7 @@ class SqsPoller:
         self._region = region
         self._poll_wait = max(0, min(20, poll_wait_seconds))
         self._on_batch = on_batch
+        self._delayed = delayed
         concurrency = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
         self._slots = threading.Semaphore(concurrency)
         self._executor = ThreadPoolExecutor(
@@ -210,6 +284,9 @@ class SqsPoller:
                     break
                 wait = min(self._poll_wait, int(left))
             messages = self._receive(self.mapping.batch_size - len(batch), wait)
+            if self._delayed is not None:
+                queue = self.mapping.queue_url
+                messages = [m for m in messages if self._delayed.intercept(queue, m)]
             for message in messages:
                 size += len(message.get("Body", "").encode()) + 1024
                 batch.append(message)
@@ -291,8 +368,16 @@ class EventSources:
         region: str,
         poll_wait_seconds: int = 1,
     ) -> None:
+        self.delayed = DelayedDelivery(sqs)
         self.pollers = [
-            SqsPoller(m, sqs, invoke, region=region, poll_wait_seconds=poll_wait_seconds)
+            SqsPoller(
+                m,
+                sqs,
+                invoke,
+                region=region,
+                poll_wait_seconds=poll_wait_seconds,
+                delayed=self.delayed,
+            )
             for m in mappings
         ]
 

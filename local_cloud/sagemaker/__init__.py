@@ -24,6 +24,7 @@ API (all methods thread-safe; names and request dicts are SageMaker's)::
     rt.list_training_jobs() -> list[str]
     rt.inject_spot_interruption(job_name=None, *, after_checkpoints=N | after_seconds=S)
     rt.inject_spot_capacity_never_arrives(job_name=None)
+    rt.inject_training_failure(job_name=None, reason=OUT_OF_MEMORY_FAILURE)
 
     rt.create_endpoint(name, endpoint_config_request, {model_name: create_model_request})
     rt.update_endpoint(name, endpoint_config_request, {model_name: create_model_request})
@@ -58,8 +59,10 @@ from .errors import LocalSageMakerError, ResourceInUse, ResourceNotFound, Valida
 from .model_server import InvocationResult
 from .runtime import LocalSageMaker
 from .settings import RuntimeSettings
+from .training_jobs import OUT_OF_MEMORY_FAILURE
 
 __all__ = [
+    "OUT_OF_MEMORY_FAILURE",
     "InvocationResult",
     "LocalSageMaker",
     "LocalSageMakerError",

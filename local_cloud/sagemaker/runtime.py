@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .endpoints import DEFAULT_UPDATE_FAILURE, Endpoints
 from .model_server import InvocationResult
 from .settings import RuntimeSettings
-from .training_jobs import SpotInterruption, TrainingJobs
+from .training_jobs import OUT_OF_MEMORY_FAILURE, SpotInterruption, TrainingJobs
 from .transform_jobs import TransformJobs
 
 if TYPE_CHECKING:
@@ -110,6 +110,16 @@ class LocalSageMaker:
         """The named (or next managed-spot) job waits for capacity until MaxWaitTimeInSeconds:
         it ends ``Stopped``/``MaxWaitTimeExceeded``."""
         self._training.inject_capacity_never_arrives(job_name)
+
+    def inject_training_failure(
+        self, job_name: str | None = None, reason: str = OUT_OF_MEMORY_FAILURE
+    ) -> None:
+        """Make ``job_name`` (running or not yet created) or, with None, the next training job
+        created (spot or not) fail once its script runs: the process is SIGKILLed at the next
+        poll, as by the OOM killer, and the job ends ``Failed`` with ``reason`` as its
+        FailureReason (default: SageMaker's out-of-memory message). Billed like any failure:
+        the seconds the process ran. Not a capacity failure: no on-demand retry follows."""
+        self._training.inject_failure(job_name, reason)
 
     # --- Endpoints -----------------------------------------------------------------------
 

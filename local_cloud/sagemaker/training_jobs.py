@@ -9,8 +9,10 @@ One :class:`TrainingJob` per request, run on its own thread:
    ``ManifestFile``), the checkpoints from ``CheckpointConfig.S3Uri``, and the sourcedir.
 3. ``Training``: ``python <sagemaker_program> --hp value ...`` in the code dir, in its own
    process group, output appended to ``<job>/training.log``; checkpoints synced to S3 every
-   ``checkpoint_sync_interval_seconds``; limits, StopTrainingJob and injected spot interruptions
-   checked every ``poll_interval_seconds``. SIGTERM, then SIGKILL after the grace period.
+   ``checkpoint_sync_interval_seconds``; limits, StopTrainingJob, injected spot interruptions
+   and injected failures checked every ``poll_interval_seconds``. SIGTERM, then SIGKILL after
+   the grace period; an injected failure SIGKILLs at once, as the kernel's OOM killer does, and
+   the job ends ``Failed`` with the injected FailureReason.
 4. A spot interruption goes ``Interrupted`` and back to 1 with a new attempt directory: the
    script finds the checkpoints re-downloaded from S3 and resumes.
 5. ``Uploading``: ``model/`` → ``<S3OutputPath>/<job>/output/model.tar.gz``, ``output/data/`` →
@@ -86,6 +88,11 @@ MESSAGES = {
     "max_runtime": "Training job runtime exceeded MaxRuntimeInSeconds provided",
     "max_wait": "Training job exceeded MaxWaitTimeInSeconds provided",
 }
+#: The FailureReason SageMaker gives a job whose instance ran out of memory.
+OUT_OF_MEMORY_FAILURE = (
+    "OutOfMemoryError: Please use an instance type with more memory, or reduce the size of "
+    "job data processed on an instance."
+)
 
 
 class Outcome(Enum):
@@ -120,6 +127,7 @@ class Injections:
 
     interruptions: list[SpotInterruption] = field(default_factory=list)
     capacity_never_arrives: bool = False
+    failure: str | None = None  # FailureReason of an injected failure during Training
 
 
 @dataclass(frozen=True)
@@ -416,6 +424,12 @@ class TrainingJob:
         with self._lock:
             self._injections.capacity_never_arrives = True
 
+    def arm_failure(self, reason: str) -> None:
+        with self._lock:
+            if self._status != IN_PROGRESS:
+                raise ValidationError(f"training job {self.name} is not running")
+            self._injections.failure = reason
+
     def abort(self) -> None:
         """For close(): stop fast (``close_grace_seconds``) and skip uploads."""
         with self._lock:
@@ -628,8 +642,13 @@ class TrainingJob:
         next_sync = started + self._settings.checkpoint_sync_interval_seconds
         checkpoints_uploaded = 0
         ended_by: Outcome | None = None
+        injected_failure: str | None = None
         try:
             while process.poll() is None:
+                injected_failure = self._take_failure()
+                if injected_failure is not None:
+                    self._log.note(f"injected failure: sending SIGKILL ({injected_failure})")
+                    break
                 ended_by = self._limit_reached()
                 if ended_by is None and uploader is not None and self._clock() >= next_sync:
                     checkpoints_uploaded += _count_checkpoints(uploader.sync())
@@ -652,6 +671,8 @@ class TrainingJob:
             uploader.sync()
         code = process.returncode
         self._log.note(f"training process exited with code {code}")
+        if injected_failure is not None:
+            return _Result(Outcome.FAILED, injected_failure)
         if ended_by is not None:
             return _Result(ended_by)
         if self._stop_requested.is_set():
@@ -660,6 +681,11 @@ class TrainingJob:
             return _Result(Outcome.COMPLETED)
         reason = container.failure_reason_from_file(layout.failure_file)
         return _Result(Outcome.FAILED, reason or self._fallback_reason(code))
+
+    def _take_failure(self) -> str | None:
+        with self._lock:
+            reason, self._injections.failure = self._injections.failure, None
+            return reason
 
     def _interruption_due(self, training_started: float, checkpoints_uploaded: int) -> bool:
         if not self._spot:
@@ -811,6 +837,7 @@ class TrainingJobs:
         self._lock = threading.Lock()
         self._jobs: dict[str, TrainingJob] = {}
         self._next_spot = Injections()
+        self._next_failure: str | None = None  # for the next job created, spot or not
         self._named: dict[str, Injections] = {}
         self._closed = False
 
@@ -827,6 +854,9 @@ class TrainingJobs:
                 injections.interruptions += self._next_spot.interruptions
                 injections.capacity_never_arrives |= self._next_spot.capacity_never_arrives
                 self._next_spot = Injections()
+            if self._next_failure is not None:
+                injections.failure = injections.failure or self._next_failure
+                self._next_failure = None
             job = TrainingJob(
                 request,
                 self._s3,
@@ -879,6 +909,17 @@ class TrainingJobs:
                 target.capacity_never_arrives = True
                 return
         job.arm_capacity_never_arrives()
+
+    def inject_failure(self, job_name: str | None, reason: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_name) if job_name is not None else None
+            if job is None:
+                if job_name is None:
+                    self._next_failure = reason
+                else:
+                    self._named.setdefault(job_name, Injections()).failure = reason
+                return
+        job.arm_failure(reason)
 
     def close(self) -> None:
         with self._lock:

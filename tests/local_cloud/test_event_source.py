@@ -15,7 +15,13 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from local_cloud.deploy import EventSourceMappingInfo
-from local_cloud.event_source import SqsPoller, failed_item_ids, sqs_record
+from local_cloud.event_source import (
+    DelayedDelivery,
+    SqsPoller,
+    failed_item_ids,
+    s3_event_for,
+    sqs_record,
+)
 from local_cloud.lambda_result import UNHANDLED, LambdaResult
 
 REGION = "us-east-1"
@@ -228,6 +234,44 @@ def test_without_report_batch_item_failures_the_response_is_ignored(sqs: Any) ->
     with SqsPoller(no_report, sqs, function, region=REGION) as poller:
         wait_until(lambda: len(poller.outcomes) == 1)
     assert poller.outcomes[0].deleted == 1
+
+
+def test_delayed_delivery_holds_messages_back_until_released(sqs: Any) -> None:
+    # Given one event held back entirely and a second delivery of another held for later
+    queue = make_queue(sqs)
+    function = FakeFunction()
+    delayed = DelayedDelivery(sqs)
+
+    def event(key: str) -> str:
+        return json.dumps({"detail": {"object": {"key": key}}})
+
+    delayed.arm(s3_event_for("data/train/late.csv"))
+    delayed.arm(s3_event_for("data/train/twice.csv"), duplicate=True)
+    poller = SqsPoller(
+        mapping(queue, batch_size=10, window=0), sqs, function, region=REGION, delayed=delayed
+    )
+    with poller:
+        # When three events arrive
+        for key in ("data/train/late.csv", "data/train/twice.csv", "data/train/other.csv"):
+            sqs.send_message(QueueUrl=queue["url"], MessageBody=event(key))
+        wait_until(lambda: sum(function.record_counts()) == 2 and delayed.held == 2)
+        # Then only the two not held back entirely were delivered, and nothing is left queued
+        first = sorted(r["body"] for e in function.events for r in e["Records"])
+        assert first == sorted([event("data/train/twice.csv"), event("data/train/other.csv")])
+        assert visible(sqs, queue["url"]) == 0
+        # When the held messages are released
+        assert delayed.release() == 2
+        wait_until(lambda: sum(function.record_counts()) == 4)
+    # Then they came through the queue once more, and nothing is held any longer
+    delivered = sorted(r["body"] for e in function.events for r in e["Records"])
+    assert delivered == sorted(
+        [
+            event("data/train/late.csv"),
+            *[event("data/train/twice.csv")] * 2,
+            event("data/train/other.csv"),
+        ]
+    )
+    assert delayed.held == 0 and delayed.release() == 0
 
 
 def test_stop_is_prompt_while_long_polling(sqs: Any) -> None:

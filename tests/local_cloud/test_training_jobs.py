@@ -21,7 +21,12 @@ from local_sagemaker_harness import (
     wait_until,
 )
 
-from local_cloud.sagemaker import LocalSageMaker, ResourceInUse, ValidationError
+from local_cloud.sagemaker import (
+    OUT_OF_MEMORY_FAILURE,
+    LocalSageMaker,
+    ResourceInUse,
+    ValidationError,
+)
 
 FAKE_TRAIN = """
     import json, os, signal, sys, time
@@ -423,6 +428,41 @@ def test_spot_capacity_never_arrives_exceeds_max_wait(runtime: LocalSageMaker, c
     assert "MaxWaitTimeInSeconds" in description["FailureReason"]
     assert description["BillableTimeInSeconds"] == 0
     assert "ModelArtifacts" not in description
+
+
+def test_injected_training_failure_kills_the_script_and_fails_the_job(
+    runtime: LocalSageMaker, code: str, s3: Any
+) -> None:
+    # Given the next job (on demand) will run out of memory, and a running job is told to
+    runtime.inject_training_failure()
+    runtime.start_training_job(
+        training_request("job-oom", code, hyperparameters={"behaviour": "sleep"})
+    )
+    runtime.start_training_job(
+        training_request("job-oom-later", code, hyperparameters={"behaviour": "sleep"})
+    )
+    wait_until(
+        lambda: runtime.describe_training_job("job-oom-later")["SecondaryStatus"] == "Training"
+    )
+    runtime.inject_training_failure("job-oom-later", "AlgorithmError: script ran out of luck")
+
+    # Then both end Failed with their reason, killed (no SIGTERM handler ran), no artifacts
+    for name, reason in (
+        ("job-oom", OUT_OF_MEMORY_FAILURE),
+        ("job-oom-later", "AlgorithmError: script ran out of luck"),
+    ):
+        description = finished_training(runtime, name)
+        assert description["TrainingJobStatus"] == "Failed"
+        assert description["FailureReason"] == reason
+        assert statuses(description)[-2:] == ["Training", "Failed"]
+        assert description["BillableTimeInSeconds"] >= 1
+        assert "ModelArtifacts" not in description
+        assert keys(s3, f"models/{name}/") == []
+        log = Path(description["LocalRuntime"]["LogFile"]).read_text()
+        assert "injected failure: sending SIGKILL" in log
+    # And the injection was used up: the job after them succeeds
+    runtime.start_training_job(training_request("job-fine", code))
+    assert finished_training(runtime, "job-fine")["TrainingJobStatus"] == "Completed"
 
 
 def test_requests_are_validated(runtime: LocalSageMaker, code: str) -> None:

@@ -212,6 +212,29 @@ def test_objects_outside_the_training_prefix_are_refused_in_place(aws: Aws) -> N
     assert keys_under(aws.s3, "data/test/") == ["data/test/holdout.csv"]
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["data/train/a/../b.csv", "data/train/a//b.csv", "data/train/./b.csv", "data/train//b.csv"],
+)
+def test_a_key_that_is_no_clean_path_is_set_aside(aws: Aws, key: str) -> None:
+    # Given a good file whose key the job could not read under its own name
+    put(aws.s3, key, csv_rows(2))
+    put(aws.s3, "data/train/good.csv", csv_rows(2))
+    for request in (
+        RunRequest(objects=(DataObject(key), DataObject("data/train/good.csv"))),
+        RunRequest(),
+    ):
+        # When a run names it, or a run lists the prefix
+        selection = select(aws, request)
+        # Then it is refused and moved aside; the good file trains
+        assert [f.key for f in selection.accepted] == ["data/train/good.csv"]
+        (rejected,) = selection.rejected
+        assert rejected.key == key
+        assert "outside the expected layout" in rejected.reason
+        assert rejected.moved_to == "data/rejected/" + key.removeprefix("data/train/")
+        put(aws.s3, key, csv_rows(2))
+
+
 def test_a_url_encoded_key_finds_its_object(aws: Aws) -> None:
     put(aws.s3, "data/train/my file.csv", csv_rows(2))
     selection = select(aws, RunRequest(objects=(DataObject("data/train/my+file.csv"),)))

@@ -324,6 +324,14 @@ def _check(
     """The checked file, None if it vanished, or :class:`InvalidDataFile` (nothing read)."""
     if not candidate.key.startswith(layout.TRAIN_PREFIX):
         raise InvalidDataFile(f"not under {layout.TRAIN_PREFIX}: refit trains only on that prefix")
+    segments = candidate.key[len(layout.TRAIN_PREFIX) :].split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        # S3 keys are opaque, file paths are not: the job would read such a key under another
+        # name (a//b.csv is a/b.csv) or outside its channel (..), or fail and take the run down.
+        raise InvalidDataFile(
+            f"outside the expected layout {layout.TRAIN_PREFIX}[folder/...]<name>: the key has "
+            "an empty, '.' or '..' path segment"
+        )
     if not candidate.key.lower().endswith(layout.DATA_EXTENSIONS):
         raise InvalidDataFile(
             f"unsupported file type: data files must end with {', '.join(layout.DATA_EXTENSIONS)}"

@@ -1,0 +1,204 @@
+"""Bad input in ``data/train/``: refused before any training is paid for, set aside with the
+reason, reported, and never blocking the good files uploaded with it.
+
+One LocalCloud for the module (``MaxFileMB=1`` so that "too large" costs a 1 MiB upload). After a
+first upload makes a champion with 4 features, two bursts go through the real trigger path:
+
+1. every kind of bad file together with two good ones (one with CRLF line endings): one run,
+   which trains on the good files only;
+2. bad files only: the run ends ``REJECTED_INPUT`` without a training job or an endpoint change.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloud_harness import (
+    FAST_PARAMETERS,
+    FAST_RUNTIME,
+    TEST_KEY,
+    CloudRuns,
+    Notifications,
+    Run,
+    csv,
+    rows,
+)
+
+from local_cloud.cloud import LocalCloud
+from refit import layout
+
+pytestmark = pytest.mark.slow
+
+MAX_FILE_MB = 1
+BURST = f"{layout.TRAIN_PREFIX}burst/"
+GOOD_ROWS, CRLF_ROWS = 60, 30
+
+
+def with_line(table_csv: bytes, number: int, line: str) -> bytes:
+    """``table_csv`` with its line ``number`` (1-based) replaced."""
+    lines = table_csv.decode().splitlines()
+    lines[number - 1] = line
+    return ("\n".join(lines) + "\n").encode()
+
+
+def big_csv() -> bytes:
+    line = b"1.5,0.25,-0.75,2.125,0.5\n"
+    return line * (MAX_FILE_MB * 1024 * 1024 // len(line) + 1)
+
+
+GOOD = {
+    f"{BURST}good.csv": csv(rows(GOOD_ROWS, seed=10)),
+    f"{BURST}crlf.csv": csv(rows(CRLF_ROWS, seed=11), newline="\r\n"),
+}
+#: Each bad file and a piece of the reason it must be rejected with.
+BAD: dict[str, tuple[bytes, str]] = {
+    f"{BURST}header.csv": (
+        b"label,f1,f2,f3,f4\n" + csv(rows(5, seed=12)),
+        "looks like a header row",
+    ),
+    f"{BURST}three-features.csv": (
+        csv(rows(5, seed=13, features=3)),
+        "line 1 has 4 columns, expected 5 (the champion's 4 features + label)",
+    ),
+    f"{BURST}text.csv": (
+        with_line(csv(rows(5, seed=14)), 3, "1.0,0.5,abc,0.1,0.2"),
+        "line 3, column 3: 'abc' is not a number",
+    ),
+    f"{BURST}nan-label.csv": (
+        with_line(csv(rows(5, seed=15)), 2, "nan,0.5,0.1,0.1,0.2"),
+        "line 2, column 1 (the label) is 'nan'",
+    ),
+    f"{BURST}empty-label.csv": (
+        with_line(csv(rows(5, seed=16)), 2, ",0.5,0.1,0.1,0.2"),
+        "line 2, column 1 (the label) is ''",
+    ),
+    f"{BURST}zero-bytes.csv": (b"", "empty file (0 bytes)"),
+    f"{BURST}blank-lines.csv": (b"\n\r\n\n", "no data rows"),
+    f"{BURST}gzipped.csv": (gzip.compress(csv(rows(5, seed=17))), "is not UTF-8 text"),
+    f"{BURST}too-big.csv": (big_csv(), f"over the limit of {MAX_FILE_MB * 1024 * 1024} bytes"),
+    f"{BURST}notes.txt": (csv(rows(5, seed=18)), "unsupported file type"),
+    f"{BURST}odd/../dot-dot.csv": (csv(rows(5, seed=19)), "outside the expected layout"),
+    f"{BURST}odd//empty-segment.csv": (csv(rows(5, seed=20)), "outside the expected layout"),
+}
+
+
+@dataclass
+class BadInput:
+    cloud: LocalCloud
+    runs: CloudRuns
+    notifications: Notifications
+    champion_config: str
+
+
+@pytest.fixture(scope="module")
+def bad_input(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadInput]:
+    state_dir: Path = tmp_path_factory.mktemp("bad-input")
+    with LocalCloud(
+        state_dir=state_dir,
+        parameters={**FAST_PARAMETERS, "MaxFileMB": MAX_FILE_MB},
+        runtime_settings=FAST_RUNTIME,
+    ) as cloud:
+        runs = CloudRuns(cloud)
+        notifications = Notifications(cloud)
+        runs.put(TEST_KEY, csv(rows(80, seed=1)))
+        first = runs.upload_run({"data/train/first.csv": csv(rows(40, seed=2))})
+        assert first.status == "PROMOTED", first.record
+        yield BadInput(cloud, runs, notifications, runs.endpoint_config_name())
+
+
+def rejected_key(key: str) -> str:
+    return layout.REJECTED_PREFIX + key.removeprefix(layout.TRAIN_PREFIX)
+
+
+def assert_set_aside(runs: CloudRuns, run: Run, key: str, reason: str) -> None:
+    """``key`` left data/train/ for data/rejected/, with ``reason`` in metadata and sidecar."""
+    target = rejected_key(key)
+    assert not runs.exists(key), f"{key} is still in {layout.TRAIN_PREFIX}"
+    assert runs.exists(target), f"{key} was not moved to {target}"
+    metadata = runs.s3.head_object(Bucket=runs.bucket, Key=target)["Metadata"]
+    assert reason in metadata["refit-reason"], (key, metadata)
+    assert metadata["refit-run"] == run.name
+    sidecar = runs.json_object(f"{target}.reason.json")
+    assert (sidecar["key"], sidecar["runId"], sidecar["movedTo"]) == (key, run.name, target)
+    assert reason in sidecar["reason"], (key, sidecar)
+
+
+def rejected_in(document: dict[str, Any]) -> dict[str, str]:
+    return {f["key"]: f["reason"] for f in document["data"]["rejectedFiles"]}
+
+
+def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
+    bad_input: BadInput,
+) -> None:
+    runs = bad_input.runs
+    jobs_before = runs.training_job_names()
+
+    # When the bad files and two good ones are uploaded together
+    run = runs.upload_run({**GOOD, **{key: body for key, (body, _) in BAD.items()}})
+
+    # Then one run covered them all (upload_run waits for exactly that), and trained on
+    # exactly the good files
+    manifest = runs.json_object(run.record["manifestUri"])
+    assert manifest["runId"] == run.name
+    assert sorted(f["key"] for f in manifest["accepted"]) == sorted(GOOD)
+    assert run.record["data"]["accepted"] == len(GOOD)
+    assert run.record["data"]["rows"] == GOOD_ROWS + CRLF_ROWS
+    train_manifest = runs.json_object(f"{layout.RUNS_PREFIX}{run.name}/train.manifest")
+    assert sorted(train_manifest[1:]) == sorted(GOOD)
+    # (the CRLF file's rows reached XGBoost: the job read every accepted row)
+    assert run.record["metrics"]["trainRows"] == GOOD_ROWS + CRLF_ROWS
+    assert run.status in ("PROMOTED", "REJECTED"), run.record
+    assert runs.training_job_names() - jobs_before == {layout.sagemaker_name(run.name)}
+    for key in GOOD:
+        assert runs.exists(key), f"good file {key} was moved"
+
+    # And each bad file was refused for its own reason and set aside
+    recorded = rejected_in(run.record)
+    assert set(recorded) == set(BAD), recorded
+    assert run.record["data"]["rejected"] == len(BAD)
+    for key, (_, reason) in BAD.items():
+        assert reason in recorded[key], (key, recorded[key])
+        assert_set_aside(runs, run, key, reason)
+
+    # And the notification reports them
+    notification = bad_input.notifications.for_run(run.name)
+    assert f"{len(GOOD)} file(s) accepted, {len(BAD)} rejected" in notification["message"]
+    assert rejected_in(Notifications.record_in(notification)) == recorded
+
+
+def test_a_run_with_nothing_valid_ends_rejected_input_without_training(
+    bad_input: BadInput,
+) -> None:
+    runs = bad_input.runs
+    jobs, models, configs = (
+        runs.training_job_names(),
+        runs.model_names(),
+        runs.endpoint_config_names(),
+    )
+    config = runs.endpoint_config_name()
+    only_bad = {
+        f"{layout.TRAIN_PREFIX}all-bad/header.csv": BAD[f"{BURST}header.csv"],
+        f"{layout.TRAIN_PREFIX}all-bad/zero-bytes.csv": BAD[f"{BURST}zero-bytes.csv"],
+    }
+
+    # When only bad files arrive
+    run = runs.upload_run({key: body for key, (body, _) in only_bad.items()})
+
+    # Then the run ends REJECTED_INPUT before any training, the endpoint untouched
+    assert (run.execution_status, run.status) == ("SUCCEEDED", "REJECTED_INPUT")
+    assert "Train" not in runs.states_entered(run.arn)
+    assert runs.training_job_names() == jobs
+    assert (runs.model_names(), runs.endpoint_config_names()) == (models, configs)
+    assert runs.endpoint_config_name() == config
+    # And both files are set aside with their reasons, in the record and the notification
+    assert set(rejected_in(run.record)) == set(only_bad)
+    for key, (_, reason) in only_bad.items():
+        assert_set_aside(runs, run, key, reason)
+    notification = bad_input.notifications.for_run(run.name)
+    assert notification["attributes"]["status"] == "REJECTED_INPUT"
+    assert "0 file(s) accepted, 2 rejected" in notification["message"]
