@@ -145,7 +145,9 @@ def test_multipart_copy_and_plain_uploads_trigger_one_run_and_a_deleted_key_is_s
 def test_late_events_start_no_second_run_for_trained_data_and_an_overwrite_is_new_data(
     cloud: LocalCloud, runs: CloudRuns
 ) -> None:
-    (poller,) = cloud.event_sources.pollers
+    (poller,) = [
+        p for p in cloud.event_sources.pollers if p.mapping.queue_url == cloud.stack.queue_url
+    ]
     handled_before = sum(len(o.message_ids) for o in poller.outcomes)
     previous_plain = runs.s3.head_object(Bucket=runs.bucket, Key=PLAIN)["VersionId"]
     known = runs.execution_arns()

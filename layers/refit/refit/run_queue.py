@@ -9,7 +9,7 @@ item in the runs table (docs/architecture.md) carry that:
   ``runName`` of the run that trains it. No TTL: it is the record of what was trained on.
 - ``QUEUE#<stack>`` / the same sort key: objects announced but not yet given to a run. Ledger and
   queue item are written in one transaction, so an object is never in one without the other.
-- ``LOCK#<stack>`` / ``RUN``: the run that trains and deploys the stack's model now, or is being
+- ``LOCK#<stack>`` / ``HOLDER``: the run that trains and deploys the stack's model now, or is being
   started, with the execution input it was (or will be) started with.
 
 :func:`dispatch` is the only thing that gives queued objects to a run. It runs after every
@@ -54,7 +54,8 @@ _INPUT_OVERHEAD_BYTES = 64
 _OBJECTS_PER_TRANSACTION = 50
 _SORT_KEY_MAX_BYTES = 1024
 _TRANSACTION_ATTEMPTS = 5
-_LOCK_SORT_KEY = "RUN"
+# Not "RUN": RunRecords.list_runs reads every item whose sort key is RUN.
+_LOCK_SORT_KEY = "HOLDER"
 
 # Step Functions execution statuses; anything but RUNNING (and PENDING_REDRIVE) has ended.
 ACTIVE_EXECUTION_STATUSES = ("RUNNING", "PENDING_REDRIVE")
