@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3  # type: ignore[import-untyped,unused-ignore]
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -15,12 +15,10 @@ from refit.config import Settings
 settings = Settings.from_env()
 s3 = boto3.client("s3")
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Input ``{"run": $.run, "training": $.training}``; output becomes ``$.evaluation``."""

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3  # type: ignore[import-untyped, unused-ignore]
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -17,7 +17,6 @@ from refit.run_records import RunRecords
 
 settings = Settings.from_env()
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 s3 = boto3.client("s3")
 sagemaker = boto3.client("sagemaker")
@@ -27,8 +26,6 @@ queue = RunQueue(dynamodb, settings.runs_table, settings.stack_name)
 
 
 @logger.inject_lambda_context
-# The plan can be tens of KB: keep it out of the trace segment.
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     plan = prepare_run(

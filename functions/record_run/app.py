@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3  # type: ignore[import-untyped,unused-ignore]
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refit.config import Settings
@@ -21,12 +21,10 @@ topic = topic_arn(settings)
 records = RunRecords(boto3.client("dynamodb"), settings.runs_table, settings.stack_name)
 sns = boto3.client("sns")
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Input ``{"outcome", "executionName", "state": $}``; returns ``{"runId", "status"}``."""

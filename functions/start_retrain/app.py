@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3  # type: ignore[import-untyped, unused-ignore]
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -21,7 +21,6 @@ from refit.run_records import RunRecords
 settings = Settings.from_env()
 topic = topic_arn(settings)
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 dynamodb = boto3.client("dynamodb")
 sns = boto3.client("sns")
@@ -37,7 +36,6 @@ def _record_ended(ended: ExecutionEnded) -> bool:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = trigger.handle_batch(

@@ -88,17 +88,18 @@ def test_pyproject_pins_the_layers_powertools() -> None:
         for d in pyproject["project"]["dependencies"]
         if _norm(Requirement(d).name) == "aws-lambda-powertools"
     )
-    assert powertools.extras == {"tracer"}
+    # No [tracer]: the X-Ray SDK is not in the functions (cold start, layers/refit/requirements.txt)
+    assert powertools.extras == set()
     assert str(powertools.specifier) == f"=={_pins()['aws-lambda-powertools']}"
 
 
-def test_layer_requirements_are_powertools_tracer_closure_minus_the_runtime() -> None:
+def test_layer_requirements_are_powertools_closure_minus_the_runtime() -> None:
     # Given the Powertools the tests run with (pyproject pins the layer's version)
     pins = _pins()
     assert importlib.metadata.version("aws-lambda-powertools") == pins["aws-lambda-powertools"]
-    # When its [tracer] dependencies are followed, stopping at what the runtime provides
+    # When its dependencies are followed, stopping at what the runtime provides
     needed: dict[str, list[Requirement]] = {"aws-lambda-powertools": []}
-    todo = [("aws-lambda-powertools", {"tracer"})]
+    todo: list[tuple[str, set[str]]] = [("aws-lambda-powertools", set())]
     while todo:
         dist, extras = todo.pop()
         for requirement in _requires(dist, extras):
