@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,12 @@ records = RunRecords(dynamodb, settings.runs_table, settings.stack_name)
 queue = RunQueue(dynamodb, settings.runs_table, settings.stack_name)
 
 
+@functools.cache
+def _sfn() -> Any:
+    # Only when another run holds the lock: most runs never pay for this client.
+    return boto3.client("stepfunctions")
+
+
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -36,6 +43,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         queue=queue,
         settings=settings,
         now=datetime.now(UTC),
+        sfn=_sfn,
     )
     metrics.add_metric(name="FilesAccepted", unit=MetricUnit.Count, value=plan["data"]["accepted"])
     metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=plan["data"]["rejected"])

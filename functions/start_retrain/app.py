@@ -15,7 +15,7 @@ from refit import trigger
 from refit.config import Settings
 from refit.notify import topic_arn
 from refit.run_ended import ExecutionEnded, record_ended_run
-from refit.run_queue import RunQueue
+from refit.run_queue import RunQueue, StepFunctionsExecutions
 from refit.run_records import RunRecords
 
 settings = Settings.from_env()
@@ -26,9 +26,7 @@ dynamodb = boto3.client("dynamodb")
 sns = boto3.client("sns")
 queue = RunQueue(dynamodb, settings.runs_table, settings.stack_name)
 records = RunRecords(dynamodb, settings.runs_table, settings.stack_name)
-executions = trigger.StepFunctionsExecutions(
-    boto3.client("stepfunctions"), settings.state_machine_arn
-)
+executions = StepFunctionsExecutions(boto3.client("stepfunctions"), settings.state_machine_arn)
 
 
 def _record_ended(ended: ExecutionEnded) -> bool:

@@ -26,6 +26,7 @@ from refit.run_queue import (
     RunInProgress,
     RunLock,
     RunQueue,
+    StepFunctionsExecutions,
     canonical_json,
     dispatch,
     execution_input,
@@ -34,7 +35,6 @@ from refit.run_queue import (
     ledger_sort_key,
 )
 from refit.run_records import RunRecords
-from refit.trigger import StepFunctionsExecutions
 
 VALID_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 NOW = "2026-11-28T10:00:00Z"
@@ -587,6 +587,50 @@ def test_a_manual_run_takes_over_from_a_holder_that_finished(aws: Aws, finished:
     # Then it holds the lock, and the late end event of s3-abc cannot release it
     assert queue.current_lock() == RunLock("manual-1", "2026-11-28T10:05:00Z")
     assert queue.release("s3-abc") is False
+
+
+def test_a_manual_run_takes_over_from_a_stopped_holder_whose_end_was_not_processed(
+    aws: Aws,
+) -> None:
+    # Given a dispatched run, stopped by hand, its record still RUNNING (no end event handled)
+    create_state_machine(aws.stepfunctions)
+    queue = run_queue(aws)
+    queue.enqueue([obj("a.csv")], NOW)
+    first = dispatch(queue, sfn(aws), max_objects=100, now=NOW)
+    assert first.run_name
+    records(aws).put_started(first.run_name, {"startedAt": NOW})
+    end(aws, first.run_name, "ABORTED")
+    # When a manual run prepares, able to ask Step Functions
+    hold_run_lock(
+        queue, records(aws), "manual-1", "2026-11-28T10:05:00Z", executions=lambda: sfn(aws)
+    )
+    # Then it holds the lock
+    lock = queue.current_lock()
+    assert lock is not None and lock.run_name == "manual-1"
+
+
+def test_a_manual_run_is_refused_while_step_functions_says_the_holder_runs(aws: Aws) -> None:
+    # Given a dispatched run still RUNNING
+    create_state_machine(aws.stepfunctions)
+    queue = run_queue(aws)
+    queue.enqueue([obj("a.csv")], NOW)
+    first = dispatch(queue, sfn(aws), max_objects=100, now=NOW)
+    records(aws).put_started(str(first.run_name), {"startedAt": NOW})
+    asked: list[str] = []
+
+    def executions() -> StepFunctionsExecutions:
+        asked.append("sfn")
+        return sfn(aws)
+
+    # When a manual run prepares
+    with pytest.raises(RunInProgress):
+        hold_run_lock(
+            queue, records(aws), "manual-1", "2026-11-28T10:05:00Z", executions=executions
+        )
+    # Then Step Functions was asked once, and the holder keeps the lock
+    assert asked == ["sfn"]
+    lock = queue.current_lock()
+    assert lock is not None and lock.run_name == first.run_name
 
 
 def test_the_lock_of_a_run_forgotten_by_step_functions_is_not_run_again(aws: Aws) -> None:

@@ -9,7 +9,7 @@ Functions: ``InvalidRunInput``, ``RunInProgress``, ``EndpointBusy``, ``EndpointF
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,13 +22,14 @@ from refit.config import Settings
 from refit.metrics import higher_is_better
 from refit.run_input import InvalidRunInput, parse_run_input
 from refit.run_plan import PlanInputs, build_run_plan, plan_size
-from refit.run_queue import RunQueue, hold_run_lock
+from refit.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
 from refit.run_records import RunRecords
 from refit.training_code import publish_training_code
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 logger = Logger(child=True)
 
@@ -66,6 +67,7 @@ def prepare_run(
     queue: RunQueue,
     settings: Settings,
     now: datetime,
+    sfn: Callable[[], SFNClient] | None = None,
 ) -> dict[str, Any]:
     run_id = event.execution_name
     try:
@@ -76,7 +78,17 @@ def prepare_run(
     started_at = event.start_time or now.isoformat().replace("+00:00", "Z")
     # One run at a time trains and deploys the stack's model: a dispatched run holds the lock
     # already, a manual one takes it here or is refused before touching anything.
-    hold_run_lock(queue, records, run_id, started_at)
+    hold_run_lock(
+        queue,
+        records,
+        run_id,
+        started_at,
+        executions=(
+            None
+            if sfn is None
+            else lambda: StepFunctionsExecutions.of_execution(sfn(), event.execution_arn)
+        ),
+    )
     higher_is_better(settings.evaluation_metric)  # a bad EVALUATION_METRIC fails before any move
     deployment_mode = request.deployment_mode or settings.deployment_mode
     state = resolve_champion(sagemaker, records, settings.endpoint_name, deployment_mode)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -40,6 +40,7 @@ from refit.run_records import RUNNING, dynamo_item, is_condition_failure, plain_
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_stepfunctions import SFNClient
 
     from refit.run_records import RunRecords
 
@@ -128,6 +129,45 @@ class Executions(Protocol):
     def start(self, name: str, execution_input: Mapping[str, Any]) -> bool:
         """Start it; False when it existed already (same name), which is success."""
         ...
+
+
+class StepFunctionsExecutions:
+    """:class:`refit.run_queue.Executions` over the stack's state machine."""
+
+    def __init__(self, sfn: SFNClient, state_machine_arn: str) -> None:
+        self._sfn = sfn
+        self._state_machine_arn = state_machine_arn
+
+    @classmethod
+    def of_execution(cls, sfn: SFNClient, execution_arn: str) -> StepFunctionsExecutions:
+        """The state machine an execution ARN belongs to (PrepareRun knows only its own)."""
+        prefix, _name = execution_arn.rsplit(":", 1)
+        return cls(sfn, prefix.replace(":execution:", ":stateMachine:", 1))
+
+    def arn(self, name: str) -> str:
+        # arn:aws:states:<region>:<account>:stateMachine:<machine> -> ...:execution:<machine>:<name>
+        return f"{self._state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+    def status(self, name: str) -> str | None:
+        try:
+            return self._sfn.describe_execution(executionArn=self.arn(name))["status"]
+        except self._sfn.exceptions.ExecutionDoesNotExist:
+            return None
+
+    def start(self, name: str, execution_input: Mapping[str, Any]) -> bool:
+        try:
+            response = self._sfn.start_execution(
+                stateMachineArn=self._state_machine_arn,
+                name=name,
+                input=canonical_json(execution_input),
+            )
+        except self._sfn.exceptions.ExecutionAlreadyExists:
+            logger.info("run already started", extra={"executionName": name})
+            return False
+        logger.info(
+            "run started", extra={"executionName": name, "executionArn": response["executionArn"]}
+        )
+        return True
 
 
 class RunQueue:
@@ -411,11 +451,19 @@ def dispatch(queue: RunQueue, executions: Executions, *, max_objects: int, now: 
     return Dispatch("busy")
 
 
-def hold_run_lock(queue: RunQueue, records: RunRecords, run_name: str, now: str) -> None:
+def hold_run_lock(
+    queue: RunQueue,
+    records: RunRecords,
+    run_name: str,
+    now: str,
+    executions: Callable[[], Executions] | None = None,
+) -> None:
     """PrepareRun's guard: this run holds the lock, or it raises :class:`RunInProgress`.
 
     A dispatched run finds the lock already its own. A manual run takes it when free, or when
-    its holder's record says that run has finished (its end event not processed yet).
+    its holder has ended: its record is finished, or (its end event not processed yet, e.g.
+    stopped by hand with no upload since) Step Functions says so. ``executions`` is built only
+    then: the lock is free on almost every call.
     """
     for _ in range(3):
         lock = queue.current_lock()
@@ -426,7 +474,12 @@ def hold_run_lock(queue: RunQueue, records: RunRecords, run_name: str, now: str)
         if lock.run_name == run_name:
             return
         holder = records.get_run(lock.run_name)
-        if holder is not None and holder.get("status") != RUNNING:
+        ended = holder is not None and holder.get("status") != RUNNING
+        if not ended and executions is not None:
+            # None: a dispatched run not started yet, which is busy too.
+            status = executions().status(lock.run_name)
+            ended = status is not None and status not in ACTIVE_EXECUTION_STATUSES
+        if ended:
             queue.release(lock.run_name)
             continue
         raise RunInProgress(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent, SQSEvent
@@ -31,45 +31,9 @@ from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificati
 from refit import layout
 from refit.run_ended import EVENT_DETAIL_TYPE, EVENT_SOURCE, ExecutionEnded
 from refit.run_input import DataObject
-from refit.run_queue import Dispatch, RunQueue, canonical_json, dispatch
-
-if TYPE_CHECKING:
-    from mypy_boto3_stepfunctions import SFNClient
+from refit.run_queue import Dispatch, RunQueue, StepFunctionsExecutions, dispatch
 
 logger = Logger(child=True)
-
-
-class StepFunctionsExecutions:
-    """:class:`refit.run_queue.Executions` over the stack's state machine."""
-
-    def __init__(self, sfn: SFNClient, state_machine_arn: str) -> None:
-        self._sfn = sfn
-        self._state_machine_arn = state_machine_arn
-
-    def arn(self, name: str) -> str:
-        # arn:aws:states:<region>:<account>:stateMachine:<machine> -> ...:execution:<machine>:<name>
-        return f"{self._state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
-
-    def status(self, name: str) -> str | None:
-        try:
-            return self._sfn.describe_execution(executionArn=self.arn(name))["status"]
-        except self._sfn.exceptions.ExecutionDoesNotExist:
-            return None
-
-    def start(self, name: str, execution_input: Mapping[str, Any]) -> bool:
-        try:
-            response = self._sfn.start_execution(
-                stateMachineArn=self._state_machine_arn,
-                name=name,
-                input=canonical_json(execution_input),
-            )
-        except self._sfn.exceptions.ExecutionAlreadyExists:
-            logger.info("run already started", extra={"executionName": name})
-            return False
-        logger.info(
-            "run started", extra={"executionName": name, "executionArn": response["executionArn"]}
-        )
-        return True
 
 
 RecordEnded = Callable[[ExecutionEnded], bool]
