@@ -23,7 +23,7 @@ from moto_stack import BUCKET, STACK, TABLE, Aws
 
 from refit.champion import EndpointBusy
 from refit.datasets import NoTestData
-from refit.run_input import InvalidRunInput
+from refit.run_input import DataObject, InvalidRunInput
 from refit.run_queue import RunInProgress, RunLock, RunQueue
 from refit.run_records import ChampionPointer, RunRecords
 
@@ -247,3 +247,25 @@ def test_the_dispatched_run_itself_passes_its_lock(app: ModuleType, aws: Aws) ->
     # Then both are planned and the lock is unchanged
     assert first["status"] == again["status"] == "ready"
     assert run_queue(aws).current_lock() == RunLock("s3-abc", "2026-11-28T09:19:59Z", run_input)
+
+
+def test_a_manual_run_records_its_files_so_late_events_do_not_train_them_again(
+    app: ModuleType, aws: Aws
+) -> None:
+    # Given one file whose S3 event is already queued, and one whose event has not come yet
+    queued = put(aws.s3, "data/train/a.csv", csv_rows(10))
+    late = put(aws.s3, "data/train/b.csv", csv_rows(6))
+    queued_object = DataObject(queued["key"], queued["etag"], queued["versionId"])
+    late_object = DataObject(late["key"], late["etag"], late["versionId"])
+    assert run_queue(aws).enqueue([queued_object], "2026-11-28T09:19:00Z") == [queued_object]
+    # When a manual full retrain covers both
+    plan = prepare(app, {"trainingMode": "full"}, name="manual-full")
+    assert plan["data"]["accepted"] == 2
+    # Then neither waits in the queue, the ledger names the manual run for both
+    assert run_queue(aws).queued_count() == 0
+    assert run_queue(aws).ledger([queued_object, late_object]) == {
+        queued_object: "manual-full",
+        late_object: "manual-full",
+    }
+    # and the late event for b.csv is a duplicate
+    assert run_queue(aws).enqueue([late_object], "2026-11-28T09:30:00Z") == []

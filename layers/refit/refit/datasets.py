@@ -27,7 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from refit import layout
-from refit.run_input import RunRequest
+from refit.run_input import DataObject, RunRequest
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -87,6 +87,10 @@ class DataFile:
             "rows": self.rows,
             "columns": self.columns,
         }
+
+    def data_object(self) -> DataObject:
+        """The object version this file is, as the trigger and the intake ledger name it."""
+        return DataObject(key=self.key, etag=self.etag, version_id=self.version_id, size=self.size)
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,11 @@ def prepare_run(
         max_file_bytes=settings.max_file_mb * 1024 * 1024,
         champion_features=champion.feature_count if champion is not None else None,
     )
+    if request.source != "s3":
+        # A manual run trains on files it listed itself: record them in the intake ledger so an
+        # S3 event arriving late for one of them is a duplicate, and a queued one is not
+        # trained again by the next run.
+        queue.take(run_id, [f.data_object() for f in selection.accepted], started_at)
     manifests = datasets.write_manifests(s3, bucket, run_id, request, selection, started_at)
     code_uri = publish_training_code(s3, bucket, settings.training_code_dir)
     plan = build_run_plan(

@@ -273,22 +273,31 @@ class RunQueue:
         return sum(1 for _ in self._query(self._queue_pk, count_only=True))
 
     def take(self, run_name: str, objects: Sequence[DataObject], taken_at: str) -> None:
-        """Give queued objects to ``run_name``: ledger names the run, queue items go.
+        """Give objects to ``run_name``: ledger names the run, queue items go.
 
-        Idempotent, and only the lock holder calls it, so no condition is needed.
+        Also for objects never announced (a manual run's files): their ledger item is created,
+        so an S3 event arriving late for them is a duplicate. Idempotent, and only the lock
+        holder calls it, so no condition is needed.
         """
         for start in range(0, len(objects), _OBJECTS_PER_TRANSACTION):
             actions: list[Any] = []
             for obj in objects[start : start + _OBJECTS_PER_TRANSACTION]:
                 sort_key = ledger_sort_key(obj)
+                known = {k: v for k, v in _object_attributes(obj).items() if v is not None}
+                names = {f"#o{i}": name for i, name in enumerate(known)}
+                values = {f":o{i}": value for i, value in enumerate(known.values())}
+                described = "".join(
+                    f", #o{i} = if_not_exists(#o{i}, :o{i})" for i in range(len(known))
+                )
                 actions.append(
                     {
                         "Update": {
                             "TableName": self._table,
                             "Key": dynamo_item({"pk": self._ledger_pk, "sk": sort_key}),
-                            "UpdateExpression": "SET runName = :run, claimedAt = :at",
+                            "UpdateExpression": f"SET runName = :run, claimedAt = :at{described}",
+                            "ExpressionAttributeNames": names,
                             "ExpressionAttributeValues": dynamo_item(
-                                {":run": run_name, ":at": taken_at}
+                                {":run": run_name, ":at": taken_at, **values}
                             ),
                         }
                     }
