@@ -149,7 +149,10 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
     assert run.record["data"]["accepted"] == len(GOOD)
     assert run.record["data"]["rows"] == GOOD_ROWS + CRLF_ROWS
     train_manifest = runs.json_object(f"{layout.RUNS_PREFIX}{run.name}/train.manifest")
-    assert sorted(train_manifest[1:]) == sorted(GOOD)
+    # (the job reads the validated versions, pinned under runs/<run>/data/, not the live keys)
+    assert sorted(train_manifest[1:]) == sorted(
+        layout.pinned_data_key(run.name, key) for key in GOOD
+    )
     # (the CRLF file's rows reached XGBoost: the job read every accepted row)
     assert run.record["metrics"]["trainRows"] == GOOD_ROWS + CRLF_ROWS
     assert run.status in ("PROMOTED", "REJECTED"), run.record

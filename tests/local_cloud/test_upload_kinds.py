@@ -12,7 +12,7 @@ EventBridge/SQS may deliver an event late, or a second time late.
    plain file: one run, for the late file and the overwrite's new version; the late duplicate
    of the already-trained version starts nothing.
 3. A key deleted since is not part of a later full retrain; the overwritten key is, as its
-   newest version.
+   newest version; every version trained before is reused from the cumulative manifest.
 """
 
 from __future__ import annotations
@@ -205,3 +205,9 @@ def test_a_full_retrain_skips_deleted_keys_and_reads_the_newest_version(
     trained = accepted(runs, run.record)
     assert sorted(trained) == [LATE, MULTIPART, PLAIN]
     assert trained[PLAIN]["versionId"] == newest_plain
+    # And versions trained before came from the cumulative manifest: their pinned copies, as
+    # validated by the run that first trained them (no re-read)
+    assert all(trained[key]["pinnedBy"] not in (None, run.name) for key in trained)
+    assert trained[PLAIN]["pinnedUri"].endswith(
+        layout.pinned_data_key(trained[PLAIN]["pinnedBy"], PLAIN)
+    )

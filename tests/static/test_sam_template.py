@@ -11,6 +11,8 @@ from cfnlint.api import lint
 from static_helpers import (
     FUNCTIONS,
     REPO,
+    actions_of,
+    allowed_actions,
     as_list,
     identity_statements,
     strings_in,
@@ -366,6 +368,57 @@ def test_sagemaker_role_is_passed_only_to_sagemaker(resources: dict[str, Any]) -
     assert passes[0]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
     }
+
+
+def _object_grants(resources: dict[str, Any], owner: str, action: str) -> set[str]:
+    """Object keys (``runs/*``, ``runs/cumulative-manifest.json``) ``owner`` may ``action``."""
+    return {
+        match
+        for name, statement in identity_statements(resources)
+        if name == owner and statement.get("Effect") == "Allow" and action in actions_of(statement)
+        for text in strings_in(statement.get("Resource"))
+        for match in re.findall(r"\$\{Bucket\}/([^,\"]+)", text)
+    }
+
+
+def _covers(grants: set[str], key: str) -> bool:
+    return any(key == g or (g.endswith("*") and key.startswith(g[:-1])) for g in grants)
+
+
+def test_training_jobs_read_pinned_copies_not_the_live_training_data(
+    resources: dict[str, Any],
+) -> None:
+    # Given what the SageMaker role may read
+    reads = _object_grants(resources, "SageMakerExecutionRole", "s3:GetObject")
+    # Then the run's ManifestFile and pinned copies, the other channels, and not data/train/
+    assert _covers(reads, layout.run_prefix("r") + "train.manifest")
+    assert _covers(reads, layout.pinned_data_key("r", layout.TRAIN_PREFIX + "a.csv"))
+    assert _covers(reads, layout.VALIDATION_PREFIX + "v.csv")
+    assert _covers(reads, layout.TEST_PREFIX + "t.csv")
+    assert not _covers(reads, layout.TRAIN_PREFIX + "a.csv")
+
+
+def test_prepare_run_pins_and_evaluate_models_records_the_trained_data(
+    resources: dict[str, Any],
+) -> None:
+    # PrepareRun copies a validated version (read it by version, write the pin)
+    pinned = layout.pinned_data_key("r", layout.TRAIN_PREFIX + "a.csv")
+    assert _covers(
+        _object_grants(resources, "PrepareRunFunction", "s3:GetObjectVersion"),
+        layout.TRAIN_PREFIX + "a.csv",
+    )
+    assert _covers(_object_grants(resources, "PrepareRunFunction", "s3:PutObject"), pinned)
+    # EvaluateModels reads the run manifest and rewrites only the cumulative manifest
+    evaluate = "EvaluateModelsFunction"
+    assert _covers(
+        _object_grants(resources, evaluate, "s3:GetObject"), layout.CUMULATIVE_MANIFEST_KEY
+    )
+    assert _covers(
+        _object_grants(resources, evaluate, "s3:GetObject"),
+        layout.run_prefix("r") + "manifest.json",
+    )
+    assert _object_grants(resources, evaluate, "s3:PutObject") == {layout.CUMULATIVE_MANIFEST_KEY}
+    assert "s3:ListBucket" in allowed_actions(resources, evaluate)
 
 
 def test_owned_resources_are_created_and_deleted_by_tag(resources: dict[str, Any]) -> None:

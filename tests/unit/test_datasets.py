@@ -263,28 +263,48 @@ def test_has_objects_ignores_markers_and_other_files_when_asked(aws: Aws) -> Non
     assert not datasets.has_objects(aws.s3, BUCKET, "batch/input/", data_only=True)
 
 
-def test_manifests_list_the_accepted_files_for_sagemaker_and_everything_for_people(
+def test_manifests_list_the_pinned_files_for_sagemaker_and_everything_for_people(
     aws: Aws,
 ) -> None:
     # Given a run with one good and one bad file
-    put(aws.s3, "data/train/a.csv", csv_rows(3))
+    good = put(aws.s3, "data/train/2026/a.csv", csv_rows(3))
     put(aws.s3, "data/train/b.csv", b"header,row\n")
     request = RunRequest()
-    selection = select(aws, request)
+    selection = datasets.pin_accepted(aws.s3, BUCKET, "run-1", select(aws, request))
     # When the manifests are written
     manifests = datasets.write_manifests(
         aws.s3, BUCKET, "run-1", request, selection, "2026-11-28T00:00:00Z"
     )
-    # Then SageMaker's manifest names exactly the accepted object
+    # Then SageMaker's manifest names exactly the pinned copy of the accepted object
     assert manifests.train_manifest_uri == f"s3://{BUCKET}/runs/run-1/train.manifest"
     train = json.loads(
         aws.s3.get_object(Bucket=BUCKET, Key="runs/run-1/train.manifest")["Body"].read()
     )
-    assert train == [{"prefix": f"s3://{BUCKET}/"}, "data/train/a.csv"]
-    # And the run manifest records accepted and rejected files
+    assert train == [{"prefix": f"s3://{BUCKET}/"}, "runs/run-1/data/2026/a.csv"]
+    # And the run manifest records each accepted version, its rows and its pinned copy
     manifest = json.loads(
         aws.s3.get_object(Bucket=BUCKET, Key="runs/run-1/manifest.json")["Body"].read()
     )
     assert manifest["rows"] == 3
-    assert [f["key"] for f in manifest["accepted"]] == ["data/train/a.csv"]
+    assert manifest["accepted"] == [
+        {
+            "key": "data/train/2026/a.csv",
+            "versionId": good["versionId"],
+            "etag": good["etag"],
+            "size": good["size"],
+            "rows": 3,
+            "columns": 4,
+            "pinnedUri": f"s3://{BUCKET}/runs/run-1/data/2026/a.csv",
+            "pinnedBy": None,
+        }
+    ]
     assert manifest["rejected"][0]["movedTo"] == "data/rejected/b.csv"
+
+
+def test_manifests_refuse_unpinned_files(aws: Aws) -> None:
+    # The job must never be pointed at live keys
+    put(aws.s3, "data/train/a.csv", csv_rows(3))
+    with pytest.raises(ValueError, match="must be pinned"):
+        datasets.write_manifests(
+            aws.s3, BUCKET, "run-1", RunRequest(), select(aws, RunRequest()), "2026-11-28T00:00:00Z"
+        )

@@ -71,7 +71,7 @@ def test_a_manual_prefix_run_is_planned_and_recorded(app: ModuleType, aws: Aws) 
     train_manifest = json.loads(
         aws.s3.get_object(Bucket=BUCKET, Key="runs/run-1/train.manifest")["Body"].read()
     )
-    assert train_manifest[1:] == ["data/train/2026/11/a.csv", "data/train/2026/11/b.csv"]
+    assert train_manifest[1:] == ["runs/run-1/data/2026/11/a.csv", "runs/run-1/data/2026/11/b.csv"]
     # And the code it names was uploaded
     code_key = plan["trainingJob"]["HyperParameters"]["sagemaker_submit_directory"]
     assert keys_under(aws.s3, "code/") == [code_key.removeprefix(f"s3://{BUCKET}/")]

@@ -277,6 +277,7 @@ def test_decision_dict_follows_the_state_contract() -> None:
         "championRounds": 100,
         "challengerRounds": 150,
         "resumedFromRound": 0,
+        "trainedData": None,
     }
 
 

@@ -10,17 +10,28 @@ sees at once what to fix. The bucket is versioned, so the move only removes the 
 that was checked (a newer upload of the same key stays live) and the bytes live on at the
 rejected key.
 
-The run manifest (``runs/<runId>/manifest.json``) lists what was accepted, rejected and skipped;
-``runs/<runId>/train.manifest`` is the SageMaker ManifestFile of the accepted objects, so the
-job reads exactly these files and nothing else uploaded meanwhile.
+Every accepted version is then *pinned*: copied server-side, by version id and checked ETag, to
+``runs/<runId>/data/<path relative to data/train/>``, which nothing writes after PrepareRun. The
+job reads those copies, not the keys: a file deleted after PrepareRun still trains (its validated
+version), an overwrite in that window cannot slip unvalidated bytes into the run, however long a
+spot job waits for capacity. The copy is byte for byte (a single-part object keeps its ETag):
+CRLF files are accepted and not rewritten, because ``training/train.py`` reads with universal
+newlines, so normalising would only turn a server-side copy into a download and upload.
+
+The run manifest (``runs/<runId>/manifest.json``) lists what was accepted (key, versionId, etag,
+size, rows, columns, pinnedUri), rejected and skipped; ``runs/<runId>/train.manifest`` is the
+SageMaker ManifestFile of the pinned copies. A run that lists data (a manual or full retrain)
+reuses, for each current object already in the cumulative manifest (``refit.trained_data``)
+with the same ETag, that entry's pinned copy and row count instead of reading it again.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -28,6 +39,7 @@ from aws_lambda_powertools import Logger
 
 from refit import layout
 from refit.run_input import DataObject, RunRequest
+from refit.trained_data import TrainedVersion
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -41,6 +53,10 @@ _READ_CHUNK_BYTES = 1024 * 1024
 _COPY_MAX_BYTES = 5 * 1024**3
 _REASON_MAX_CHARS = 1024
 _GONE_CODES = ("404", "NoSuchKey", "NoSuchVersion")
+# The pinned version no longer has the checked ETag (only possible without a version id).
+_CHANGED_CODES = ("412", "PreconditionFailed")
+# Parallel server-side copies when pinning: each is one small request, S3 does the work.
+PIN_WORKERS = 16
 
 
 class NoTestData(RuntimeError):
@@ -77,8 +93,12 @@ class DataFile:
     size: int
     rows: int
     columns: int
+    # runs/<run>/data/...: the copy the job reads (None until pinned).
+    pinned_key: str | None = None
+    # The earlier run whose pinned copy this run reuses (None: pinned by this run).
+    pinned_by: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, bucket: str) -> dict[str, Any]:
         return {
             "key": self.key,
             "etag": self.etag,
@@ -86,11 +106,27 @@ class DataFile:
             "size": self.size,
             "rows": self.rows,
             "columns": self.columns,
+            "pinnedUri": f"s3://{bucket}/{self.pinned_key}" if self.pinned_key else None,
+            "pinnedBy": self.pinned_by,
         }
 
     def data_object(self) -> DataObject:
         """The object version this file is, as the trigger and the intake ledger name it."""
         return DataObject(key=self.key, etag=self.etag, version_id=self.version_id, size=self.size)
+
+    @classmethod
+    def reused(cls, trained: TrainedVersion) -> DataFile:
+        """A version an earlier run validated, pinned and trained on, as its entry records it."""
+        return cls(
+            key=trained.key,
+            etag=trained.etag,
+            version_id=trained.version_id,
+            size=trained.size,
+            rows=trained.rows,
+            columns=trained.columns,
+            pinned_key=trained.pinned_key,
+            pinned_by=trained.run_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -141,6 +177,8 @@ class _Candidate:
     etag: str | None
     version_id: str | None
     size: int
+    # The cumulative manifest's entry when this is a version already trained on.
+    trained: TrainedVersion | None = None
 
 
 # --- the CSV contract ---------------------------------------------------------------------------
@@ -241,21 +279,34 @@ def select_data(
     run_id: str,
     max_file_bytes: int,
     champion_features: int | None,
+    trained: Mapping[str, TrainedVersion] | None = None,
 ) -> DataSelection:
     """Check every file the request covers; move the bad ones to ``data/rejected/``.
 
     All files of a run must have one column count: the champion's feature count + 1 when it is
-    known (a warm start needs that layout), else that of the first good file.
+    known (a warm start needs that layout), else that of the first good file. A listing run
+    takes a current object that ``trained`` (the cumulative manifest) holds with the same ETag
+    and a fitting column count as it was trained before: its pinned copy, no re-read.
     """
     expected = (
         ExpectedColumns.of_champion(champion_features) if champion_features is not None else None
     )
     candidates, skipped = (
-        _named_objects(s3, bucket, request) if request.objects else _listed(s3, bucket, request)
+        _named_objects(s3, bucket, request)
+        if request.objects
+        else _listed(s3, bucket, request, trained or {})
     )
     accepted: list[DataFile] = []
     rejected: list[RejectedFile] = []
     for candidate in candidates:
+        if candidate.trained is not None and (
+            expected is None or candidate.trained.columns == expected.count
+        ):
+            accepted.append(DataFile.reused(candidate.trained))
+            expected = expected or ExpectedColumns(
+                candidate.trained.columns, f"as in {candidate.key}"
+            )
+            continue
         try:
             checked = _check(s3, bucket, candidate, max_file_bytes, expected)
         except InvalidDataFile as problem:
@@ -308,13 +359,19 @@ def _named_objects(
 
 
 def _listed(
-    s3: S3Client, bucket: str, request: RunRequest
+    s3: S3Client, bucket: str, request: RunRequest, trained: Mapping[str, TrainedVersion]
 ) -> tuple[list[_Candidate], list[SkippedObject]]:
-    candidates = [
-        _Candidate(item["Key"], _bare(item.get("ETag")), None, item.get("Size", 0))
-        for item in _list(s3, bucket, request.data_prefix)
-        if not item["Key"].endswith("/") and not _ignored(item["Key"])
-    ]
+    candidates: list[_Candidate] = []
+    for item in _list(s3, bucket, request.data_prefix):
+        key = item["Key"]
+        if key.endswith("/") or _ignored(key):
+            continue
+        etag = _bare(item.get("ETag"))
+        known = trained.get(key)
+        # Same key and ETag: the bytes that were trained on (a listing has no version ids; an
+        # ETag that differs only costs a re-read).
+        reuse = known if known is not None and known.same_object(None, etag) else None
+        candidates.append(_Candidate(key, etag, None, item.get("Size", 0), reuse))
     return candidates, []
 
 
@@ -445,6 +502,55 @@ def has_objects(s3: S3Client, bucket: str, prefix: str, *, data_only: bool = Fal
     return False
 
 
+def pin_accepted(s3: S3Client, bucket: str, run_id: str, selection: DataSelection) -> DataSelection:
+    """Copy each accepted version to ``runs/<run>/data/``, server-side, in parallel.
+
+    The copy names the version id PrepareRun read and requires the ETag it checked, so the pin is
+    exactly the validated bytes even if the key was overwritten or deleted meanwhile (in a
+    versioned bucket a delete only adds a delete marker). A version that is gone for good (or,
+    without versioning, changed) is skipped: nothing unvalidated is ever trained on. Versions
+    reused from the cumulative manifest are pinned already.
+    """
+    to_pin = [f for f in selection.accepted if f.pinned_key is None]
+    if not to_pin:
+        return selection
+    with ThreadPoolExecutor(max_workers=min(PIN_WORKERS, len(to_pin))) as pool:
+        pinned = dict(
+            zip(to_pin, pool.map(lambda f: _pin(s3, bucket, run_id, f), to_pin), strict=True)
+        )
+    accepted: list[DataFile] = []
+    skipped = list(selection.skipped)
+    for data_file in selection.accepted:
+        outcome = pinned.get(data_file, data_file)
+        if isinstance(outcome, SkippedObject):
+            skipped.append(outcome)
+        else:
+            accepted.append(outcome)
+    logger.info("data pinned", extra={"pinned": len(to_pin), "reused": len(accepted) - len(to_pin)})
+    return DataSelection(tuple(accepted), selection.rejected, tuple(skipped))
+
+
+def _pin(s3: S3Client, bucket: str, run_id: str, data_file: DataFile) -> DataFile | SkippedObject:
+    target = layout.pinned_data_key(run_id, data_file.key)
+    source: CopySourceTypeDef = {"Bucket": bucket, "Key": data_file.key}
+    if data_file.version_id:
+        source["VersionId"] = data_file.version_id
+    arguments: dict[str, Any] = {"Bucket": bucket, "Key": target, "CopySource": source}
+    if data_file.etag:
+        arguments["CopySourceIfMatch"] = f'"{data_file.etag}"'
+    try:
+        s3.copy_object(**arguments)
+    except s3.exceptions.ClientError as error:
+        code = str(getattr(error, "response", {}).get("Error", {}).get("Code"))
+        if _gone(error) or code in _CHANGED_CODES:
+            logger.warning("validated version gone before pinning", extra={"key": data_file.key})
+            return SkippedObject(
+                data_file.key, "the validated version vanished before it was pinned"
+            )
+        raise
+    return replace(data_file, pinned_key=target)
+
+
 def write_manifests(
     s3: S3Client,
     bucket: str,
@@ -453,14 +559,17 @@ def write_manifests(
     selection: DataSelection,
     created_at: str,
 ) -> RunManifests:
-    base = f"{layout.RUNS_PREFIX}{run_id}/"
+    base = layout.run_prefix(run_id)
+    unpinned = [f.key for f in selection.accepted if f.pinned_key is None]
+    if unpinned:
+        raise ValueError(f"accepted files must be pinned before the manifests: {unpinned[:3]}")
     manifest = {
         "runId": run_id,
         "createdAt": created_at,
         "bucket": bucket,
         "request": request.summary(),
         "rows": selection.rows,
-        "accepted": [f.to_dict() for f in selection.accepted],
+        "accepted": [f.to_dict(bucket) for f in selection.accepted],
         "rejected": [f.to_dict() for f in selection.rejected],
         "skipped": [s.to_dict() for s in selection.skipped],
     }
@@ -470,9 +579,10 @@ def write_manifests(
         Body=json.dumps(manifest, indent=1).encode(),
         ContentType="application/json",
     )
-    # SageMaker's ManifestFile: a prefix, then keys relative to it. Written even when empty so
-    # the plan never names a missing object; a run with nothing accepted does not train.
-    train = [{"prefix": f"s3://{bucket}/"}, *(f.key for f in selection.accepted)]
+    # SageMaker's ManifestFile: a prefix, then keys relative to it: the pinned copies, never the
+    # live keys. Written even when empty so the plan never names a missing object; a run with
+    # nothing accepted does not train.
+    train = [{"prefix": f"s3://{bucket}/"}, *(str(f.pinned_key) for f in selection.accepted)]
     s3.put_object(
         Bucket=bucket,
         Key=f"{base}train.manifest",

@@ -21,7 +21,13 @@ import re
 #   models/            training job output: models/<job>/output/{model,output}.tar.gz
 #   checkpoints/       per-run spot checkpoints (expired by a lifecycle rule)
 #   code/              content-addressed sourcedir-<sha>.tar.gz of training/
-#   runs/              per-run manifests (what each run covered)
+#   runs/<run>/        what a run covered: manifest.json (keys, versions, ETags, rows, pinned
+#                      copies), train.manifest (SageMaker's ManifestFile of the pinned copies)
+#   runs/<run>/data/   the exact object versions the run validated, copied server-side by
+#                      PrepareRun (same path relative to data/train/); the job reads only these,
+#                      so a delete or an overwrite after PrepareRun cannot change what it trains on
+#   runs/cumulative-manifest.json   every object version trained so far, one per key (a full
+#                      retrain reuses these pinned copies); written only by EvaluateModels
 #   tmp/               scratch objects (expired by a lifecycle rule)
 TRAIN_PREFIX = "data/train/"
 VALIDATION_PREFIX = "data/validation/"
@@ -33,6 +39,8 @@ MODELS_PREFIX = "models/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 CODE_PREFIX = "code/"
 RUNS_PREFIX = "runs/"
+RUN_DATA_DIR = "data/"
+CUMULATIVE_MANIFEST_KEY = f"{RUNS_PREFIX}cumulative-manifest.json"
 TMP_PREFIX = "tmp/"
 
 # Data files refit trains on. The container ignores names starting with "_" or "." and so do we.
@@ -68,6 +76,19 @@ EXECUTION_NAME_MAX = 80
 STATE_PAYLOAD_MAX_BYTES = 256 * 1024
 # Keys listed inline in a state or run record; the full list is in the run manifest in S3.
 INLINE_KEYS_MAX = 50
+
+
+def run_prefix(run_id: str) -> str:
+    """``runs/<run>/``: everything one run wrote about its data."""
+    return f"{RUNS_PREFIX}{run_id}/"
+
+
+def pinned_data_key(run_id: str, key: str) -> str:
+    """Where PrepareRun pins a validated ``data/train/<rel>`` version: ``runs/<run>/data/<rel>``."""
+    if not key.startswith(TRAIN_PREFIX):
+        raise ValueError(f"{key!r} is not under {TRAIN_PREFIX}")
+    return f"{run_prefix(run_id)}{RUN_DATA_DIR}{key[len(TRAIN_PREFIX) :]}"
+
 
 _NOT_ALLOWED_IN_SAGEMAKER_NAMES = re.compile(r"[^a-zA-Z0-9-]+")
 

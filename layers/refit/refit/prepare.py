@@ -1,10 +1,11 @@
 """PrepareRun: from an execution input to a RunPlan and a RUNNING run record.
 
 Order matters: everything that can refuse the run without side effects (input, endpoint state,
-test data) comes before anything that changes the bucket (moving rejected files, manifests,
-code upload). Failures are exceptions whose class names read well as ``$.error.Error`` in Step
-Functions: ``InvalidRunInput``, ``RunInProgress``, ``EndpointBusy``, ``EndpointFailed``,
-``NoTestData``, ``TrainingCodeMissing``, ``UnsupportedMetricError``.
+test data) comes before anything that changes the bucket (moving rejected files, pinning the
+accepted versions under ``runs/<runId>/data/``, manifests, code upload). Failures are
+exceptions whose class names read well as ``$.error.Error`` in Step Functions:
+``InvalidRunInput``, ``RunInProgress``, ``EndpointBusy``, ``EndpointFailed``, ``NoTestData``,
+``TrainingCodeMissing``, ``UnsupportedMetricError``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from refit.run_input import InvalidRunInput, parse_run_input
 from refit.run_plan import PlanInputs, build_run_plan, plan_size
 from refit.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
 from refit.run_records import RunRecords
+from refit.trained_data import load_trained
 from refit.training_code import publish_training_code
 
 if TYPE_CHECKING:
@@ -103,7 +105,11 @@ def prepare_run(
         run_id=run_id,
         max_file_bytes=settings.max_file_mb * 1024 * 1024,
         champion_features=champion.feature_count if champion is not None else None,
+        # A listing run (a full retrain, a prefix) reuses what earlier runs validated and pinned.
+        trained=None if request.objects else load_trained(s3, bucket),
     )
+    # The job reads these copies, not the keys: nothing after this line changes its data.
+    selection = datasets.pin_accepted(s3, bucket, run_id, selection)
     if request.source != "s3":
         # A manual run trains on files it listed itself: record them in the intake ledger so an
         # S3 event arriving late for one of them is a duplicate, and a queued one is not

@@ -4,6 +4,10 @@ The training script scores both models on the same held-out test set and writes
 ``evaluation.json`` into ``/opt/ml/output/data``; SageMaker tars that directory to
 ``<output>/<job>/output/output.tar.gz`` beside ``model.tar.gz``. The decision is direction-aware
 (``refit.metrics``) and needs a minimum gain, so noise never replaces a good model.
+
+A readable evaluation also proves the job completed on its data: EvaluateModels then folds the
+run's pinned versions into the cumulative data manifest (``refit.trained_data``) before it
+decides, so promoted and rejected runs alike are on record for the next full retrain.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import math
 import tarfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from refit import layout
+from aws_lambda_powertools import Logger
+
+from refit import layout, trained_data
 from refit import metrics as metric_rules
 from refit.run_state import RunState, integer, text
 
@@ -32,6 +39,8 @@ MAX_ARCHIVE_READ_BYTES = 64 * 1024 * 1024
 MAX_EVALUATION_BYTES = 1024 * 1024
 
 Verdict = Literal["promote", "reject"]
+
+logger = Logger(child=True)
 
 
 class EvaluationUnavailable(RuntimeError):
@@ -186,6 +195,8 @@ class Decision:
     improvement: float | None
     verdict: Verdict
     reason: str
+    # ``$.evaluation.trainedData``: the cumulative manifest update (refit.trained_data).
+    trained_data: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def promote(self) -> bool:
@@ -214,6 +225,7 @@ class Decision:
             "championRounds": e.champion_rounds,
             "challengerRounds": e.challenger_rounds,
             "resumedFromRound": e.resumed_from_round,
+            "trainedData": dict(self.trained_data) if self.trained_data is not None else None,
         }
 
 
@@ -252,7 +264,12 @@ def decide(evaluation: Evaluation, metric: str, min_improvement: float) -> Decis
     return Decision(evaluation, higher, gain, "reject", reason)
 
 
-def evaluate(s3: S3Client, state: Mapping[str, Any], min_improvement: float) -> Decision:
+def evaluate(
+    s3: S3Client,
+    state: Mapping[str, Any],
+    min_improvement: float,
+    now: datetime | None = None,
+) -> Decision:
     """EvaluateModels: ``{"run", "training"}`` in, the decision out."""
     parsed = RunState.parse(state)
     metric = parsed.run.metric if parsed.run else None
@@ -260,10 +277,42 @@ def evaluate(s3: S3Client, state: Mapping[str, Any], min_improvement: float) -> 
     if metric is None or model_data_url is None:
         raise EvaluationUnavailable("input needs run.metric and training.modelDataUrl")
     evaluation = load_evaluation(s3, model_data_url)
+    manifest_uri = parsed.run.data.manifest_uri if parsed.run and parsed.run.data else None
+    recorded = record_trained_data(s3, manifest_uri, now or datetime.now(UTC))
     if parsed.run and parsed.run.champion_exists and evaluation.champion is None:
         # Promoting unscored over a live champion would skip the gate entirely.
         raise EvaluationUnavailable(
             f"the run has a champion ({parsed.run.champion_model_name}) "
             "but the evaluation did not score it"
         )
-    return decide(evaluation, metric, min_improvement)
+    decision = decide(evaluation, metric, min_improvement)
+    return Decision(
+        decision.evaluation,
+        decision.higher_is_better,
+        decision.improvement,
+        decision.verdict,
+        decision.reason,
+        recorded,
+    )
+
+
+def record_trained_data(
+    s3: S3Client, run_manifest_uri: str | None, now: datetime
+) -> dict[str, Any]:
+    """Fold the run into the cumulative manifest; a failure is reported, never fatal.
+
+    The challenger is trained and scored: a bookkeeping error must not throw it away. The
+    manifest is a record a full retrain *reuses*, not its only source (it lists what is current
+    under data/train/), so a missed update costs a re-validation of those files, never data. The
+    error is logged and kept in ``$.evaluation.trainedData`` (and so in the run record).
+    """
+    if run_manifest_uri is None:
+        return {"updated": False, "error": "the run plan names no run manifest"}
+    try:
+        update = trained_data.record_trained(
+            s3, run_manifest_uri, now.isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
+    except Exception as error:  # reported, not raised: see the docstring
+        logger.exception("cumulative manifest not updated", extra={"manifest": run_manifest_uri})
+        return {"updated": False, "error": f"{type(error).__name__}: {error}"[:1024]}
+    return update.to_dict()

@@ -26,7 +26,7 @@ from refit.config import Settings
 from refit.cost import PriceTable, spot_savings_percent
 from refit.notify import Notification, publish
 from refit.run_records import ChampionPointer, RunRecords
-from refit.run_state import RunState, flag, integer, number, text
+from refit.run_state import RunState, flag, integer, number, section, text
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -300,6 +300,22 @@ def run_cost(
     )
 
 
+def _trained_data(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    trained = section(evaluation, "trainedData") if evaluation is not None else None
+    if trained is None:
+        return None
+    return {
+        "updated": flag(trained, "updated"),
+        "cumulativeManifestUri": text(trained, "cumulativeManifestUri"),
+        "objects": integer(trained, "objects"),
+        "rows": integer(trained, "rows"),
+        "added": integer(trained, "added"),
+        "replaced": integer(trained, "replaced"),
+        "removed": integer(trained, "removed"),
+        "error": text(trained, "error"),
+    }
+
+
 def _evaluation_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if evaluation is None:
         return None
@@ -353,6 +369,8 @@ def run_attributes(
             "rejectedFiles": data.rejected_files[: layout.INLINE_KEYS_MAX],
         },
         "manifestUri": data.manifest_uri if data else None,
+        # EvaluateModels' update of the cumulative data manifest (refit.trained_data).
+        "trainedData": _trained_data(state.evaluation),
         "previousChampion": run.champion_model_name if run else None,
         "trainingJobName": (training.job_name if training else None) or planned_job,
         "trainingJobStatus": training.status if training else None,
