@@ -154,8 +154,9 @@ def measure(quick: bool = False, progress: Any = print) -> list[Row]:
     }
     compute_note = ""
     if compute > COMPUTE_TARGET:
-        ideal = int(defaults["NumRoundsIncremental"]) * batch
-        ideal /= int(defaults["NumRoundsFull"]) * dataset.train_rows
+        ideal = (int(defaults["NumRoundsIncremental"]) * batch) / (
+            int(defaults["NumRoundsFull"]) * dataset.train_rows
+        )
         compute_note = (
             f"rounds x rows alone would give {ideal:.1%}; the rest is each job's fixed cost "
             "(interpreter start and the numpy/xgboost import, ~1.3 CPU s on this machine, CSV "
