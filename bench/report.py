@@ -8,6 +8,7 @@ verdict and the command that measures it again. A row whose target is missed car
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -54,11 +55,11 @@ def error_row(figure: int, name: str, target: str, error: BaseException, quick: 
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (p50 = the median's upper neighbour for even counts)."""
+    """Nearest-rank percentile: the smallest value with ``fraction`` of the values at or below."""
     if not values:
         raise ValueError("no values")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
     return ordered[rank - 1]
 
 
