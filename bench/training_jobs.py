@@ -1,0 +1,100 @@
+"""``training/train.py`` run the way SageMaker runs it, with the child's CPU time measured.
+
+One job = an ``/opt/ml``-shaped directory (``SM_ROOT``) with hyperparameters as strings, the
+``train``/``test``/``model`` channels and a checkpoint dir, then one subprocess. ``os.wait4``
+returns that process's own resource usage: user + system CPU seconds of train.py and nothing
+else running on the machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report import ROOT
+
+TRAIN_SCRIPT = ROOT / "training" / "train.py"
+MODEL_FILE = "xgboost-model"  # layers/refit/refit/layout.py MODEL_FILE
+
+
+@dataclass(frozen=True)
+class JobResult:
+    cpu_seconds: float
+    wall_seconds: float
+    max_rss_mb: float
+    evaluation: dict[str, Any]
+    model: bytes  # the challenger, UBJSON
+
+    def archive(self) -> bytes:
+        """``model.tar.gz`` as SageMaker packs the model dir: the next job's champion."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            member = tarfile.TarInfo(MODEL_FILE)
+            member.size = len(self.model)
+            tar.addfile(member, io.BytesIO(self.model))
+        return buffer.getvalue()
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+def run_job(
+    work: Path,
+    *,
+    train: list[bytes],
+    test: bytes,
+    hyperparameters: dict[str, Any],
+    champion_archive: bytes | None = None,
+) -> JobResult:
+    """Lay out one job under ``work`` (must not exist yet), run train.py, measure it."""
+    root = work / "opt" / "ml"
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(
+        json.dumps({key: str(value) for key, value in hyperparameters.items()})
+    )
+    (config / "checkpointconfig.json").write_text(
+        json.dumps({"LocalPath": str(work / "checkpoints")})
+    )
+    channels = root / "input" / "data"
+    for number, body in enumerate(train):
+        _write(channels / "train" / f"part-{number:03d}.csv", body)
+    _write(channels / "test" / "holdout.csv", test)
+    if champion_archive is not None:
+        _write(channels / "model" / "model.tar.gz", champion_archive)
+    failure = work / "failure.txt"
+    log = work / "job.log"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "REFIT_"))}
+    env = {**inherited, "SM_ROOT": str(root), "SM_OUTPUT_FAILURE": str(failure)}
+    started = time.monotonic()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(TRAIN_SCRIPT)], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        reason = failure.read_text() if failure.exists() else log.read_text()[-2000:]
+        raise TrainingFailed(f"train.py exited {process.returncode}: {reason}")
+    return JobResult(
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        wall_seconds=wall,
+        max_rss_mb=usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20,
+        evaluation=json.loads((root / "output" / "data" / "evaluation.json").read_text()),
+        model=(root / "model" / MODEL_FILE).read_bytes(),
+    )
+
+
+def _write(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
