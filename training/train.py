@@ -1,12 +1,16 @@
 """Train a refit challenger in the SageMaker XGBoost container (script mode, image 3.0-5).
 
 With ``refit_mode=incremental`` the script keeps boosting the champion from the ``model`` channel;
-with ``full`` it trains from scratch. Either way it scores challenger and champion on the same test
-set and writes:
+with ``full`` it trains from scratch. A warm start that is unsafe (the champion is unreadable, has
+another feature count or objective) becomes a full training of ``full_num_round`` rounds, with the
+reason in ``modeFallback``. Either way it scores challenger and champion on the same fresh test set
+(``test``) and, when the optional ``test_retained`` channel holds older test data, on that too
+(the gate's forgetting check), and writes:
 
 - ``<model dir>/xgboost-model``: the challenger (UBJSON); SageMaker tars it to ``model.tar.gz``;
 - ``<output data dir>/evaluation.json``: the scores EvaluateModels compares;
 - log lines ``test-<metric>: <value>`` and ``champion-test-<metric>: <value>`` (MetricDefinitions),
+  ``retained-test-<metric>`` and ``champion-retained-test-<metric>`` with a retained set,
   plus xgboost's per-round ``train-<metric>`` / ``validation-<metric>``.
 
 Where things are. Each path comes from SageMaker's environment variable, else from a path under
@@ -60,6 +64,7 @@ import xgboost as xgb
 CHANNEL_TRAIN = "train"
 CHANNEL_VALIDATION = "validation"
 CHANNEL_TEST = "test"
+CHANNEL_TEST_RETAINED = "test_retained"
 CHANNEL_MODEL = "model"
 MODEL_FILE = "xgboost-model"
 EVALUATION_FILE = "evaluation.json"
@@ -72,7 +77,14 @@ CHECKPOINTS_TO_KEEP = 3
 MODES = ("full", "incremental")
 # Hyperparameters this script consumes; everything else (except sagemaker_*) goes to xgboost.
 OWN_HYPERPARAMETERS = frozenset(
-    {"num_round", "eval_metric", "refit_mode", "checkpoint_interval", "early_stopping_rounds"}
+    {
+        "num_round",
+        "full_num_round",
+        "eval_metric",
+        "refit_mode",
+        "checkpoint_interval",
+        "early_stopping_rounds",
+    }
 )
 SINGLE_OUTPUT_METRICS = frozenset({"rmse", "mae", "logloss", "auc", "aucpr", "error"})
 MULTICLASS_METRICS = frozenset({"merror", "mlogloss"})
@@ -114,6 +126,7 @@ class JobPaths:
     train: Path
     validation: Path
     test: Path
+    test_retained: Path
     champion: Path
     model_dir: Path
     output_data_dir: Path
@@ -126,6 +139,7 @@ class TrainingConfig:
     objective: str
     metric: str
     num_round: int
+    full_num_round: int  # rounds when an incremental job has to train from scratch instead
     requested_mode: str | None  # None: incremental when there is a champion, else full
     checkpoint_interval: int
     early_stopping_rounds: int | None
@@ -204,6 +218,7 @@ def job_paths(env: Mapping[str, str]) -> JobPaths:
         train=channel(CHANNEL_TRAIN),
         validation=channel(CHANNEL_VALIDATION),
         test=channel(CHANNEL_TEST),
+        test_retained=channel(CHANNEL_TEST_RETAINED),
         champion=channel(CHANNEL_MODEL),
         model_dir=Path(env.get("SM_MODEL_DIR") or root / "model"),
         output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR") or root / "output" / "data"),
@@ -279,6 +294,11 @@ def training_config(hyperparameters: Mapping[str, Any]) -> TrainingConfig:
         objective=objective,
         metric=metric,
         num_round=positive_int(hyperparameters, "num_round", None),
+        full_num_round=positive_int(
+            hyperparameters,
+            "full_num_round",
+            coerce(hyperparameters.get("num_round")),
+        ),
         requested_mode=mode,
         checkpoint_interval=positive_int(hyperparameters, "checkpoint_interval", 10),
         early_stopping_rounds=(
@@ -626,20 +646,45 @@ def with_class_count(
     return dataclasses.replace(config, extra_params={**config.extra_params, "num_class": count})
 
 
-def resolve_mode(config: TrainingConfig, champion: xgb.Booster | None) -> str:
-    if config.requested_mode is None:
-        return "incremental" if champion is not None else "full"
-    if config.requested_mode == "incremental":
-        if champion is None:
+def read_champion(directory: Path) -> tuple[xgb.Booster | None, str | None]:
+    """The champion, or None and why it cannot be used (a missing channel is no problem)."""
+    try:
+        return load_champion(directory), None
+    except TrainingError as error:
+        log.warning("champion not usable: %s", error)
+        return None, str(error)
+
+
+def resolve_mode(
+    config: TrainingConfig, champion: xgb.Booster | None, problem: str | None, features: int
+) -> tuple[str, str | None]:
+    """Full or incremental, and why an incremental job trains from scratch instead (or None).
+
+    A warm start is unsafe when the champion is unreadable, has another feature count or was
+    trained with another objective: the job then trains from scratch (``full_num_round``
+    rounds) rather than fail, and ``evaluation.json`` says why (``modeFallback``).
+    """
+    if config.requested_mode == "full":
+        return "full", None
+    if champion is None:
+        if problem is not None:
+            return "full", f"no warm start: {problem}"
+        if config.requested_mode == "incremental":
             raise TrainingError(
                 f"refit_mode=incremental needs a champion in channel {CHANNEL_MODEL}; found none"
             )
-        if objective_of(champion) != config.objective:
-            raise TrainingError(
-                f"refit_mode=incremental: the champion was trained with objective "
-                f"{objective_of(champion)}, this job asks for {config.objective}"
-            )
-    return config.requested_mode
+        return "full", None
+    if champion.num_features() != features:
+        return "full", (
+            f"no warm start: the champion has {champion.num_features()} features, "
+            f"the data has {features}"
+        )
+    if objective_of(champion) != config.objective:
+        return "full", (
+            f"no warm start: the champion was trained with objective {objective_of(champion)}, "
+            f"this job asks for {config.objective}"
+        )
+    return "incremental", None
 
 
 def boost(
@@ -836,31 +881,60 @@ def write_outputs(
     print(f"test-{metric}: {format_metric(evaluation['challenger'])}", flush=True)
     if evaluation["champion"] is not None:
         print(f"champion-test-{metric}: {format_metric(evaluation['champion'])}", flush=True)
+    if evaluation["retainedChallenger"] is not None:
+        value = format_metric(evaluation["retainedChallenger"])
+        print(f"retained-test-{metric}: {value}", flush=True)
+    if evaluation["retainedChampion"] is not None:
+        value = format_metric(evaluation["retainedChampion"])
+        print(f"champion-retained-test-{metric}: {value}", flush=True)
+
+
+def score_champion(
+    champion: xgb.Booster | None, test: xgb.DMatrix, config: TrainingConfig
+) -> tuple[float | None, str | None]:
+    """The champion's score, or None and why: a champion of another kind (e.g. another number
+    of classes) cannot be scored, which the gate must hear about rather than a failed job."""
+    if champion is None:
+        return None, None
+    try:
+        return score(champion, test, config), None
+    except (TrainingError, xgb.core.XGBoostError) as error:
+        return None, f"the champion cannot be scored on this data: {first_line(error)}"
 
 
 def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     paths = job_paths(env)
     config = training_config(load_hyperparameters(env, paths))
-    champion = load_champion(paths.champion)
-    mode = resolve_mode(config, champion)
-    champion_columns = (
-        ColumnCount(champion.num_features() + 1, "the champion model")
-        if champion is not None
+    champion, champion_problem = read_champion(paths.champion)
+    train = load_channel(CHANNEL_TRAIN, paths.train, None)
+    test = load_channel(CHANNEL_TEST, paths.test, train.columns)
+    # Older test data (see docs/architecture.md, "The gate"): optional, same columns.
+    retained = (
+        load_channel(CHANNEL_TEST_RETAINED, paths.test_retained, train.columns).matrix
+        if has_data(paths.test_retained)
         else None
     )
-    train = load_channel(CHANNEL_TRAIN, paths.train, champion_columns)
-    test = load_channel(CHANNEL_TEST, paths.test, train.columns)
     validation = (
         load_channel(CHANNEL_VALIDATION, paths.validation, train.columns).matrix
         if has_data(paths.validation)
         else None
     )
     features = train.columns.columns - 1
-    config = with_class_count(config, champion, [train.matrix, test.matrix, validation])
+    mode, mode_fallback = resolve_mode(config, champion, champion_problem, features)
+    if mode_fallback is not None:
+        log.warning("training from scratch: %s", mode_fallback)
+    if champion is not None and champion.num_features() != features:
+        champion_problem = (
+            f"the champion has {champion.num_features()} features, the data has {features}: "
+            "it cannot be scored on this data"
+        )
+        champion = None
+    config = with_class_count(config, champion, [train.matrix, test.matrix, retained, validation])
 
     warm_start = champion if mode == "incremental" else None
     base_rounds = warm_start.num_boosted_rounds() if warm_start is not None else 0
-    planned_rounds = base_rounds + config.num_round
+    new_rounds = config.full_num_round if mode_fallback is not None else config.num_round
+    planned_rounds = base_rounds + new_rounds
     checkpoints = Checkpoints(paths.checkpoint_dir)
     start, resumed_from = starting_point(checkpoints, warm_start, planned_rounds, features)
     remaining = planned_rounds - (start.num_boosted_rounds() if start is not None else 0)
@@ -869,7 +943,7 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
         mode,
         planned_rounds,
         base_rounds,
-        config.num_round,
+        new_rounds,
         remaining,
     )
     if start is not None and remaining == 0:
@@ -881,11 +955,21 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
             config, train.matrix, validation, start, remaining, callback, stop, round_delay
         )
 
+    champion_score, unscored = score_champion(champion, test.matrix, config)
+    retained_champion, _ = (
+        score_champion(champion, retained, config) if retained is not None else (None, None)
+    )
     evaluation = {
         "metric": config.metric,
         "challenger": score(challenger, test.matrix, config),
-        "champion": score(champion, test.matrix, config) if champion is not None else None,
+        "champion": champion_score,
         "testRows": test.matrix.num_row(),
+        "retainedChallenger": score(challenger, retained, config) if retained is not None else None,
+        "retainedChampion": retained_champion if champion_score is not None else None,
+        "retainedTestRows": retained.num_row() if retained is not None else None,
+        "objective": config.objective,
+        "modeFallback": mode_fallback,
+        "championProblem": champion_problem or unscored,
         "trainRows": train.matrix.num_row(),
         "mode": mode,
         "championRounds": champion.num_boosted_rounds() if champion is not None else None,

@@ -22,7 +22,11 @@ metrics = Metrics()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Input ``{"run": $.run, "training": $.training}``; output becomes ``$.evaluation``."""
-    decision = promotion.evaluate(s3, event, settings.min_improvement)
+    decision = promotion.evaluate(
+        s3, event, settings.min_improvement, settings.max_retained_regression
+    )
     metrics.add_metric(name=decision.cloudwatch_metric, unit=MetricUnit.Count, value=1)
+    if decision.forced:
+        metrics.add_metric(name="DecisionsForced", unit=MetricUnit.Count, value=1)
     logger.info("evaluated", extra={"decision": decision.verdict, "reason": decision.reason})
     return decision.to_dict()

@@ -470,6 +470,8 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "EndpointInstanceCount": 1,
         "EvaluationMetric": "rmse",
         "MinImprovement": 0,
+        "MaxRetainedRegression": 0,
+        "FullRetrainAfterRejections": 3,
         "ModelsToKeep": 2,
         "NotificationEmail": "",
         "Objective": "reg:squarederror",

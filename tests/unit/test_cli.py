@@ -61,6 +61,26 @@ def test_start_sends_validated_manual_input(aws: Aws, capsys: pytest.CaptureFixt
     assert capsys.readouterr().out.strip() == executions[0]["executionArn"]
 
 
+@pytest.mark.parametrize(
+    ("flag", "decision"), [("--force-promote", "promote"), ("--force-reject", "reject")]
+)
+def test_start_can_force_the_gates_decision(aws: Aws, flag: str, decision: str) -> None:
+    state_machine = _state_machine(aws)
+    _stack_with_outputs(aws)
+    assert cli.main(["--stack", STACK, "start", "--full", flag]) == 0
+    execution = aws.stepfunctions.list_executions(stateMachineArn=state_machine)["executions"][0]
+    described = aws.stepfunctions.describe_execution(executionArn=execution["executionArn"])
+    assert json.loads(described["input"])["forceDecision"] == decision
+
+
+def test_start_refuses_both_forced_decisions(aws: Aws) -> None:
+    _state_machine(aws)
+    _stack_with_outputs(aws)
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["--stack", STACK, "start", "--force-promote", "--force-reject"])
+    assert refused.value.code == 2
+
+
 def test_start_refuses_a_prefix_outside_the_training_data(aws: Aws) -> None:
     _state_machine(aws)
     _stack_with_outputs(aws)

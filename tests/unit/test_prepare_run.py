@@ -161,6 +161,7 @@ def test_a_live_champion_is_continued_and_fixes_the_feature_count(
         ChampionPointer("s3-old", model_url, config, "s3-old", feature_count=3),
         "2026-11-01T00:00:00Z",
     )
+    put(aws.s3, "models/s3-old/output/model.tar.gz", b"the champion's artifact")
     # And new files with 3 and with 2 features
     put(aws.s3, "data/train/fits.csv", csv_rows(5, features=3))
     put(aws.s3, "data/train/narrow.csv", csv_rows(5, features=2))

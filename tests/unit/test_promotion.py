@@ -277,8 +277,139 @@ def test_decision_dict_follows_the_state_contract() -> None:
         "championRounds": 100,
         "challengerRounds": 150,
         "resumedFromRound": 0,
+        "retainedChallenger": None,
+        "retainedChampion": None,
+        "retainedImprovement": None,
+        "retainedTestRows": None,
+        "maxRetainedRegression": None,
+        "forced": False,
+        "gateDecision": "promote",
+        "objective": None,
+        "modeFallback": None,
+        "championProblem": None,
         "trainedData": None,
     }
+
+
+# --- the forgetting check -----------------------------------------------------------------------
+def test_a_challenger_that_forgets_retained_data_is_rejected_with_both_numbers() -> None:
+    # Given a challenger better on new data (0.41 vs 0.45) but worse on retained data (0.6 vs 0.5)
+    evaluation = _evaluation(retainedChallenger=0.6, retainedChampion=0.5, retainedTestRows=80)
+    # When the gate allows a regression of at most 0.05 on retained data
+    decision = decide(evaluation, "rmse", 0.01, max_retained_regression=0.05)
+    # Then it is rejected, and the reason says by how much it improved and regressed
+    assert decision.verdict == "reject"
+    assert decision.reason == (
+        "challenger rmse improves new data by 0.04 but regresses retained data by 0.1 > "
+        "limit 0.05 (retained: challenger 0.6, champion 0.5)"
+    )
+    assert decision.retained_improvement == pytest.approx(-0.1)
+    assert decision.to_dict()["retainedTestRows"] == 80
+
+
+def test_a_regression_within_the_limit_is_promoted_and_reported() -> None:
+    evaluation = _evaluation(retainedChallenger=0.52, retainedChampion=0.5)
+    decision = decide(evaluation, "rmse", 0.0, max_retained_regression=0.02)
+    assert decision.verdict == "promote"
+    assert decision.reason.endswith("; on retained data worse by 0.02 (limit 0.02)")
+
+
+@pytest.mark.parametrize(
+    ("metric", "retained_challenger", "retained_champion", "verdict"),
+    [
+        ("auc", 0.80, 0.90, "reject"),  # higher is better: a drop is a regression
+        ("auc", 0.95, 0.90, "promote"),
+        ("accuracy", 0.70, 0.72, "promote"),  # within the 0.03 limit
+        ("mlogloss", 0.9, 0.5, "reject"),  # lower is better: a rise is a regression
+        ("error", 0.10, 0.20, "promote"),
+    ],
+)
+def test_the_retained_check_follows_the_metric_direction(
+    metric: str, retained_challenger: float, retained_champion: float, verdict: str
+) -> None:
+    higher = metric in ("auc", "accuracy")
+    fresh = {"challenger": 0.9, "champion": 0.8} if higher else {"challenger": 0.3, "champion": 0.4}
+    evaluation = _evaluation(
+        metric=metric,
+        retainedChallenger=retained_challenger,
+        retainedChampion=retained_champion,
+        **fresh,
+    )
+    assert decide(evaluation, metric, 0.0, max_retained_regression=0.03).verdict == verdict
+
+
+def test_a_challenger_rejected_on_new_data_keeps_that_reason() -> None:
+    evaluation = _evaluation(challenger=0.5, retainedChallenger=0.1, retainedChampion=0.5)
+    decision = decide(evaluation, "rmse", 0.0)
+    assert decision.verdict == "reject"
+    assert "is worse than champion" in decision.reason
+    assert decision.retained_improvement == pytest.approx(0.4)
+
+
+# --- forced decisions and champions without a score ---------------------------------------------
+def test_a_forced_promotion_overrides_the_gate_and_keeps_what_it_said() -> None:
+    evaluation = _evaluation(challenger=0.5)
+    decision = decide(evaluation, "rmse", 0.0, forced="promote")
+    assert (decision.verdict, decision.gate_verdict, decision.forced) == ("promote", "reject", True)
+    assert decision.reason.startswith("forced promote by the execution input; the gate said reject")
+    assert decision.to_dict()["gateDecision"] == "reject"
+    assert decision.to_dict()["forced"] is True
+
+
+def test_a_forced_rejection_overrides_a_winning_challenger() -> None:
+    decision = decide(_evaluation(), "rmse", 0.0, forced="reject")
+    assert (decision.verdict, decision.to_dict()["gateDecision"]) == ("reject", "promote")
+
+
+def test_evaluate_honours_the_plans_forced_decision(s3: Any) -> None:
+    put_job_output(s3, "job-run-2")
+    state = {
+        "run": {**run_plan("run-2"), "forceDecision": "reject"},
+        "training": training_result("run-2"),
+    }
+    decision = evaluate(s3, state, 0.0)
+    assert (decision.verdict, decision.forced) == ("reject", True)
+
+
+def test_a_forced_promotion_still_needs_a_readable_evaluation(s3: Any) -> None:
+    state = {
+        "run": {**run_plan("run-9"), "forceDecision": "promote"},
+        "training": training_result("run-9"),
+    }
+    with pytest.raises(EvaluationUnavailable, match="cannot read"):
+        evaluate(s3, state, 0.0)
+
+
+def test_a_champion_the_job_could_not_score_is_replaced_and_the_reason_says_why(s3: Any) -> None:
+    # Given a job that trained from scratch because the champion was unreadable
+    problem = "the champion's model.tar.gz (channel model) is unreadable: bad"
+    put_job_output(
+        s3,
+        "job-run-3",
+        {
+            layout.EVALUATION_FILE: json.dumps(
+                evaluation_json(champion=None, championProblem=problem, mode="full")
+            ).encode()
+        },
+    )
+    state = {"run": run_plan("run-3", champion="job-run-1"), "training": training_result("run-3")}
+    # When evaluated
+    decision = evaluate(s3, state, 0.0)
+    # Then the challenger is promoted without a comparison, and the record says why
+    assert decision.verdict == "promote"
+    assert problem in decision.reason
+
+
+def test_a_champion_prepare_run_left_out_is_explained_by_the_plan(s3: Any) -> None:
+    put_job_output(
+        s3,
+        "job-run-4",
+        {layout.EVALUATION_FILE: json.dumps(evaluation_json(champion=None)).encode()},
+    )
+    plan = {**run_plan("run-4"), "championProblem": "its artifact s3://b/m.tar.gz is missing"}
+    decision = evaluate(s3, {"run": plan, "training": training_result("run-4")}, 0.0)
+    assert decision.verdict == "promote"
+    assert "artifact s3://b/m.tar.gz is missing" in decision.reason
 
 
 # --- the state's view ---------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def test_trigger_input_keeps_each_object_version() -> None:
         ({"source": "cron"}, "source must be one of s3, manual; got 'cron'"),
         ({"trainingMode": "warm"}, "trainingMode must be one of auto, full, incremental"),
         ({"deploymentMode": "serverless"}, "deploymentMode must be one of endpoint, batch"),
+        ({"forceDecision": "yes"}, "forceDecision must be one of promote, reject; got 'yes'"),
         ({"prefix": "data/test/"}, "prefix must be a string starting with 'data/train/'"),
         ({"prefix": 3}, "prefix must be a string starting with 'data/train/'"),
         (
@@ -85,3 +86,10 @@ def test_invalid_input_is_a_value_error_named_for_step_functions() -> None:
     # Step Functions reports the exception's class name as $.error.Error
     assert issubclass(InvalidRunInput, ValueError)
     assert InvalidRunInput.__name__ == "InvalidRunInput"
+
+
+def test_a_manual_run_may_force_the_decision() -> None:
+    request = parse_run_input({"trainingMode": "full", "forceDecision": "reject"})
+    assert request.force_decision == "reject"
+    assert request.summary()["forceDecision"] == "reject"
+    assert parse_run_input({}).force_decision is None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -11,9 +12,11 @@ from moto_stack import BUCKET, SETTINGS_ENV, STACK
 from refit import layout
 from refit.champion import Champion, ChampionState
 from refit.datasets import DataFile, DataSelection, RejectedFile, RunManifests
+from refit.holdout import HoldoutSplit
 from refit.metrics import UnsupportedMetricError
 from refit.run_input import RunRequest, TrainingMode
 from refit.run_plan import PlanInputs, build_run_plan, choose_training_mode, metric_definitions
+from refit.warm_start import WarmStart
 
 CODE_URI = f"s3://{BUCKET}/code/sourcedir-0123456789abcdef.tar.gz"
 CHAMPION = Champion(
@@ -93,6 +96,7 @@ def test_an_incremental_run_warm_starts_from_the_champion() -> None:
         "eval_metric": "rmse",
         "refit_mode": "incremental",
         "checkpoint_interval": "10",
+        "full_num_round": "100",
     }
     # And it runs on spot with a wait limit and checkpoints
     assert job["EnableManagedSpotTraining"] is True
@@ -243,11 +247,27 @@ def test_nothing_accepted_means_rejected_input() -> None:
 
 
 def test_metric_patterns_tell_challenger_and_champion_apart() -> None:
-    challenger, champion = (re.compile(d["Regex"]) for d in metric_definitions("rmse"))
-    assert [d["Name"] for d in metric_definitions("rmse")] == ["test-rmse", "champion-test-rmse"]
+    patterns = [re.compile(d["Regex"]) for d in metric_definitions("rmse")]
+    challenger, champion, retained, retained_champion = patterns
+    assert [d["Name"] for d in metric_definitions("rmse")] == [
+        "test-rmse",
+        "champion-test-rmse",
+        "retained-test-rmse",
+        "champion-retained-test-rmse",
+    ]
     assert challenger.search("test-rmse: 0.41")[1] == "0.41"  # type: ignore[index]
-    assert challenger.search("champion-test-rmse: 0.45") is None
     assert champion.search("champion-test-rmse: 4.5e-01")[1] == "4.5e-01"  # type: ignore[index]
+    assert retained.search("retained-test-rmse: 0.6")[1] == "0.6"  # type: ignore[index]
+    # Each line feeds exactly one metric
+    lines = [
+        "test-rmse: 1",
+        "champion-test-rmse: 2",
+        "retained-test-rmse: 3",
+        "champion-retained-test-rmse: 4",
+    ]
+    for pattern, own in zip(patterns, lines, strict=True):
+        assert [line for line in lines if pattern.search(line)] == [own]
+    assert retained_champion.search(lines[3])[1] == "4"  # type: ignore[index]
 
 
 def test_an_unsupported_metric_fails_before_training() -> None:
@@ -275,3 +295,65 @@ def test_a_run_of_a_thousand_files_stays_far_below_the_state_limit() -> None:
 def test_the_plan_is_plain_json() -> None:
     plan = build_run_plan(inputs(), settings())
     assert json.loads(json.dumps(plan)) == plan
+
+
+# --- the gate -----------------------------------------------------------------------------------
+def test_an_unsafe_warm_start_makes_the_run_a_full_retrain_and_says_why() -> None:
+    why = "full retrain: the last 3 incremental challengers of s3-champion were rejected"
+    plan = build_run_plan(
+        dataclasses.replace(inputs(), warm_start=WarmStart(full_retrain_reason=why)), settings()
+    )
+    assert (plan["trainingMode"], plan["trainingModeReason"]) == ("full", why)
+    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "100"
+    # The champion is still scored: the model channel stays
+    assert layout.CHANNEL_MODEL in channels(plan)
+
+
+def test_a_champion_whose_artifact_is_missing_is_left_out_of_the_job() -> None:
+    warm_start = WarmStart("full retrain: its artifact is missing", "its artifact is missing")
+    plan = build_run_plan(dataclasses.replace(inputs(), warm_start=warm_start), settings())
+    assert plan["trainingMode"] == "full"
+    assert layout.CHANNEL_MODEL not in channels(plan)
+    assert plan["championProblem"] == "its artifact is missing"
+    assert plan["champion"]["modelName"] == "s3-champion"  # the endpoint is still updated
+
+
+def test_a_requested_full_retrain_keeps_its_own_reason() -> None:
+    warm_start = WarmStart(full_retrain_reason="full retrain: rejections")
+    request = RunRequest(training_mode="full")
+    plan = build_run_plan(
+        dataclasses.replace(inputs(request=request), warm_start=warm_start), settings()
+    )
+    assert plan["trainingModeReason"] == "full retraining requested"
+
+
+def test_split_holdout_becomes_two_manifest_channels() -> None:
+    split = HoldoutSplit(
+        cutoff="2026-11-01T00:00:00Z",
+        fresh_files=1,
+        retained_files=2,
+        fresh_manifest_uri=f"s3://{BUCKET}/runs/r/test.manifest",
+        retained_manifest_uri=f"s3://{BUCKET}/runs/r/test_retained.manifest",
+        reason="split",
+    )
+    plan = build_run_plan(dataclasses.replace(inputs(), test_sets=split), settings())
+    found = channels(plan)
+    for name, uri in [
+        (layout.CHANNEL_TEST, split.fresh_manifest_uri),
+        (layout.CHANNEL_TEST_RETAINED, split.retained_manifest_uri),
+    ]:
+        source = found[name]["DataSource"]["S3DataSource"]
+        assert (source["S3DataType"], source["S3Uri"]) == ("ManifestFile", uri)
+    assert plan["testSets"]["retainedFiles"] == 2
+
+
+def test_without_a_split_the_test_channel_reads_the_whole_prefix() -> None:
+    plan = build_run_plan(inputs(), settings())
+    source = channels(plan)[layout.CHANNEL_TEST]["DataSource"]["S3DataSource"]
+    assert (source["S3DataType"], source["S3Uri"]) == ("S3Prefix", f"s3://{BUCKET}/data/test/")
+    assert layout.CHANNEL_TEST_RETAINED not in channels(plan)
+
+
+def test_a_forced_decision_reaches_the_plan() -> None:
+    plan = build_run_plan(inputs(request=RunRequest(force_decision="reject")), settings())
+    assert plan["forceDecision"] == "reject"

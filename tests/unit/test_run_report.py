@@ -635,3 +635,73 @@ def test_error_cause_is_bounded() -> None:
     described = describe_error({"Error": "States.TaskFailed", "Cause": "x" * 100_000})
     assert described is not None
     assert len(described["Cause"]) == 4000
+
+
+# --- the gate ---------------------------------------------------------------------------------
+def _rejected_state(run_id: str, **evaluation: Any) -> dict[str, Any]:
+    return {
+        "run": run_plan(run_id),
+        "training": training_result(run_id),
+        "evaluation": {**evaluation_result("reject", challenger=0.5), **evaluation},
+    }
+
+
+def test_rejected_incremental_runs_count_towards_a_full_retrain(aws: Aws) -> None:
+    # Given two rejected incremental challengers of job-run-1 (one recorded twice: a retry)
+    _record(aws, "rejected", _rejected_state("run-2"), name="run-2")
+    _record(aws, "rejected", _rejected_state("run-3"), name="run-3")
+    _record(aws, "rejected", _rejected_state("run-3"), name="run-3")
+    # Then the streak is 2; a forced rejection does not count, a promotion ends it
+    assert _ledger(aws).rejection_streak("job-run-1") == 2
+    _record(aws, "rejected", _rejected_state("run-4", forced=True), name="run-4")
+    assert _ledger(aws).rejection_streak("job-run-1") == 2
+    _record(aws, "promoted", promoted_state("run-5"), name="run-5")
+    assert _ledger(aws).rejection_streak("job-run-1") == 0
+
+
+def test_a_rejected_full_retrain_ends_the_streak(aws: Aws) -> None:
+    _record(aws, "rejected", _rejected_state("run-2"), name="run-2")
+    state = _rejected_state("run-3")
+    state["run"]["trainingMode"] = "full"
+    _record(aws, "rejected", state, name="run-3")
+    assert _ledger(aws).rejection_streak("job-run-1") == 0
+
+
+def test_a_forced_decision_and_the_retained_scores_are_recorded_and_notified(aws: Aws) -> None:
+    # Given a run whose challenger a person forced through over the gate's rejection
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    state = promoted_state("run-2")
+    state["evaluation"] = {
+        **state["evaluation"],
+        "forced": True,
+        "gateDecision": "reject",
+        "reason": "forced promote by the execution input; the gate said reject: worse",
+        "retainedChallenger": 0.6,
+        "retainedChampion": 0.5,
+        "retainedImprovement": -0.1,
+        "retainedTestRows": 80,
+        "maxRetainedRegression": 0.05,
+        "objective": "reg:squarederror",
+    }
+    # When recorded
+    _record(aws, "promoted", state)
+    # Then the record and the notification say it was forced, and keep both retained scores
+    run = _stored(aws)
+    assert (run["decisionForced"], run["gateDecision"]) == (True, "reject")
+    assert run["metrics"]["retainedChallenger"] == 0.6
+    assert run["metrics"]["retainedTestRows"] == 80
+    message = received_notifications(aws.sqs, inbox)[0]["Message"]
+    assert "Decision: promote (forced by the execution input): forced promote" in message
+    assert _ledger(aws).get_champion().objective == "reg:squarederror"  # type: ignore[union-attr]
+
+
+def test_a_fallback_in_the_training_job_corrects_the_recorded_mode(aws: Aws) -> None:
+    state = _rejected_state(
+        "run-2", mode="full", modeFallback="no warm start: the champion has 3 features"
+    )
+    _record(aws, "rejected", state)
+    run = _stored(aws)
+    assert (run["trainingMode"], run["trainingModeReason"]) == (
+        "full",
+        "no warm start: the champion has 3 features",
+    )

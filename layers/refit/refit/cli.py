@@ -1,6 +1,7 @@
 """`refit`: the operator CLI. Works against AWS or any emulator named by AWS_ENDPOINT_URL.
 
     refit start [--full | --incremental] [--prefix data/train/x/] [--mode endpoint|batch]
+                [--force-promote | --force-reject]   override the gate (recorded as forced)
     refit runs [--json] [--limit N]
     refit run RUN_ID
     refit cost [--days N] [--json]   estimated USD per day and per model (refit.cost)
@@ -82,6 +83,10 @@ def build_execution_input(args: argparse.Namespace) -> dict[str, Any]:
         document["prefix"] = args.prefix
     if args.mode:
         document["deploymentMode"] = args.mode
+    if args.force_promote:
+        document["forceDecision"] = "promote"
+    elif args.force_reject:
+        document["forceDecision"] = "reject"
     # Refuse bad input here, before an execution is started only to fail in PrepareRun.
     parse_run_input(document)
     return document
@@ -320,6 +325,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--incremental", action="store_true", help="continue from the champion")
     start.add_argument("--prefix", help="train on the data under this prefix of data/train/")
     start.add_argument("--mode", choices=("endpoint", "batch"), help="override deployment mode")
+    forced = start.add_mutually_exclusive_group()
+    forced.add_argument(
+        "--force-promote",
+        action="store_true",
+        help="promote the challenger whatever the gate says (recorded as forced)",
+    )
+    forced.add_argument(
+        "--force-reject",
+        action="store_true",
+        help="keep the champion whatever the gate says (recorded as forced)",
+    )
 
     runs = commands.add_parser("runs", help="list run records, newest first")
     runs.add_argument("--json", action="store_true")

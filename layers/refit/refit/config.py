@@ -88,6 +88,8 @@ class Settings:
     endpoint_instance_count: int
     evaluation_metric: str
     min_improvement: float
+    max_retained_regression: float
+    full_retrain_after_rejections: int
     models_to_keep: int
     objective: str
     num_rounds_full: int
@@ -122,6 +124,9 @@ class Settings:
             endpoint_instance_count=env.integer("ENDPOINT_INSTANCE_COUNT", 1, minimum=1),
             evaluation_metric=env.text("EVALUATION_METRIC", "rmse"),
             min_improvement=env.number("MIN_IMPROVEMENT", 0.0),
+            max_retained_regression=env.number("MAX_RETAINED_REGRESSION", 0.0),
+            # 0: never fall back to a full retrain because challengers keep losing.
+            full_retrain_after_rejections=env.integer("FULL_RETRAIN_AFTER_REJECTIONS", 3),
             models_to_keep=env.integer("MODELS_TO_KEEP", 2, minimum=1),
             objective=env.text("OBJECTIVE", "reg:squarederror"),
             num_rounds_full=env.integer("NUM_ROUNDS_FULL", 100, minimum=1),

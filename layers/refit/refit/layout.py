@@ -63,6 +63,7 @@ ON_DEMAND_JOB_SUFFIX = "od"
 CHANNEL_TRAIN = "train"
 CHANNEL_VALIDATION = "validation"
 CHANNEL_TEST = "test"
+CHANNEL_TEST_RETAINED = "test_retained"  # older test data: the gate's forgetting check
 CHANNEL_MODEL = "model"
 MODEL_FILE = "xgboost-model"
 EVALUATION_FILE = "evaluation.json"

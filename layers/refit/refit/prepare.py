@@ -20,6 +20,7 @@ from aws_lambda_powertools import Logger
 from refit import datasets, layout
 from refit.champion import resolve_champion
 from refit.config import Settings
+from refit.holdout import champion_run_started_at, split_holdout
 from refit.metrics import higher_is_better
 from refit.run_input import InvalidRunInput, parse_run_input
 from refit.run_plan import PlanInputs, build_run_plan, plan_size
@@ -27,6 +28,7 @@ from refit.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
 from refit.run_records import RunRecords
 from refit.trained_data import load_trained
 from refit.training_code import publish_training_code
+from refit.warm_start import check_warm_start
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -117,6 +119,16 @@ def prepare_run(
         queue.take(run_id, [f.data_object() for f in selection.accepted], started_at)
     manifests = datasets.write_manifests(s3, bucket, run_id, request, selection, started_at)
     code_uri = publish_training_code(s3, bucket, settings.training_code_dir)
+    # The gate: may this run warm-start, and which test data is fresh vs retained.
+    warm_start = check_warm_start(
+        s3,
+        records,
+        champion,
+        objective=settings.objective,
+        data_columns=selection.columns,
+        full_retrain_after_rejections=settings.full_retrain_after_rejections,
+    )
+    test_sets = split_holdout(s3, bucket, run_id, champion_run_started_at(records, champion))
     plan = build_run_plan(
         PlanInputs(
             run_id=run_id,
@@ -130,6 +142,8 @@ def prepare_run(
             ),
             has_batch_input=datasets.has_objects(s3, bucket, layout.BATCH_INPUT_PREFIX),
             region=s3.meta.region_name,
+            warm_start=warm_start,
+            test_sets=test_sets,
         ),
         settings,
     )
@@ -148,6 +162,8 @@ def prepare_run(
             "jobName": plan["trainingJob"]["TrainingJobName"],
             "champion": plan["champion"],
             "codeUri": code_uri,
+            "testSets": plan["testSets"],
+            "forceDecision": plan["forceDecision"],
         },
     )
     logger.info(

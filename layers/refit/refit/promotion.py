@@ -5,6 +5,13 @@ The training script scores both models on the same held-out test set and writes
 ``<output>/<job>/output/output.tar.gz`` beside ``model.tar.gz``. The decision is direction-aware
 (``refit.metrics``) and needs a minimum gain, so noise never replaces a good model.
 
+The gate has two thresholds, both in metric units and direction-aware: the challenger must beat
+the champion on the fresh test set by at least ``MIN_IMPROVEMENT``, and, when the job also
+scored both on retained older test data (channel ``test_retained``), it must not be worse there
+by more than ``MAX_RETAINED_REGRESSION``: a model that learns the new data by forgetting the old
+is rejected. A manual run may force the verdict (``forceDecision``); the record keeps what the
+gate said.
+
 A readable evaluation also proves the job completed on its data: EvaluateModels then folds the
 run's pinned versions into the cumulative data manifest (``refit.trained_data``) before it
 decides, so promoted and rejected runs alike are on record for the next full retrain.
@@ -12,6 +19,7 @@ decides, so promoted and rejected runs alike are on record for the next full ret
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tarfile
@@ -61,6 +69,14 @@ class Evaluation:
     challenger_rounds: int | None
     resumed_from_round: int | None
     features: int | None
+    # The forgetting check: both models on retained older test data (None without such data).
+    retained_challenger: float | None = None
+    retained_champion: float | None = None
+    retained_test_rows: int | None = None
+    objective: str | None = None
+    # Why an incremental job trained from scratch, and why the champion has no score.
+    mode_fallback: str | None = None
+    champion_problem: str | None = None
 
     @classmethod
     def parse(cls, data: Any, source: str) -> Evaluation:
@@ -86,7 +102,17 @@ class Evaluation:
             challenger_rounds=integer(data, "challengerRounds"),
             resumed_from_round=integer(data, "resumedFromRound"),
             features=integer(data, "features"),
+            retained_challenger=_optional_score(data, "retainedChallenger", source),
+            retained_champion=_optional_score(data, "retainedChampion", source),
+            retained_test_rows=integer(data, "retainedTestRows"),
+            objective=text(data, "objective"),
+            mode_fallback=text(data, "modeFallback"),
+            champion_problem=text(data, "championProblem"),
         )
+
+
+def _optional_score(data: Mapping[str, Any], key: str, source: str) -> float | None:
+    return None if data.get(key) is None else _score(data, key, source)
 
 
 def _score(data: Mapping[str, Any], key: str, source: str) -> float:
@@ -195,6 +221,12 @@ class Decision:
     improvement: float | None
     verdict: Verdict
     reason: str
+    # The forgetting check (positive = better on retained data) and its limit.
+    retained_improvement: float | None = None
+    max_retained_regression: float | None = None
+    # forceDecision: the verdict was the execution input's; gate_verdict is what the gate said.
+    forced: bool = False
+    gate_verdict: Verdict | None = None
     # ``$.evaluation.trainedData``: the cumulative manifest update (refit.trained_data).
     trained_data: Mapping[str, Any] | None = field(default=None, compare=False)
 
@@ -225,6 +257,17 @@ class Decision:
             "championRounds": e.champion_rounds,
             "challengerRounds": e.challenger_rounds,
             "resumedFromRound": e.resumed_from_round,
+            # The forgetting check and the forced-decision audit (docs/architecture.md).
+            "retainedChallenger": e.retained_challenger,
+            "retainedChampion": e.retained_champion,
+            "retainedImprovement": self.retained_improvement,
+            "retainedTestRows": e.retained_test_rows,
+            "maxRetainedRegression": self.max_retained_regression,
+            "forced": self.forced,
+            "gateDecision": self.gate_verdict or self.verdict,
+            "objective": e.objective,
+            "modeFallback": e.mode_fallback,
+            "championProblem": e.champion_problem,
             "trainedData": dict(self.trained_data) if self.trained_data is not None else None,
         }
 
@@ -238,7 +281,60 @@ def _meets(improvement: float, minimum: float) -> bool:
     return improvement >= minimum or math.isclose(improvement, minimum, abs_tol=1e-12)
 
 
-def decide(evaluation: Evaluation, metric: str, min_improvement: float) -> Decision:
+def decide(
+    evaluation: Evaluation,
+    metric: str,
+    min_improvement: float,
+    *,
+    max_retained_regression: float = 0.0,
+    forced: Verdict | None = None,
+) -> Decision:
+    """The gate, then the execution input's forced verdict (if any) over it."""
+    gate = _gate(evaluation, metric, min_improvement, max_retained_regression)
+    if forced is None:
+        return gate
+    reason = f"forced {forced} by the execution input; the gate said {gate.verdict}: {gate.reason}"
+    return dataclasses.replace(
+        gate, verdict=forced, reason=reason, forced=True, gate_verdict=gate.verdict
+    )
+
+
+def _gate(
+    evaluation: Evaluation, metric: str, min_improvement: float, max_retained_regression: float
+) -> Decision:
+    decision = _gate_on_fresh_data(evaluation, metric, min_improvement)
+    retained = _retained_improvement(evaluation, metric)
+    if retained is None:
+        return decision
+    decision = dataclasses.replace(
+        decision, retained_improvement=retained, max_retained_regression=max_retained_regression
+    )
+    regression = -retained
+    limit = f"limit {_fmt(max_retained_regression)}"
+    if not decision.promote:
+        return decision
+    if not _meets(max_retained_regression, regression):  # float noise at the limit passes
+        reason = (
+            f"challenger {metric} improves new data by {_fmt(decision.improvement or 0.0)} but "
+            f"regresses retained data by {_fmt(regression)} > {limit} "
+            f"(retained: challenger {_fmt(evaluation.retained_challenger or 0.0)}, "
+            f"champion {_fmt(evaluation.retained_champion or 0.0)})"
+        )
+        return dataclasses.replace(decision, verdict="reject", reason=reason)
+    change = f"better by {_fmt(retained)}" if retained >= 0 else f"worse by {_fmt(regression)}"
+    reason = f"{decision.reason}; on retained data {change} ({limit})"
+    return dataclasses.replace(decision, reason=reason)
+
+
+def _retained_improvement(evaluation: Evaluation, metric: str) -> float | None:
+    if evaluation.retained_challenger is None or evaluation.retained_champion is None:
+        return None
+    return metric_rules.improvement(
+        metric, evaluation.retained_challenger, evaluation.retained_champion
+    )
+
+
+def _gate_on_fresh_data(evaluation: Evaluation, metric: str, min_improvement: float) -> Decision:
     """Promote iff the challenger beats the champion by at least ``min_improvement``."""
     if evaluation.metric != metric:
         raise EvaluationUnavailable(
@@ -247,6 +343,14 @@ def decide(evaluation: Evaluation, metric: str, min_improvement: float) -> Decis
     higher = metric_rules.higher_is_better(metric)
     challenger = f"challenger {metric} {_fmt(evaluation.challenger)}"
     if evaluation.champion is None:
+        if evaluation.champion_problem:
+            # A champion that cannot be read or scored can neither be continued nor compared;
+            # a scored challenger trained from scratch replaces it (forceDecision can refuse).
+            reason = (
+                f"{challenger}; the champion has no score ({evaluation.champion_problem}): "
+                "promoted without a comparison"
+            )
+            return Decision(evaluation, higher, None, "promote", reason)
         return Decision(evaluation, higher, None, "promote", "no champion: first model")
     gain = metric_rules.improvement(metric, evaluation.challenger, evaluation.champion)
     champion = f"champion {_fmt(evaluation.champion)}"
@@ -268,6 +372,7 @@ def evaluate(
     s3: S3Client,
     state: Mapping[str, Any],
     min_improvement: float,
+    max_retained_regression: float = 0.0,
     now: datetime | None = None,
 ) -> Decision:
     """EvaluateModels: ``{"run", "training"}`` in, the decision out."""
@@ -279,21 +384,24 @@ def evaluate(
     evaluation = load_evaluation(s3, model_data_url)
     manifest_uri = parsed.run.data.manifest_uri if parsed.run and parsed.run.data else None
     recorded = record_trained_data(s3, manifest_uri, now or datetime.now(UTC))
-    if parsed.run and parsed.run.champion_exists and evaluation.champion is None:
+    if parsed.run and parsed.run.champion_problem and evaluation.champion_problem is None:
+        # PrepareRun left the champion out of the job (e.g. its artifact is gone): say why.
+        evaluation = dataclasses.replace(evaluation, champion_problem=parsed.run.champion_problem)
+    unscored = evaluation.champion is None and evaluation.champion_problem is None
+    if parsed.run and parsed.run.champion_exists and unscored:
         # Promoting unscored over a live champion would skip the gate entirely.
         raise EvaluationUnavailable(
             f"the run has a champion ({parsed.run.champion_model_name}) "
             "but the evaluation did not score it"
         )
-    decision = decide(evaluation, metric, min_improvement)
-    return Decision(
-        decision.evaluation,
-        decision.higher_is_better,
-        decision.improvement,
-        decision.verdict,
-        decision.reason,
-        recorded,
+    decision = decide(
+        evaluation,
+        metric,
+        min_improvement,
+        max_retained_regression=max_retained_regression,
+        forced=parsed.run.forced_decision if parsed.run else None,
     )
+    return dataclasses.replace(decision, trained_data=recorded)
 
 
 def record_trained_data(

@@ -17,7 +17,11 @@ Schema (JSON object, every field optional, no other keys)::
       "prefix":         string starting with "data/train/"  excludes "objects"
       "trainingMode":   "auto" | "full" | "incremental"     default "auto"
       "deploymentMode": "endpoint" | "batch" | null         default: the stack's DEPLOYMENT_MODE
+      "forceDecision":  "promote" | "reject" | null         default null: the gate decides
     }
+
+``forceDecision`` overrides the gate's verdict (recorded as forced, with what the gate said); it
+never overrides a failed training job or an unreadable evaluation.
 
 Neither ``objects`` nor ``prefix``: every data file under ``data/train/``.
 """
@@ -35,8 +39,10 @@ Source = Literal["s3", "manual"]
 TrainingMode = Literal["auto", "full", "incremental"]
 SOURCES: tuple[Source, ...] = ("s3", "manual")
 TRAINING_MODES: tuple[TrainingMode, ...] = ("auto", "full", "incremental")
+ForcedDecision = Literal["promote", "reject"]
+FORCED_DECISIONS: tuple[ForcedDecision, ...] = ("promote", "reject")
 
-_FIELDS = ("source", "objects", "prefix", "trainingMode", "deploymentMode")
+_FIELDS = ("source", "objects", "prefix", "trainingMode", "deploymentMode", "forceDecision")
 _OBJECT_FIELDS = ("key", "etag", "versionId", "size")
 _T = TypeVar("_T", bound=str)
 
@@ -72,6 +78,7 @@ class RunRequest:
     prefix: str | None = None
     training_mode: TrainingMode = "auto"
     deployment_mode: DeploymentMode | None = None
+    force_decision: ForcedDecision | None = None
 
     @property
     def data_prefix(self) -> str:
@@ -86,6 +93,7 @@ class RunRequest:
             "prefix": None if self.objects else self.data_prefix,
             "trainingMode": self.training_mode,
             "deploymentMode": self.deployment_mode,
+            "forceDecision": self.force_decision,
         }
 
 
@@ -104,6 +112,7 @@ def parse_run_input(document: Any) -> RunRequest:
         prefix=_prefix(document.get("prefix")),
         training_mode=_choice(document, "trainingMode", TRAINING_MODES, "auto"),
         deployment_mode=_optional_choice(document, "deploymentMode", DEPLOYMENT_MODES),
+        force_decision=_optional_choice(document, "forceDecision", FORCED_DECISIONS),
     )
 
 

@@ -21,8 +21,10 @@ from refit import layout
 from refit.champion import Champion, ChampionState
 from refit.config import DeploymentMode, Settings
 from refit.datasets import DataSelection, RunManifests
+from refit.holdout import HoldoutSplit
 from refit.metrics import higher_is_better
 from refit.run_input import RunRequest, TrainingMode
+from refit.warm_start import WarmStart
 
 Mode = Literal["full", "incremental"]
 PlanStatus = Literal["ready", "rejected-input"]
@@ -46,6 +48,9 @@ class PlanInputs:
     has_validation_data: bool
     has_batch_input: bool
     region: str
+    # The gate (refit.warm_start, refit.holdout); None: warm start as planned, data/test/ whole.
+    warm_start: WarmStart | None = None
+    test_sets: HoldoutSplit | None = None
 
 
 def choose_training_mode(requested: TrainingMode, champion: Champion | None) -> tuple[Mode, str]:
@@ -64,17 +69,27 @@ def choose_training_mode(requested: TrainingMode, champion: Champion | None) -> 
 def metric_definitions(metric: str) -> list[dict[str, str]]:
     """CloudWatch metrics from the script's log lines ``test-<m>: v`` and ``champion-test-<m>: v``.
 
-    The challenger's pattern must not match inside the champion's line, hence the anchor.
+    The challenger's pattern must not match inside the champion's line, hence the anchor; the
+    same goes for the retained-data lines ``retained-test-<m>`` and ``champion-retained-test-<m>``.
     """
     return [
         {"Name": f"test-{metric}", "Regex": rf"(?:^|\s)test-{metric}: {_NUMBER}"},
         {"Name": f"champion-test-{metric}", "Regex": rf"champion-test-{metric}: {_NUMBER}"},
+        {
+            "Name": f"retained-test-{metric}",
+            "Regex": rf"(?:^|\s)retained-test-{metric}: {_NUMBER}",
+        },
+        {
+            "Name": f"champion-retained-test-{metric}",
+            "Regex": rf"champion-retained-test-{metric}: {_NUMBER}",
+        },
     ]
 
 
 def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
     champion = inputs.champion.champion
     mode, reason = choose_training_mode(inputs.request.training_mode, champion)
+    mode, reason = _unless_warm_start_is_unsafe(mode, reason, inputs.warm_start)
     deployment_mode: DeploymentMode = inputs.request.deployment_mode or settings.deployment_mode
     status: PlanStatus = "ready" if inputs.selection.accepted else "rejected-input"
     job_name = layout.sagemaker_name(inputs.run_id)
@@ -94,7 +109,36 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
         "trainingJob": training_job,
         "onDemandTrainingJob": _on_demand_training_job(training_job, inputs.run_id, settings),
         "deploy": _deploy(inputs, settings, job_name),
+        # The gate: EvaluateModels reads these (refit.run_state.RunSection).
+        "forceDecision": inputs.request.force_decision,
+        "championProblem": inputs.warm_start.champion_problem if inputs.warm_start else None,
+        "testSets": inputs.test_sets.to_dict() if inputs.test_sets else None,
     }
+
+
+def _unless_warm_start_is_unsafe(
+    mode: Mode, reason: str, warm_start: WarmStart | None
+) -> tuple[Mode, str]:
+    if mode == "incremental" and warm_start is not None and warm_start.full_retrain_reason:
+        return "full", warm_start.full_retrain_reason
+    return mode, reason
+
+
+def _test_channels(inputs: PlanInputs, settings: Settings) -> list[dict[str, Any]]:
+    """``test`` (fresh) and, when PrepareRun split data/test/, ``test_retained`` (older)."""
+    split = inputs.test_sets
+    if split is None or split.fresh_manifest_uri is None or split.retained_manifest_uri is None:
+        return [_prefix_channel(layout.CHANNEL_TEST, _s3(settings, layout.TEST_PREFIX))]
+    return [
+        _manifest_channel(layout.CHANNEL_TEST, split.fresh_manifest_uri),
+        _manifest_channel(layout.CHANNEL_TEST_RETAINED, split.retained_manifest_uri),
+    ]
+
+
+def _manifest_channel(name: str, uri: str) -> dict[str, Any]:
+    channel = _prefix_channel(name, uri)
+    channel["DataSource"]["S3DataSource"]["S3DataType"] = "ManifestFile"
+    return channel
 
 
 def plan_size(plan: dict[str, Any]) -> int:
@@ -174,8 +218,9 @@ def _training_job(
         channels.append(
             _prefix_channel(layout.CHANNEL_VALIDATION, _s3(settings, layout.VALIDATION_PREFIX))
         )
-    channels.append(_prefix_channel(layout.CHANNEL_TEST, _s3(settings, layout.TEST_PREFIX)))
-    if champion is not None:
+    channels.extend(_test_channels(inputs, settings))
+    unscorable = inputs.warm_start is not None and inputs.warm_start.champion_problem is not None
+    if champion is not None and not unscorable:
         # Also in full mode: the script scores the champion on the same test set.
         channels.append(
             _prefix_channel(
@@ -199,6 +244,8 @@ def _training_job(
             "sagemaker_submit_directory": inputs.code_uri,
             "objective": settings.objective,
             "num_round": str(rounds),
+            # If train.py finds the warm start unsafe after all, it trains from scratch this long.
+            "full_num_round": str(settings.num_rounds_full),
             "eval_metric": settings.evaluation_metric,
             "refit_mode": mode,
             "checkpoint_interval": str(settings.checkpoint_interval_rounds),

@@ -4,6 +4,8 @@ One table holds three kinds of item (see docs/architecture.md):
 
 - ``RUN#<runId>/RUN``: one per execution, written RUNNING by PrepareRun and finished by RecordRun.
 - ``CHAMPION#<stack>/CURRENT``: the model refit last promoted and verified live.
+- ``CHAMPION#<stack>/REJECTIONS``: the incremental runs the gate rejected in a row against one
+  champion (``refit.warm_start`` retrains from scratch after ``FULL_RETRAIN_AFTER_REJECTIONS``).
 - ``OBJECT#``, ``QUEUE#`` and ``LOCK#`` items: the intake ledger, queue and run lock, owned by
   :mod:`refit.run_queue`.
 - Items carrying ``resourcesOwner``/``resourcesCreatedAt`` appear in the sparse ``ResourcesIndex``:
@@ -67,6 +69,10 @@ def champion_key(stack_name: str) -> dict[str, str]:
     return {"pk": f"CHAMPION#{stack_name}", "sk": "CURRENT"}
 
 
+def rejections_key(stack_name: str) -> dict[str, str]:
+    return {"pk": f"CHAMPION#{stack_name}", "sk": "REJECTIONS"}
+
+
 def is_condition_failure(error: ClientError) -> bool:
     code: object = error.response.get("Error", {}).get("Code")
     return code == "ConditionalCheckFailedException"
@@ -79,6 +85,7 @@ class ChampionPointer:
     endpoint_config_name: str | None
     run_id: str
     feature_count: int | None = None
+    objective: str | None = None  # what it was trained with: another one means no warm start
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +94,7 @@ class ChampionPointer:
             "endpointConfigName": self.endpoint_config_name,
             "runId": self.run_id,
             "featureCount": self.feature_count,
+            "objective": self.objective,
         }
 
 
@@ -200,6 +208,7 @@ class RunRecords:
             endpoint_config_name=data.get("endpointConfigName"),
             run_id=data["runId"],
             feature_count=data.get("featureCount"),
+            objective=data.get("objective"),
         )
 
     def set_champion(self, champion: ChampionPointer, promoted_at: str) -> None:
@@ -209,6 +218,47 @@ class RunRecords:
                 {**champion_key(self._stack), **champion.to_dict(), "promotedAt": promoted_at}
             ),
         )
+
+    # --- rejected challengers in a row ---------------------------------------------------------
+    def rejection_streak(self, champion_model_name: str) -> int:
+        """Incremental runs rejected in a row against this champion (0 for another champion)."""
+        response = self._db.get_item(
+            TableName=self._table, Key=dynamo_item(rejections_key(self._stack)), ConsistentRead=True
+        )
+        item = plain_item(response["Item"]) if "Item" in response else {}
+        if item.get("championModelName") != champion_model_name:
+            return 0
+        return len(item.get("runIds") or ())
+
+    def count_rejection(self, champion_model_name: str, run_id: str) -> None:
+        """Add a rejected incremental run to the streak; a retry adds the same run id again."""
+        key = dynamo_item(rejections_key(self._stack))
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="ADD runIds :run",
+                ConditionExpression="championModelName = :champion",
+                ExpressionAttributeValues={
+                    ":run": {"SS": [run_id]},
+                    ":champion": {"S": champion_model_name},
+                },
+            )
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            # No streak yet, or another champion's: this run starts one.
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    **key,
+                    "championModelName": {"S": champion_model_name},
+                    "runIds": {"SS": [run_id]},
+                },
+            )
+
+    def reset_rejections(self) -> None:
+        self._db.delete_item(TableName=self._table, Key=dynamo_item(rejections_key(self._stack)))
 
     # --- owned resources ----------------------------------------------------------------------
     def register_resources(

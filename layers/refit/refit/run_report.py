@@ -332,7 +332,22 @@ def _evaluation_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, Any] 
         "challengerRounds": integer(evaluation, "challengerRounds"),
         "championRounds": integer(evaluation, "championRounds"),
         "resumedFromRound": integer(evaluation, "resumedFromRound"),
+        # The forgetting check: both models on retained older test data.
+        "retainedChallenger": number(evaluation, "retainedChallenger"),
+        "retainedChampion": number(evaluation, "retainedChampion"),
+        "retainedImprovement": number(evaluation, "retainedImprovement"),
+        "retainedTestRows": integer(evaluation, "retainedTestRows"),
+        "maxRetainedRegression": number(evaluation, "maxRetainedRegression"),
     }
+
+
+def _training_mode(state: RunState) -> tuple[str | None, str | None]:
+    """The mode the job really trained in, and why it differs from the plan (train.py fell back)."""
+    planned = state.run.training_mode if state.run else None
+    fallback = text(state.evaluation, "modeFallback")
+    if fallback is not None:
+        return text(state.evaluation, "mode") or planned, fallback
+    return planned, None
 
 
 def run_attributes(
@@ -357,7 +372,12 @@ def run_attributes(
         "executionName": outcome.execution_name,
         "status": outcome.status,
         "finishedAt": finished_at,
-        "trainingMode": run.training_mode if run else None,
+        "trainingMode": _training_mode(state)[0],
+        # Set only when train.py overrode the plan; PrepareRun wrote the planned reason.
+        "trainingModeReason": _training_mode(state)[1],
+        "decisionForced": flag(state.evaluation, "forced"),
+        "gateDecision": text(state.evaluation, "gateDecision"),
+        "championProblem": text(state.evaluation, "championProblem"),
         "deploymentMode": run.deployment_mode if run else None,
         "metric": run.metric if run else None,
         "data": None
@@ -423,6 +443,7 @@ def _champion(outcome: RunOutcome) -> ChampionPointer:
         endpoint_config_name=outcome.endpoint_config_name if outcome.endpoint_mode else None,
         run_id=outcome.run_id,
         feature_count=integer(outcome.state.evaluation, "features"),
+        objective=text(outcome.state.evaluation, "objective"),
     )
 
 
@@ -501,7 +522,8 @@ def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
             + (f" (the spot job billed {spent} s)." if spent else ".")
         )
     if record.get("reason"):
-        lines.append(f"Decision: {record.get('decision')}: {record['reason']}.")
+        forced = " (forced by the execution input)" if record.get("decisionForced") else ""
+        lines.append(f"Decision: {record.get('decision')}{forced}: {record['reason']}.")
     if record.get("endpointConfigName"):
         lines.append(
             f"Endpoint {record.get('endpointName')} serves config {record['endpointConfigName']}."
@@ -566,6 +588,27 @@ def _cloudwatch_metrics(outcome: RunOutcome, record: Mapping[str, Any]) -> list[
     return found
 
 
+def _update_rejection_streak(outcome: RunOutcome, records: RunRecords, limit: int) -> None:
+    """Count gate rejections of incremental challengers in a row (refit.warm_start reads it).
+
+    A promotion or a rejected full retrain ends the streak; failed runs and forced decisions
+    (a person's, not the gate's) leave it as it is. Off (never written) when the limit is 0.
+    """
+    run = outcome.state.run
+    if limit < 1 or run is None or flag(outcome.state.evaluation, "forced"):
+        if outcome.outcome == "promoted" and limit >= 1:
+            records.reset_rejections()
+        return
+    if outcome.outcome == "promoted":
+        records.reset_rejections()
+    elif outcome.outcome == "rejected":
+        planned, _ = _training_mode(outcome.state)
+        if planned == "incremental" and run.champion_model_name:
+            records.count_rejection(run.champion_model_name, outcome.run_id)
+        else:
+            records.reset_rejections()
+
+
 def record_run(
     event: Mapping[str, Any],
     records: RunRecords,
@@ -589,6 +632,7 @@ def record_run(
     records.finish(outcome.run_id, record)
     if champion is not None:
         records.set_champion(champion, promoted_at=finished_at)
+    _update_rejection_streak(outcome, records, settings.full_retrain_after_rejections)
     deploy = outcome.state.deploy
     if outcome.decided_to_promote and deploy and deploy.model_name:
         # From the promote decision on, CreateModel (and CreateEndpointConfig) may have run,

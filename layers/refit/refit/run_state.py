@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from refit.config import DEPLOYMENT_MODES, DeploymentMode
 
@@ -130,6 +130,9 @@ class RunSection:
     # trainingJob.ResourceConfig (the on-demand retry uses the same resources).
     training_instance_type: str | None = None
     training_instance_count: int | None = None
+    # The gate: a forced verdict from the execution input, and why the champion is not scored.
+    forced_decision: Literal["promote", "reject"] | None = None
+    champion_problem: str | None = None
 
     @classmethod
     def parse(cls, run: Mapping[str, Any]) -> RunSection:
@@ -155,6 +158,10 @@ class RunSection:
             deploy=DeployPlan.parse(deploy) if deploy is not None else None,
             training_instance_type=text(resources, "InstanceType"),
             training_instance_count=integer(resources, "InstanceCount"),
+            forced_decision=next(
+                (d for d in ("promote", "reject") if d == run.get("forceDecision")), None
+            ),
+            champion_problem=text(run, "championProblem"),
         )
 
 
