@@ -371,7 +371,9 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     server_version = "LocalSageMaker"
-    protocol_version = "HTTP/1.0"
+    # Keep-alive, as SageMaker endpoints and the SDKs' connection pools do: every reply carries a
+    # Content-Length and every request body is read or discarded, so connections stay usable.
+    protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/ping":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import threading
 import urllib.error
@@ -151,6 +152,32 @@ def test_error_statuses(live: LocalSageMaker) -> None:
     assert live.invoke("ep", just_fits, "application/json", None).status == 200
     # Unknown paths are 404
     assert http(live, "ep", "/nope")[0] == 404
+
+
+def test_one_connection_serves_many_requests_and_errors(live: LocalSageMaker) -> None:
+    # Given one kept-alive connection, as a client's connection pool holds
+    host, port = live.endpoint_address("ep")
+    connection = http_client.HTTPConnection(host, port, timeout=10)
+    try:
+        # When it sends a prediction, a bad request, an unknown path and a prediction again
+        answers = []
+        for path, body in [
+            ("/invocations", b"[1, 2]"),
+            ("/invocations", b'{"a": 1}'),
+            ("/nope", b"[1]"),
+            ("/invocations", b"[3]"),
+        ]:
+            connection.request(
+                "POST", path, body=body, headers={"Content-Type": "application/json"}
+            )
+            response = connection.getresponse()
+            answers.append((response.status, response.read(), response.will_close))
+    finally:
+        connection.close()
+    # Then each is answered on that same connection, which stays open
+    assert [status for status, _, _ in answers] == [200, 400, 404, 200]
+    assert not any(will_close for _, _, will_close in answers)
+    assert json.loads(answers[-1][1])["predictions"] == [6]
 
 
 def test_update_keeps_the_old_model_answering_until_the_new_one_is_ready(

@@ -83,9 +83,10 @@ def build_execution_input(args: argparse.Namespace) -> dict[str, Any]:
         document["prefix"] = args.prefix
     if args.mode:
         document["deploymentMode"] = args.mode
-    if args.force_promote:
+    # Optional: callers that build the namespace themselves (the demo) may leave them out.
+    if getattr(args, "force_promote", False):
         document["forceDecision"] = "promote"
-    elif args.force_reject:
+    elif getattr(args, "force_reject", False):
         document["forceDecision"] = "reject"
     # Refuse bad input here, before an execution is started only to fail in PrepareRun.
     parse_run_input(document)
