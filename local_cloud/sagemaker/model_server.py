@@ -374,6 +374,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # Keep-alive, as SageMaker endpoints and the SDKs' connection pools do: every reply carries a
     # Content-Length and every request body is read or discarded, so connections stay usable.
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds the
+    # body until the client's delayed ACK (~40 ms) on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/ping":
