@@ -27,6 +27,8 @@ What each module patches (see their docstrings):
   Change" event on EventBridge (moto emitted none).
 - :mod:`.stepfunctions_parser`: ``"RoleArn.$"`` in Parameters is a path (moto's lexer made it
   a literal key).
+- :mod:`.dynamodb_api`: DynamoDB requests one at a time (moto's transactions deep-copy tables
+  that other server threads were writing to).
 - :mod:`.lambda_api`: ``moto.awslambda``: every invocation -> ``invoke_lambda``; SQS event source
   mappings no longer deliver inside SendMessage.
 
@@ -73,6 +75,7 @@ def all_patches() -> list[Patch]:
     check_version()
     try:
         from . import (
+            dynamodb_api,
             lambda_api,
             sagemaker_api,
             sagemaker_runtime_api,
@@ -94,6 +97,7 @@ def all_patches() -> list[Patch]:
         *stepfunctions_events.patches(),
         *stepfunctions_parser.patches(),
         *lambda_api.patches(),
+        *dynamodb_api.patches(),
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from moto_patches_harness import (
     wait_endpoint,
     wait_execution,
 )
+from runs_table import create_runs_table
 
 from local_cloud import moto_patches
 from local_cloud.lambda_result import UNHANDLED
@@ -989,3 +991,44 @@ def test_the_runtime_errors_reach_the_api_with_sagemaker_codes(cloud: Cloud) -> 
     assert invalid.value.response["Error"]["Code"] == "ValidationException"
     with pytest.raises(ClientError):
         cloud.sagemaker.describe_training_job(TrainingJobName="bad_name_with_underscores")
+
+
+def test_concurrent_dynamodb_transactions_and_writes_all_succeed(cloud: Cloud) -> None:
+    # Given a table the server's threads write to at once, as concurrent Lambda invocations do
+    dynamodb = cloud.server.client("dynamodb")
+    create_runs_table(dynamodb, "concurrent-writes")
+    errors: list[Exception] = []
+
+    def transactions(worker: int) -> None:
+        client = cloud.server.client("dynamodb")
+        try:
+            for batch in range(8):
+                client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": "concurrent-writes",
+                                "Item": {"pk": {"S": f"T#{worker}"}, "sk": {"S": f"{batch}-{i}"}},
+                            }
+                        }
+                        for i in range(50)
+                    ]
+                )
+                for i in range(20):
+                    client.put_item(
+                        TableName="concurrent-writes",
+                        Item={"pk": {"S": f"P#{worker}"}, "sk": {"S": f"{batch}-{i}"}},
+                    )
+        except Exception as error:  # collected: asserted below
+            errors.append(error)
+
+    # When four workers write transactions and single items concurrently
+    workers = [threading.Thread(target=transactions, args=(n,)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    # Then every request succeeded and every item is there
+    assert errors == []
+    count = dynamodb.scan(TableName="concurrent-writes", Select="COUNT")["Count"]
+    assert count == 4 * 8 * (50 + 20)
