@@ -38,7 +38,6 @@ COMMAND = "make bench  # or: .venv/bin/python -m bench.burst"
 TRAIN_PREFIX = "data/train/bench-burst/"
 TEST_KEY = "data/test/bench-burst-holdout.csv"
 UPLOAD_THREADS = 16
-SETTLE_SECONDS = 3.0  # the queue must stay empty and the execution count unchanged this long
 TIMEOUT_SECONDS = 240.0
 # A small valid CSV: label in column 0, no header.
 CSV_BODY = b"1.5,0.1,0.2,0.3\n0.5,0.4,0.5,0.6\n2.5,0.7,0.8,0.9\n"
@@ -56,16 +55,6 @@ def template_defaults() -> dict[str, Any]:
     return {name: p.get("Default") for name, p in template["Parameters"].items()}
 
 
-def queue_depth(sqs: Any, queue_url: str) -> int:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def executions(sfn: Any, state_machine_arn: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn):
@@ -81,7 +70,6 @@ def run_burst(label: str, parameters: dict[str, Any], files: int) -> dict[str, A
     ):
         info = cloud.connection_info()
         s3 = cloud.client("s3")
-        sqs = cloud.client("sqs")
         sfn = cloud.client("stepfunctions")
         (poller,) = [
             p for p in cloud.event_sources.pollers if p.mapping.queue_url == info.queue_url
@@ -92,7 +80,6 @@ def run_burst(label: str, parameters: dict[str, Any], files: int) -> dict[str, A
         # The held-out set first (not counted; outside data/train/, so it starts nothing).
         s3.put_object(Bucket=info.bucket, Key=TEST_KEY, Body=CSV_BODY)
         time.sleep(1.0)
-        baseline_runs = len(executions(sfn, info.state_machine_arn))
         baseline_batches = len(poller.outcomes)
 
         keys = [f"{TRAIN_PREFIX}part-{i:05d}.csv" for i in range(files)]
@@ -108,47 +95,61 @@ def run_burst(label: str, parameters: dict[str, Any], files: int) -> dict[str, A
         upload_span = last_upload - first_upload
         print(f"uploaded {files} files in {upload_span:.2f} s", flush=True)
 
-        # Wait until the queue is drained and no new execution appears for SETTLE_SECONDS.
+        # Runs never overlap: uploads that arrive during a run are queued for one follow-up run.
+        # Training is not what this measures, so each run is stopped as soon as it starts (its
+        # end releases the run lock and starts the follow-up); wait until every upload is
+        # covered by a run.
         deadline = time.monotonic() + TIMEOUT_SECONDS
-        seen = -1
-        stable_since = time.monotonic()
         timed_out = False
+        inputs: dict[str, str] = {}
+        stopped: set[str] = set()
+        uploaded = set(keys)
         while True:
-            count = len(executions(sfn, info.state_machine_arn))
-            handled = sum(len(b.message_ids) for b in poller.outcomes[baseline_batches:])
-            busy = handled < files or queue_depth(sqs, info.queue_url) > 0
-            if count != seen or busy or count == baseline_runs:
-                seen = count
-                stable_since = time.monotonic()
-            elif time.monotonic() - stable_since >= SETTLE_SECONDS:
+            runs = [
+                e
+                for e in executions(sfn, info.state_machine_arn)
+                if e["startDate"].timestamp() >= first_upload
+            ]
+            for execution in runs:
+                arn = execution["executionArn"]
+                if arn not in inputs:
+                    inputs[arn] = sfn.describe_execution(executionArn=arn)["input"]
+                if execution["status"] == "RUNNING" and arn not in stopped:
+                    sfn.stop_execution(
+                        executionArn=arn, error="Bench", cause="burst bench: training not measured"
+                    )
+                    stopped.add(arn)
+            covered_now = {
+                o["key"] for text in inputs.values() for o in json.loads(text).get("objects") or []
+            }
+            if uploaded <= covered_now:
                 break
             if time.monotonic() > deadline:
                 timed_out = True
                 break
             time.sleep(0.5)
 
-        runs = executions(sfn, info.state_machine_arn)
+        runs = [
+            e
+            for e in executions(sfn, info.state_machine_arn)
+            if e["startDate"].timestamp() >= first_upload
+        ]
         covered: list[str] = []
         starts: list[float] = []
         objects_per_run: list[int] = []
         input_bytes: list[int] = []
         for execution in runs:
-            described = sfn.describe_execution(executionArn=execution["executionArn"])
-            document = json.loads(described["input"])
-            run_keys = [o["key"] for o in document.get("objects") or []]
+            text = (
+                inputs.get(execution["executionArn"])
+                or sfn.describe_execution(executionArn=execution["executionArn"])["input"]
+            )
+            run_keys = [o["key"] for o in json.loads(text).get("objects") or []]
             covered.extend(run_keys)
             objects_per_run.append(len(run_keys))
-            input_bytes.append(len(described["input"].encode()))
+            input_bytes.append(len(text.encode()))
             starts.append(execution["startDate"].timestamp())
-        # Training is not what this measures: stop what is still running.
-        for execution in executions(sfn, info.state_machine_arn):
-            if execution["status"] == "RUNNING":
-                sfn.stop_execution(
-                    executionArn=execution["executionArn"], error="Bench", cause="burst bench done"
-                )
 
         batches = poller.outcomes[baseline_batches:]
-        uploaded = set(keys)
         distinct = set(covered) & uploaded
         result = {
             "label": label,
@@ -156,7 +157,7 @@ def run_burst(label: str, parameters: dict[str, Any], files: int) -> dict[str, A
             "effective_parameters": effective,
             "files_uploaded": files,
             "upload_span_s": round(upload_span, 2),
-            "runs_started": len(runs) - baseline_runs,
+            "runs_started": len(runs),
             "objects_per_run": sorted(objects_per_run, reverse=True),
             "files_covered": len(covered),
             "distinct_keys_covered": len(distinct),

@@ -8,6 +8,7 @@ are in-process fakes behind the ``invoke_lambda`` callable.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from local_sagemaker_harness import BUCKET, FAST_SETTINGS, IMAGE, get, keys, put, wait_until
+from moto.dynamodb.models.table import Table as DynamoTable
 from moto_patches_harness import (
     ACCOUNT,
     REGION,
@@ -1032,3 +1034,41 @@ def test_concurrent_dynamodb_transactions_and_writes_all_succeed(cloud: Cloud) -
     assert errors == []
     count = dynamodb.scan(TableName="concurrent-writes", Select="COUNT")["Count"]
     assert count == 4 * 8 * (50 + 20)
+
+
+def test_a_transaction_backs_each_table_up_once_and_still_rolls_back(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a table with items, and a count of the table copies moto makes
+    dynamodb = cloud.server.client("dynamodb")
+    create_runs_table(dynamodb, "rollback")
+    for i in range(30):
+        dynamodb.put_item(TableName="rollback", Item={"pk": {"S": "OLD"}, "sk": {"S": str(i)}})
+    copies: list[str] = []
+    deepcopy = copy.deepcopy
+
+    def counting(value: Any, memo: Any = None) -> Any:
+        if isinstance(value, DynamoTable):
+            copies.append(value.name)
+        return deepcopy(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    puts = [
+        {"Put": {"TableName": "rollback", "Item": {"pk": {"S": "NEW"}, "sk": {"S": str(i)}}}}
+        for i in range(49)
+    ]
+    failing = {
+        "Put": {
+            "TableName": "rollback",
+            "Item": {"pk": {"S": "OLD"}, "sk": {"S": "0"}},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+    # When a 50-action transaction fails on its last condition
+    with pytest.raises(ClientError) as raised:
+        dynamodb.transact_write_items(TransactItems=[*puts, failing])
+    # Then the table was copied once (moto copied it once per action), and nothing was written
+    assert copies == ["rollback"]
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    count = dynamodb.scan(TableName="rollback", Select="COUNT")["Count"]
+    assert count == 30
