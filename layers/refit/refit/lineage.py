@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from refit.champion import EndpointBusy, EndpointFailed, resolve_champion
 from refit.run_records import RunRecords
 
 if TYPE_CHECKING:
@@ -241,3 +242,19 @@ def lineage(
             )
         )
     return entries
+
+
+def live_package_arn(
+    sagemaker: SageMakerClient, records: RunRecords, endpoint_name: str
+) -> str | None:
+    """The champion's package: what the endpoint serves (else the pointer), constant cost.
+
+    An endpoint serving a model refit did not promote has no known package (None). A busy or
+    broken endpoint falls back to the pointer: the listing is informational.
+    """
+    try:
+        state = resolve_champion(sagemaker, records, endpoint_name, "endpoint")
+    except (EndpointBusy, EndpointFailed):
+        pointer = records.get_champion()
+        return pointer.model_package_arn if pointer else None
+    return state.champion.model_package_arn if state.champion else None
