@@ -64,6 +64,8 @@ RESOURCE_TYPES: Mapping[str, str] = {
     "deploy publishes it under the template's LayerName and deletes moto's copy",
     "AWS::Lambda::EventSourceMapping": "created; moto's own delivery is turned off by "
     "moto_patches, local_cloud.event_source polls the queue instead",
+    "AWS::SageMaker::ModelPackageGroup": "not supported by moto's CloudFormation: deploy "
+    "creates the group with its tags",
     "AWS::StepFunctions::StateMachine": "created without a definition (moto ignores "
     "DefinitionS3Location and DefinitionSubstitutions): deploy substitutes and updates it",
 }
@@ -77,7 +79,9 @@ MAKEFILE_LAYER_PREFIXES: dict[str, str] = {
 }
 
 # Types moto's CloudFormation skips (a warning, no stack resource): deploy creates them.
-CREATED_BY_DEPLOY = frozenset({"AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy"})
+CREATED_BY_DEPLOY = frozenset(
+    {"AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SageMaker::ModelPackageGroup"}
+)
 
 # Settings of the template that have no local effect, and why. Reported, never silently lost.
 NOT_APPLIED: tuple[str, ...] = (
@@ -867,6 +871,20 @@ def _fill_queue_policy(
     d.filled.append(f"{logical_id}: Policy on {len(props['Queues'])} queue(s)")
 
 
+def _fill_model_package_group(
+    d: _Deployment, logical_id: str, resource: Mapping[str, Any], _n: str, r: Resolver, _: Any
+) -> None:
+    props = r.resolve(resource["Properties"])
+    name = props["ModelPackageGroupName"]
+    request: dict[str, Any] = {"ModelPackageGroupName": name}
+    for key in ("ModelPackageGroupDescription", "Tags"):
+        if key in props:
+            request[key] = props[key]
+    d.aws.sagemaker.create_model_package_group(**request)
+    r.set_physical_id(logical_id, name)
+    d.filled.append(f"{logical_id}: model package group {name}")
+
+
 def _fill_table(
     d: _Deployment, logical_id: str, resource: Mapping[str, Any], name: str, r: Resolver, _: Any
 ) -> None:
@@ -979,6 +997,7 @@ _FILLERS: Mapping[str, _Filler] = {
     "AWS::S3::BucketPolicy": _fill_bucket_policy,
     "AWS::SQS::QueuePolicy": _fill_queue_policy,
     "AWS::DynamoDB::Table": _fill_table,
+    "AWS::SageMaker::ModelPackageGroup": _fill_model_package_group,
     "AWS::Lambda::Function": _fill_function,
     "AWS::StepFunctions::StateMachine": _fill_state_machine,
 }

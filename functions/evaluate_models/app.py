@@ -1,4 +1,4 @@
-"""EvaluateModels: read the job's evaluation.json and decide promote or reject."""
+"""EvaluateModels: read the job's evaluation.json, decide promote or reject, register the model."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refit import promotion
+from refit import layout, lineage, promotion
 from refit.config import Settings
+from refit.run_records import RunRecords
 
 settings = Settings.from_env()
 s3 = boto3.client("s3")
+sagemaker = boto3.client("sagemaker")
+records = RunRecords(boto3.client("dynamodb"), settings.runs_table, settings.stack_name)
+group = layout.model_package_group_name(settings.stack_name)
 logger = Logger()
 metrics = Metrics()
 
@@ -29,4 +33,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if decision.forced:
         metrics.add_metric(name="DecisionsForced", unit=MetricUnit.Count, value=1)
     logger.info("evaluated", extra={"decision": decision.verdict, "reason": decision.reason})
-    return decision.to_dict()
+    evaluation = decision.to_dict()
+    # Every trained model enters the registry, PendingManualApproval until RecordRun decides.
+    return {**evaluation, **lineage.register(sagemaker, records, group, event, evaluation)}

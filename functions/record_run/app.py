@@ -1,4 +1,4 @@
-"""RecordRun (and RecordFailure): final run record, champion pointer, SNS notification.
+"""RecordRun (and RecordFailure): final run record, champion pointer, model package status, SNS.
 
 Safe to retry: every write overwrites (see refit.run_report).
 """
@@ -20,6 +20,7 @@ settings = Settings.from_env()
 topic = topic_arn(settings)
 records = RunRecords(boto3.client("dynamodb"), settings.runs_table, settings.stack_name)
 sns = boto3.client("sns")
+sagemaker = boto3.client("sagemaker")
 logger = Logger()
 metrics = Metrics()
 
@@ -28,7 +29,7 @@ metrics = Metrics()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Input ``{"outcome", "executionName", "state": $}``; returns ``{"runId", "status"}``."""
-    report = record_run(event, records, sns, topic, settings)
+    report = record_run(event, records, sns, topic, settings, sagemaker=sagemaker)
     for metric in report.metrics:
         metrics.add_metric(name=metric.name, unit=metric.unit, value=metric.value)
     return report.to_dict()

@@ -26,6 +26,7 @@ from local_cloud.scenario import (
     Scenario,
     UpdateStep,
 )
+from refit import layout
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +227,29 @@ def test_the_demo_table_lists_every_run(scenario: Scenario) -> None:
         for line in table[2:]
     ]
     assert decisions == ["PROMOTED", "PROMOTED", "REJECTED", "PROMOTED"]
+
+
+def test_every_trained_model_is_in_the_registry_with_its_runs_verdict(scenario: Scenario) -> None:
+    after(scenario.batch, "step 4")
+    # Given the stack's model package group after the four runs
+    group = layout.model_package_group_name(scenario.info.stack_name)
+    listed = scenario.sagemaker.list_model_packages(
+        ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Ascending"
+    )["ModelPackageSummaryList"]
+    packages = [
+        scenario.sagemaker.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+        for p in listed
+    ]
+    # Then each run has one package, approved when promoted, rejected when rejected
+    verdicts = {
+        p["CustomerMetadataProperties"]["runId"]: p["ModelApprovalStatus"] for p in packages
+    }
+    expected = {
+        run.run_id: "Approved" if run.status == "PROMOTED" else "Rejected" for run in scenario.runs
+    }
+    assert len(packages) == len(scenario.runs) and verdicts == expected
+    # And each run record names its package; the champion pointer names the last promoted one
+    by_run = {p["CustomerMetadataProperties"]["runId"]: p["ModelPackageArn"] for p in packages}
+    assert all(run.record.get("modelPackageArn") == by_run[run.run_id] for run in scenario.runs)
+    champion = scenario.records.get_champion()
+    assert champion is not None and champion.model_package_arn == by_run[scenario.batch.run.run_id]

@@ -134,7 +134,12 @@ def test_outputs_resolve_to_created_resources(deployed: Deployed) -> None:
     # every non-conditional resource is in the stack, except those deploy creates itself
     template = load_template()
     expected = {k for k, r in template["Resources"].items() if "Condition" not in r}
-    expected -= {"NotificationEmailSubscription", "DataBucketPolicy", "TriggerQueuePolicy"}
+    expected -= {
+        "NotificationEmailSubscription",
+        "DataBucketPolicy",
+        "TriggerQueuePolicy",
+        "ModelPackageGroup",
+    }
     expected |= {"DataBucket"}  # CreateBucket holds with the default ExistingBucketName ""
     created = set(stack.resources)
     sam_layers = {"RefitLayer", "TrainingCodeLayer"}
@@ -253,6 +258,11 @@ def test_bucket_table_and_queue_gaps_are_filled(deployed: Deployed) -> None:
         "arn:aws:events:us-east-1:123456789012:rule/refit-TrainDataRule-"
     )
     assert any("SecureTransport" in reason for reason in stack.not_applied)
+    # The Model Registry group moto's CloudFormation skips, created with its stack tag
+    sagemaker = deployed.client("sagemaker")
+    group = sagemaker.describe_model_package_group(ModelPackageGroupName="refit-models")
+    tags = sagemaker.list_tags(ResourceArn=group["ModelPackageGroupArn"])["Tags"]
+    assert {"Key": "refit:stack", "Value": "refit"} in tags
 
 
 def test_uploads_under_data_train_reach_the_trigger_queue(deployed: Deployed) -> None:

@@ -421,6 +421,35 @@ def test_prepare_run_pins_and_evaluate_models_records_the_trained_data(
     assert "s3:ListBucket" in allowed_actions(resources, evaluate)
 
 
+def test_the_stack_owns_a_model_package_group_its_functions_register_in(
+    resources: dict[str, Any],
+) -> None:
+    # Given the group and the package statements of EvaluateModels and RecordRun
+    group = resources["ModelPackageGroup"]
+    props = group["Properties"]
+    # Then it is named as refit.layout names it, tagged with the stack and kept on delete
+    assert props["ModelPackageGroupName"] == {
+        "Fn::Sub": layout.model_package_group_name("${AWS::StackName}")
+    }
+    assert {"Key": layout.TAG_STACK, "Value": {"Ref": "AWS::StackName"}} in props["Tags"]
+    assert group["DeletionPolicy"] == "Retain"
+    # And only EvaluateModels registers, only RecordRun decides, both on the group's packages
+    packages = layout.model_package_group_name("${AWS::StackName}") + "/*"
+    grants = {
+        (name, action): strings_in(statement["Resource"])
+        for name, statement in identity_statements(resources)
+        for action in actions_of(statement)
+        if "ModelPackage" in action
+    }
+    assert set(grants) == {
+        ("EvaluateModelsFunction", "sagemaker:CreateModelPackage"),
+        ("RecordRunFunction", "sagemaker:DescribeModelPackage"),
+        ("RecordRunFunction", "sagemaker:UpdateModelPackage"),
+    }
+    for resources_granted in grants.values():
+        assert any(arn.endswith(f":model-package/{packages}") for arn in resources_granted)
+
+
 def test_owned_resources_are_created_and_deleted_by_tag(resources: dict[str, Any]) -> None:
     # Given the workflow's create statement and cleanup's delete statement
     by_sid = {s.get("Sid"): s for _, s in identity_statements(resources)}

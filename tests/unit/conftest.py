@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from moto import mock_aws
-from moto_stack import BUCKET, REGION, SETTINGS_ENV, TABLE, Aws
+from moto_stack import BUCKET, REGION, SETTINGS_ENV, TABLE, Aws, create_model_package_group
 from runs_table import create_runs_table
 
 from refit.config import Settings
@@ -31,10 +31,12 @@ def aws(settings_env: dict[str, str]) -> Iterator[Aws]:
         create_runs_table(dynamodb, TABLE)
         sns = session.client("sns")
         sns.create_topic(Name="refit-test-notifications")
+        sagemaker = session.client("sagemaker")
+        create_model_package_group(sagemaker)
         yield Aws(
             s3=s3,
             dynamodb=dynamodb,
-            sagemaker=session.client("sagemaker"),
+            sagemaker=sagemaker,
             sns=sns,
             sqs=session.client("sqs"),
             stepfunctions=session.client("stepfunctions"),

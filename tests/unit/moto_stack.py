@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from refit import layout
 from refit.config import Settings
 
 STACK = "refit-test"
@@ -25,6 +26,19 @@ SETTINGS_ENV: dict[str, str] = {
     "MAX_RUNTIME_SECONDS": "3600",
     "MAX_WAIT_SECONDS": "7200",
 }
+
+
+GROUP = layout.model_package_group_name(STACK)
+
+
+def create_model_package_group(sagemaker: Any) -> str:
+    """The template's ModelPackageGroup: every trained model is registered in it."""
+    return str(
+        sagemaker.create_model_package_group(
+            ModelPackageGroupName=GROUP,
+            Tags=[{"Key": layout.TAG_STACK, "Value": STACK}],
+        )["ModelPackageGroupArn"]
+    )
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Any
 
 import boto3
 import pytest
-from moto_stack import STACK, TABLE, Aws
+from moto_stack import GROUP, STACK, TABLE, Aws
 from state_builders import promoted_state
 
-from refit import cli
+from refit import cli, lineage
 from refit.run_records import RunRecords
 from refit.run_report import record_run
 
@@ -203,3 +203,34 @@ def test_cost_refuses_zero_days(aws: Aws) -> None:
     with pytest.raises(SystemExit) as refused:
         cli.main(["--stack", STACK, "cost", "--days", "0"])
     assert refused.value.code == 2
+
+
+def test_models_shows_the_lineage_newest_first_and_the_live_package(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a promoted run, then a rejected one, both registered and recorded
+    _stack_with_outputs(aws)
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    topic = aws.settings.notification_topic_arn
+    for run_id, outcome, decision in (
+        ("run-1", "promoted", "promote"),
+        ("run-2", "rejected", "reject"),
+    ):
+        state = promoted_state(run_id)
+        records.put_started(run_id, {"startedAt": f"2026-11-0{run_id[-1]}T00:00:00Z"})
+        registered = lineage.register(aws.sagemaker, records, GROUP, state, state["evaluation"])
+        state["evaluation"] = {**state["evaluation"], "decision": decision, **registered}
+        event = {"outcome": outcome, "executionName": run_id, "state": state}
+        record_run(event, records, aws.sns, topic, aws.settings, sagemaker=aws.sagemaker)
+    # When the lineage is listed as JSON and as a table
+    assert cli.main(["--stack", STACK, "models", "--json"]) == 0
+    listed: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    assert cli.main(["--stack", STACK, "models", "--limit", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    # Then the rejected run's package comes first, and the promoted one is live and approved
+    assert [(m["runId"], m["status"], m["live"]) for m in listed] == [
+        ("run-2", "Rejected", False),
+        ("run-1", "Approved", True),
+    ]
+    assert listed[1]["dataRows"] == promoted_state("run-1")["run"]["data"]["rows"]
+    assert len(table) == 2 and "run-2" in table[1] and "Rejected" in table[1]

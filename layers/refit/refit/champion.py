@@ -43,6 +43,8 @@ class Champion:
     endpoint_config_name: str | None
     feature_count: int | None
     source: Literal["endpoint", "pointer"]
+    # Its Model Registry package, when refit promoted it (the pointer knows; no extra call).
+    model_package_arn: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ def _live_model(
     model_name = config["ProductionVariants"][0]["ModelName"]
     known = pointer if pointer is not None and pointer.model_name == model_name else None
     feature_count = known.feature_count if known else None
+    package_arn = known.model_package_arn if known else None
     try:
         model = sagemaker.describe_model(ModelName=model_name)
     except sagemaker.exceptions.ClientError as error:
@@ -105,13 +108,15 @@ def _live_model(
         if known is None:
             logger.warning("live model is gone and unknown to refit", extra={"model": model_name})
             return None
-        return Champion(model_name, known.model_data_url, config_name, feature_count, "endpoint")
+        return Champion(
+            model_name, known.model_data_url, config_name, feature_count, "endpoint", package_arn
+        )
     container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
     model_data_url = container.get("ModelDataUrl")
     if not model_data_url:
         logger.warning("live model has no ModelDataUrl: no warm start", extra={"model": model_name})
         return None
-    return Champion(model_name, model_data_url, config_name, feature_count, "endpoint")
+    return Champion(model_name, model_data_url, config_name, feature_count, "endpoint", package_arn)
 
 
 def _describe_endpoint(sagemaker: SageMakerClient, name: str) -> Any | None:
@@ -132,6 +137,7 @@ def _from_pointer(pointer: ChampionPointer | None) -> Champion | None:
         pointer.endpoint_config_name,
         pointer.feature_count,
         "pointer",
+        pointer.model_package_arn,
     )
 
 

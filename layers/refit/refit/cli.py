@@ -4,6 +4,7 @@
                 [--force-promote | --force-reject]   override the gate (recorded as forced)
     refit runs [--json] [--limit N]
     refit run RUN_ID
+    refit models [--json] [--limit N]   lineage: Model Registry packages, their runs, the live one
     refit cost [--days N] [--json]   estimated USD per day and per model (refit.cost)
     refit predict [FILE]          CSV rows (no label) from FILE or stdin -> one prediction a line
     refit local up [--port N] [--state-dir D] [--spot-interruptions N] [--parameter K=V]
@@ -187,6 +188,28 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+# --- refit models -----------------------------------------------------------------------------
+def format_models(entries: Sequence[Mapping[str, Any]]) -> str:
+    """``refit models``: one line per package, newest first; ``*`` marks the live one."""
+    header = ("live", "version", "run", "status", "mode", "files", "rows", "metric", "challenger")
+    rows = [header]
+    for entry in entries:
+        rows.append(
+            (
+                "*" if entry.get("live") else "",
+                str(entry.get("version") or "?"),
+                str(entry.get("runId") or "?"),
+                str(entry.get("status") or "?"),
+                str(entry.get("trainingMode") or "-"),
+                str(entry.get("dataFiles") if entry.get("dataFiles") is not None else "-"),
+                str(entry.get("dataRows") if entry.get("dataRows") is not None else "-"),
+                str(entry.get("metric") or "-"),
+                str(entry.get("challenger") or "-"),
+            )
+        )
+    return _table(rows)
+
+
 # --- refit cost -------------------------------------------------------------------------------
 _SUMS = ("trainingUSD", "onDemandTrainingUSD", "spotSavedUSD", "deployInstanceHours", "deployUSD")
 
@@ -345,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="show one run record")
     run.add_argument("run_id")
 
+    models = commands.add_parser("models", help="model lineage (Model Registry), newest first")
+    models.add_argument("--json", action="store_true")
+    models.add_argument("--limit", type=_positive, default=20)
+
     cost = commands.add_parser("cost", help="estimated cost per day and per model")
     cost.add_argument("--days", type=_positive, default=7, help="the last N days (default 7)")
     cost.add_argument("--json", action="store_true")
@@ -408,6 +435,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"no run {args.run_id}", file=sys.stderr)
                 return 1
             print(json.dumps(found, indent=2, default=str))
+    elif args.command == "models":
+        from refit import layout, lineage  # imported late: Powertools' Logger
+
+        records = RunRecords(boto3.client("dynamodb"), stack.runs_table, stack.stack_name)
+        sagemaker = boto3.client("sagemaker")
+        live = lineage.live_package_arn(sagemaker, records, stack.endpoint_name)
+        group = layout.model_package_group_name(stack.stack_name)
+        listing = lineage.lineage(sagemaker, records, group, args.limit, live)
+        entries = [entry.to_dict() for entry in listing]
+        print(json.dumps(entries, indent=2, default=str) if args.json else format_models(entries))
     elif args.command == "predict":
         body = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
         response = boto3.client("sagemaker-runtime").invoke_endpoint(

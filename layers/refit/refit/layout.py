@@ -79,6 +79,11 @@ STATE_PAYLOAD_MAX_BYTES = 256 * 1024
 INLINE_KEYS_MAX = 50
 
 
+def model_package_group_name(stack_name: str) -> str:
+    """The stack's SageMaker Model Registry group (template.yaml: ``${AWS::StackName}-models``)."""
+    return f"{stack_name}-models"
+
+
 def run_prefix(run_id: str) -> str:
     """``runs/<run>/``: everything one run wrote about its data."""
     return f"{RUNS_PREFIX}{run_id}/"

@@ -86,6 +86,7 @@ class ChampionPointer:
     run_id: str
     feature_count: int | None = None
     objective: str | None = None  # what it was trained with: another one means no warm start
+    model_package_arn: str | None = None  # its Model Registry package (refit.lineage)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +96,7 @@ class ChampionPointer:
             "runId": self.run_id,
             "featureCount": self.feature_count,
             "objective": self.objective,
+            "modelPackageArn": self.model_package_arn,
         }
 
 
@@ -140,6 +142,10 @@ class RunRecords:
                 f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())
             },
         )
+
+    def annotate(self, run_id: str, attributes: Mapping[str, Any]) -> None:
+        """Merge attributes into a run record mid-run (EvaluateModels' model package ARN)."""
+        self.finish(run_id, attributes)
 
     def finish_if_running(self, run_id: str, attributes: Mapping[str, Any]) -> bool:
         """Finish a run nobody recorded (stopped by hand, timed out): a no-op once RecordRun wrote.
@@ -209,6 +215,7 @@ class RunRecords:
             run_id=data["runId"],
             feature_count=data.get("featureCount"),
             objective=data.get("objective"),
+            model_package_arn=data.get("modelPackageArn"),
         )
 
     def set_champion(self, champion: ChampionPointer, promoted_at: str) -> None:

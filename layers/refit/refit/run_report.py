@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
 
-from refit import cost, layout
+from refit import cost, layout, lineage
 from refit.config import Settings
 from refit.cost import PriceTable, spot_savings_percent
 from refit.notify import Notification, publish
@@ -29,6 +29,7 @@ from refit.run_records import ChampionPointer, RunRecords
 from refit.run_state import RunState, flag, integer, number, section, text
 
 if TYPE_CHECKING:
+    from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sns import SNSClient
 
 logger = Logger(child=True)
@@ -444,7 +445,39 @@ def _champion(outcome: RunOutcome) -> ChampionPointer:
         run_id=outcome.run_id,
         feature_count=integer(outcome.state.evaluation, "features"),
         objective=text(outcome.state.evaluation, "objective"),
+        model_package_arn=text(outcome.state.evaluation, "modelPackageArn"),
     )
+
+
+def model_package_attributes(
+    outcome: RunOutcome, sagemaker: SageMakerClient | None
+) -> dict[str, Any]:
+    """Approve the promoted run's package, reject any other run's; the record's package keys.
+
+    Only a promoted run (endpoint verified / transform done) is approved; a rejected or failed
+    run's package is rejected with the reason. A registry error is recorded, never fatal.
+    """
+    evaluation = outcome.state.evaluation
+    arn = text(evaluation, "modelPackageArn")
+    if arn is None:
+        return {"modelPackageError": text(evaluation, "modelPackageError")}
+    status: lineage.ApprovalStatus
+    if outcome.outcome == "promoted":
+        status, reason = lineage.APPROVED, text(evaluation, "reason") or "promoted"
+    else:
+        status = lineage.REJECTED
+        reason = text(evaluation, "reason") or "rejected"
+        error = outcome.state.error
+        if outcome.outcome == "failed":
+            cause = text(error, "Error") if error else None
+            reason = f"run failed after training: {cause or 'unknown error'}"
+    problem = lineage.set_approval(sagemaker, arn, status, reason) if sagemaker else None
+    return {
+        "modelPackageArn": arn,
+        "modelPackageVersion": lineage.package_version(arn),
+        "modelPackageStatus": None if problem or sagemaker is None else status,
+        "modelPackageError": problem,
+    }
 
 
 def _fleet(block: Mapping[str, Any]) -> str:
@@ -530,6 +563,11 @@ def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
         )
     if record.get("transformOutputPath"):
         lines.append(f"Batch predictions: {record['transformOutputPath']}.")
+    if record.get("modelPackageArn"):
+        lines.append(
+            f"Model package: version {record.get('modelPackageVersion')} "
+            f"({record.get('modelPackageStatus') or 'status not updated'})."
+        )
     if record.get("billableTimeInSeconds") is not None:
         savings = record.get("spotSavingsPercent")
         lines.append(
@@ -618,10 +656,13 @@ def record_run(
     now: datetime | None = None,
     region: str | None = None,
     prices: PriceTable | None = None,
+    sagemaker: SageMakerClient | None = None,
 ) -> RunReport:
     """Write the final record, move the champion, register resources, notify.
 
     ``region`` prices the run (default: the SNS client's, i.e. the function's region).
+    ``sagemaker`` approves/rejects the run's model package (refit.lineage); without it the
+    package ARN is still recorded.
     """
     outcome = RunOutcome.parse(event)
     finished_at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
@@ -629,6 +670,7 @@ def record_run(
     champion = _champion(outcome) if outcome.outcome == "promoted" else None
     priced = run_cost(outcome, region or sns.meta.region_name, settings.stack_name, prices)
     record = run_attributes(outcome, finished_at, priced)
+    record.update(model_package_attributes(outcome, sagemaker))
     records.finish(outcome.run_id, record)
     if champion is not None:
         records.set_champion(champion, promoted_at=finished_at)

@@ -1,0 +1,151 @@
+"""refit.lineage: one Model Registry package per trained model, decided by RecordRun."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moto_stack import GROUP, STACK, TABLE, Aws
+from state_builders import evaluation_result, promoted_state, run_plan, training_result
+
+from refit import lineage
+from refit.run_records import ChampionPointer, RunRecords
+from refit.run_report import record_run
+
+
+def _records(aws: Aws) -> RunRecords:
+    return RunRecords(aws.dynamodb, TABLE, STACK)
+
+
+def _register(aws: Aws, run_id: str, decision: str = "promote") -> dict[str, Any]:
+    event = {"run": run_plan(run_id), "training": training_result(run_id)}
+    return lineage.register(aws.sagemaker, _records(aws), GROUP, event, evaluation_result(decision))
+
+
+def _packages(aws: Aws) -> list[dict[str, Any]]:
+    listed = aws.sagemaker.list_model_packages(ModelPackageGroupName=GROUP)
+    return [
+        aws.sagemaker.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+        for p in listed["ModelPackageSummaryList"]
+    ]
+
+
+def _state_with_package(run_id: str, arn: str, decision: str = "promote") -> dict[str, Any]:
+    state = promoted_state(run_id)
+    state["evaluation"] = {**evaluation_result(decision), "modelPackageArn": arn}
+    return state
+
+
+def test_register_creates_one_pending_package_with_the_run_lineage(aws: Aws) -> None:
+    # Given a run whose evaluation was read
+    _records(aws).put_started("run-1", {"startedAt": "2026-11-28T10:00:00Z"})
+    # When EvaluateModels registers it, and a retry registers it again
+    first = _register(aws, "run-1")
+    again = _register(aws, "run-1")
+    # Then one package exists, pending, carrying run id, manifest, mode and metrics
+    assert first == again and first["modelPackageVersion"] == 1
+    (package,) = _packages(aws)
+    assert package["ModelApprovalStatus"] == lineage.PENDING
+    metadata = package["CustomerMetadataProperties"]
+    assert metadata["runId"] == "run-1"
+    assert metadata["manifestUri"].endswith("runs/run-1/manifest.json")
+    assert {"metric", "challenger", "trainingMode"} <= set(metadata)
+    container = package["InferenceSpecification"]["Containers"][0]
+    assert container["ModelDataUrl"] == training_result("run-1")["modelDataUrl"]
+    # And the run record knows its package
+    assert _records(aws).get_run("run-1")["modelPackageArn"] == first["modelPackageArn"]
+
+
+def test_a_registry_failure_is_recorded_not_raised(aws: Aws) -> None:
+    # Given a group that does not exist
+    event = {"run": run_plan("run-1"), "training": training_result("run-1")}
+    # When registering
+    result = lineage.register(
+        aws.sagemaker, _records(aws), "missing-group", event, evaluation_result("promote")
+    )
+    # Then the evaluation carries the error, no ARN
+    assert result["modelPackageArn"] is None and result["modelPackageError"]
+
+
+def test_record_run_approves_the_promoted_package_and_points_the_champion_at_it(
+    aws: Aws,
+) -> None:
+    # Given a registered, promoted run
+    arn = _register(aws, "run-2")["modelPackageArn"]
+    event = {
+        "outcome": "promoted",
+        "executionName": "run-2",
+        "state": _state_with_package("run-2", arn),
+    }
+    # When RecordRun runs (twice: a retry)
+    for _ in range(2):
+        report = record_run(
+            event,
+            _records(aws),
+            aws.sns,
+            aws.settings.notification_topic_arn,
+            aws.settings,
+            sagemaker=aws.sagemaker,
+        )
+    # Then the package is Approved with the gate's reason, metadata intact
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.APPROVED
+    assert package["ApprovalDescription"] == evaluation_result("promote")["reason"]
+    assert package["CustomerMetadataProperties"]["runId"] == "run-2"
+    # And the record and the champion pointer name it
+    assert report.record["modelPackageStatus"] == lineage.APPROVED
+    champion = _records(aws).get_champion()
+    assert champion is not None and champion.model_package_arn == arn
+
+
+def test_record_run_rejects_the_package_of_a_rejected_or_failed_run(aws: Aws) -> None:
+    # Given two registered runs: one the gate rejected, one that failed deploying
+    rejected = _register(aws, "run-3", "reject")["modelPackageArn"]
+    failed = _register(aws, "run-4")["modelPackageArn"]
+    failed_state = _state_with_package("run-4", failed)
+    failed_state["error"] = {"Error": "Refit.EndpointRolledBack", "Cause": "rolled back"}
+    events = [
+        {
+            "outcome": "rejected",
+            "executionName": "run-3",
+            "state": _state_with_package("run-3", rejected, "reject"),
+        },
+        {"outcome": "failed", "executionName": "run-4", "state": failed_state},
+    ]
+    # When RecordRun records them
+    for event in events:
+        record_run(
+            event,
+            _records(aws),
+            aws.sns,
+            aws.settings.notification_topic_arn,
+            aws.settings,
+            sagemaker=aws.sagemaker,
+        )
+    # Then both packages are Rejected, each with its reason
+    by_arn = {p["ModelPackageArn"]: p for p in _packages(aws)}
+    assert by_arn[rejected]["ModelApprovalStatus"] == lineage.REJECTED
+    assert by_arn[rejected]["ApprovalDescription"] == evaluation_result("reject")["reason"]
+    assert by_arn[failed]["ModelApprovalStatus"] == lineage.REJECTED
+    assert "Refit.EndpointRolledBack" in by_arn[failed]["ApprovalDescription"]
+
+
+def test_lineage_lists_newest_first_joined_with_runs_and_marks_the_live_one(aws: Aws) -> None:
+    # Given three registered runs, the second of them live
+    records = _records(aws)
+    arns = []
+    for run_id in ("run-1", "run-2", "run-3"):
+        records.put_started(run_id, {"startedAt": f"2026-11-28T1{run_id[-1]}:00:00Z"})
+        arns.append(_register(aws, run_id)["modelPackageArn"])
+    records.set_champion(
+        ChampionPointer(
+            "job-run-2", "s3://b/m.tar.gz", "job-run-2", "run-2", model_package_arn=arns[1]
+        ),
+        promoted_at="2026-11-28T12:30:00Z",
+    )
+    # When listing the two newest
+    entries = lineage.lineage(aws.sagemaker, records, GROUP, limit=2, live_package_arn=arns[1])
+    # Then run-3 comes first, run-2 is live, and each row has its run record
+    assert [e.run_id for e in entries] == ["run-3", "run-2"]
+    assert [e.live for e in entries] == [False, True]
+    assert entries[1].to_dict()["startedAt"] == "2026-11-28T12:00:00Z"
+    assert entries[0].to_dict()["version"] == 3
