@@ -60,11 +60,11 @@ class _TableCopiedOnce:
 def _build_transact_write_items(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def transact_write_items(self: Any, transact_items: Any) -> Any:
         with _requests:  # the module global below is swapped for this call only
-            setattr(dynamodb_models, "copy", _TableCopiedOnce())
+            dynamodb_models.copy = _TableCopiedOnce()  # type: ignore[attr-defined]
             try:
                 return original(self, transact_items)
             finally:
-                setattr(dynamodb_models, "copy", copy)
+                dynamodb_models.copy = copy  # type: ignore[attr-defined]
 
     return transact_write_items
 
