@@ -60,7 +60,7 @@ class _TableCopiedOnce:
 def _build_transact_write_items(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def transact_write_items(self: Any, transact_items: Any) -> Any:
         with _requests:  # the module global below is swapped for this call only
-            dynamodb_models.copy = _TableCopiedOnce()  # type: ignore[attr-defined]
+            dynamodb_models.copy = _TableCopiedOnce()  # type: ignore[attr-defined, assignment]
             try:
                 return original(self, transact_items)
             finally:
