@@ -585,9 +585,10 @@ class Scenario:
         listed = self.s3.list_objects_v2(Bucket=self.info.bucket, Prefix=output_prefix)
         output_keys = tuple(sorted(o["Key"] for o in listed.get("Contents", [])))
         expected_key = f"{output_prefix}{Path(TO_SCORE_KEY).name}.out"
+        marker = f"{output_prefix}{layout.SUCCESS_MARKER}"
         expect(
-            output_keys == (expected_key,),
-            f"step 4: batch output {list(output_keys)}, expected [{expected_key}]",
+            output_keys == tuple(sorted((expected_key, marker))),
+            f"step 4: batch output {list(output_keys)}, expected [{expected_key}, {marker}]",
         )
         body = self.s3.get_object(Bucket=self.info.bucket, Key=expected_key)["Body"].read()
         predictions = _parse_predictions(body)
@@ -605,7 +606,7 @@ class Scenario:
         )
         self.progress(
             f"ok: {len(predictions)} predictions in s3://{self.info.bucket}/{expected_key} "
-            f"(one per record, = model.tar.gz); endpoint untouched"
+            f"(one per record, = model.tar.gz), then {layout.SUCCESS_MARKER}; endpoint untouched"
         )
         self.batch = BatchStep(run, document, before, endpoint, output_keys, predictions, artifact)
         return self.batch

@@ -204,9 +204,14 @@ def test_step4_a_batch_mode_run_writes_one_prediction_per_record(scenario: Scena
     assert run.challenger is not None and run.champion is not None
     assert run.challenger < run.champion
     assert run.record["transformJobStatus"] == "Completed"
-    # One output file with one prediction per input record, equal to the model's own
-    assert step.output_keys == (f"batch/output/{run.run_id}/patients.csv.out",)
-    body = scenario.s3.get_object(Bucket=scenario.info.bucket, Key=step.output_keys[0])["Body"]
+    # One output file with one prediction per input record, equal to the model's own, and the
+    # _SUCCESS marker written after it, naming the transform job
+    output = f"batch/output/{run.run_id}/patients.csv.out"
+    marker = f"batch/output/{run.run_id}/_SUCCESS"
+    assert step.output_keys == (marker, output)
+    written = scenario.s3.get_object(Bucket=scenario.info.bucket, Key=marker)["Body"].read()
+    assert json.loads(written)["TransformJobName"] == run.record["transformJobName"]
+    body = scenario.s3.get_object(Bucket=scenario.info.bucket, Key=output)["Body"]
     lines = body.read().decode().splitlines()
     assert len(lines) == scenario.data.to_score.rows
     np.testing.assert_allclose(

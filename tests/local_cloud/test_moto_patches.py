@@ -798,6 +798,7 @@ def run_plan(
                 "BatchStrategy": "MultiRecord",
                 "MaxPayloadInMB": 6,
                 "Tags": tags,
+                "successMarker": {"Bucket": BUCKET, "Key": f"batch/{run_id}/output/_SUCCESS"},
             },
         },
     }
@@ -887,6 +888,9 @@ def test_real_workflow_runs_every_path_in_motos_interpreter(
     transform_window = Window.parse(transform["TransformStartTime"], transform["TransformEndTime"])
     assert transform_window.seconds is not None
     assert get(cloud.s3, f"batch/{run_ids['batch']}/output/x.csv.out") == b"4\n"
+    # and once the output is complete, the marker names the transform job
+    marker = json.loads(get(cloud.s3, f"batch/{run_ids['batch']}/output/_SUCCESS"))
+    assert marker["TransformJobName"] == transform["TransformJobName"]
 
     # When a second run updates the endpoint (blue/green) to a new model
     update = run_plan(cloud, run_ids["update"], endpoint=endpoint, endpoint_exists=True, factor=5)

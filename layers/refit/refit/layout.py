@@ -43,6 +43,9 @@ RUN_DATA_DIR = "data/"
 CUMULATIVE_MANIFEST_KEY = f"{RUNS_PREFIX}cumulative-manifest.json"
 TMP_PREFIX = "tmp/"
 
+# Written last under a batch run's output prefix (batch/output/<run>/): the output is complete.
+SUCCESS_MARKER = "_SUCCESS"
+
 # Data files refit trains on. The container ignores names starting with "_" or "." and so do we.
 DATA_EXTENSIONS = (".csv",)
 IGNORED_NAME_PREFIXES = ("_", ".")

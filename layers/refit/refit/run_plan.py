@@ -337,5 +337,10 @@ def _deploy(inputs: PlanInputs, settings: Settings, job_name: str) -> dict[str, 
             "BatchStrategy": "MultiRecord",
             "MaxPayloadInMB": 6,
             "Tags": _tags(settings, inputs.run_id, "transform"),
+            # Written once the job has succeeded: consumers of the run's output prefix wait for it.
+            "successMarker": {
+                "Bucket": settings.data_bucket,
+                "Key": f"{layout.BATCH_OUTPUT_PREFIX}{inputs.run_id}/{layout.SUCCESS_MARKER}",
+            },
         },
     }
