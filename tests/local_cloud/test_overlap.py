@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from cloud_harness import Notifications, wait_for
 
 from local_cloud import scenario
 from local_cloud.cloud import LocalCloud
@@ -49,14 +50,7 @@ class Stack:
         self.records = RunRecords(dynamodb, stack.runs_table, stack.stack_name)
         self.rng = np.random.default_rng(4)
         self.max_running = 0
-        # Every notification, through an SQS subscription to the stack's topic.
-        sqs = cloud.client("sqs")
-        self.sqs = sqs
-        self.inbox = sqs.create_queue(QueueName="overlap-notifications")["QueueUrl"]
-        inbox_arn = sqs.get_queue_attributes(QueueUrl=self.inbox, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        cloud.client("sns").subscribe(TopicArn=stack.topic_arn, Protocol="sqs", Endpoint=inbox_arn)
+        self.notifications = Notifications(cloud, "overlap-notifications")
 
     def upload(self, name: str, rows: int = 60) -> str:
         key = f"{PREFIX}{name}"
@@ -93,7 +87,7 @@ class Stack:
             assert len(new) <= 1, f"more than one new run: {new}"
             return new[0] if new else None
 
-        return wait_for(started, timeout)
+        return wait_for(started, timeout, "a new run")
 
     def finished(self, execution_arn: str) -> str:
         def status() -> str | None:
@@ -101,7 +95,7 @@ class Stack:
             found: str = self.sfn.describe_execution(executionArn=execution_arn)["status"]
             return None if found == "RUNNING" else found
 
-        return wait_for(status, RUN_TIMEOUT)
+        return wait_for(status, RUN_TIMEOUT, f"{execution_arn} to end")
 
     def training(self, run_name: str) -> dict[str, Any]:
         """Wait until the run's training job is in progress."""
@@ -114,19 +108,7 @@ class Stack:
                     return dict(job)
             return None
 
-        return wait_for(in_progress, 60)
-
-    def notifications(self) -> list[dict[str, Any]]:
-        found = []
-        while True:
-            messages = self.sqs.receive_message(
-                QueueUrl=self.inbox, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not messages:
-                return found
-            for message in messages:
-                found.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.inbox, ReceiptHandle=message["ReceiptHandle"])
+        return wait_for(in_progress, 60, f"{run_name} training")
 
     def idle(self) -> bool:
         """No lock held and nothing queued: the stack is at rest."""
@@ -138,15 +120,6 @@ def stack(cloud: LocalCloud) -> Stack:
     found = Stack(cloud)
     found.upload_holdout()
     return found
-
-
-def wait_for(condition: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
-    return value
 
 
 def test_uploads_during_a_run_are_queued_for_exactly_one_follow_up_run(stack: Stack) -> None:
@@ -161,7 +134,7 @@ def test_uploads_during_a_run_are_queued_for_exactly_one_follow_up_run(stack: St
     second_key = stack.upload("b.csv")
     time.sleep(window + 1)
     third_key = stack.upload("c.csv")
-    wait_for(lambda: stack.queue.queued_count() == 2, 30)
+    wait_for(lambda: stack.queue.queued_count() == 2, 30, "two queued files")
 
     # Then they are queued, not started, not merged into the running run
     assert [e["name"] for e in stack.executions()] == [first["name"]]
@@ -176,20 +149,19 @@ def test_uploads_during_a_run_are_queued_for_exactly_one_follow_up_run(stack: St
     follow_up = stack.new_execution({first["executionArn"]})
     assert sorted(stack.keys_of(follow_up["executionArn"])) == [second_key, third_key]
     assert stack.finished(follow_up["executionArn"]) == "SUCCEEDED"
-    wait_for(stack.idle, 30)
+    wait_for(stack.idle, 30, "the stack at rest")
     assert len(stack.executions()) == 2
     assert stack.max_running == 1
 
 
 def test_a_run_stopped_by_hand_is_recorded_and_the_queued_run_starts(stack: Stack) -> None:
     known = {e["executionArn"] for e in stack.executions()}
-    stack.notifications()  # earlier runs' messages
     # Given a run training, and a file queued behind it
     stack.upload("d.csv")
     stopped = stack.new_execution(known)
     job = stack.training(stopped["name"])
     queued_key = stack.upload("e.csv")
-    wait_for(lambda: stack.queue.queued_count() == 1, 30)
+    wait_for(lambda: stack.queue.queued_count() == 1, 30, "one queued file")
 
     # When someone stops the execution by hand
     stack.sfn.stop_execution(executionArn=stopped["executionArn"], cause="operator")
@@ -199,6 +171,7 @@ def test_a_run_stopped_by_hand_is_recorded_and_the_queued_run_starts(stack: Stac
     record = wait_for(
         lambda: (r := stack.records.get_run(stopped["name"])) and r["status"] != "RUNNING" and r,
         30,
+        "the stopped run's record",
     )
     assert record["status"] == "ABORTED"
     assert record["error"]["Cause"] == "operator"
@@ -210,6 +183,7 @@ def test_a_run_stopped_by_hand_is_recorded_and_the_queued_run_starts(stack: Stac
             == "Stopped"
         ),
         30,
+        "the training job stopped",
     )
     # and the follow-up run covering the queued file starts by itself
     known.add(stopped["executionArn"])
@@ -231,15 +205,14 @@ def test_a_run_stopped_by_hand_is_recorded_and_the_queued_run_starts(stack: Stac
 
     # And the follow-up run completes; the stack comes to rest
     assert stack.finished(follow_up["executionArn"]) == "SUCCEEDED"
-    wait_for(stack.idle, 30)
+    wait_for(stack.idle, 30, "the stack at rest")
     assert stack.max_running <= 2  # the refused manual run ran only its PrepareRun/RecordRun
-    subjects = [n.get("Subject", "") for n in stack.notifications()]
-    assert any(stopped["name"] in s and "ABORTED" in s for s in subjects), subjects
+    assert "ABORTED" in stack.notifications.for_run(stopped["name"])["subject"]
 
 
 def test_a_manual_run_takes_the_lock_once_the_stack_is_idle(stack: Stack) -> None:
     # Given nothing in flight
-    wait_for(stack.idle, 30)
+    wait_for(stack.idle, 30, "the stack at rest")
     # When a manual run is started
     manual = stack.sfn.start_execution(
         stateMachineArn=stack.info.state_machine_arn,
@@ -248,4 +221,4 @@ def test_a_manual_run_takes_the_lock_once_the_stack_is_idle(stack: Stack) -> Non
     )
     # Then it runs to the end, and its end releases the lock
     assert stack.finished(manual["executionArn"]) == "SUCCEEDED"
-    wait_for(stack.idle, 30)
+    wait_for(stack.idle, 30, "the stack at rest")
