@@ -66,6 +66,8 @@ RESOURCE_TYPES: Mapping[str, str] = {
     "moto_patches, local_cloud.event_source polls the queue instead",
     "AWS::SageMaker::ModelPackageGroup": "not supported by moto's CloudFormation: deploy "
     "creates the group with its tags",
+    "AWS::CloudWatch::Alarm": "not supported by moto's CloudFormation: deploy creates it with "
+    "PutMetricAlarm (moto never evaluates alarms: a test trips one with SetAlarmState)",
     "AWS::StepFunctions::StateMachine": "created without a definition (moto ignores "
     "DefinitionS3Location and DefinitionSubstitutions): deploy substitutes and updates it",
 }
@@ -80,7 +82,12 @@ MAKEFILE_LAYER_PREFIXES: dict[str, str] = {
 
 # Types moto's CloudFormation skips (a warning, no stack resource): deploy creates them.
 CREATED_BY_DEPLOY = frozenset(
-    {"AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SageMaker::ModelPackageGroup"}
+    {
+        "AWS::S3::BucketPolicy",
+        "AWS::SQS::QueuePolicy",
+        "AWS::SageMaker::ModelPackageGroup",
+        "AWS::CloudWatch::Alarm",
+    }
 )
 
 # Settings of the template that have no local effect, and why. Reported, never silently lost.
@@ -581,6 +588,9 @@ class _Deployment:
             return str(self.aws.dynamodb.describe_table(TableName=physical_id)["Table"]["TableArn"])
         if kind == "AWS::StepFunctions::StateMachine" and attribute == "Arn":
             return physical_id
+        if kind == "AWS::CloudWatch::Alarm" and attribute == "Arn":
+            alarms = self.aws.cloudwatch.describe_alarms(AlarmNames=[physical_id])
+            return str(alarms["MetricAlarms"][0]["AlarmArn"])
         raise DeployError(f"GetAtt {attribute} of {kind} is not supported locally")
 
     # -- steps -------------------------------------------------------------------------------
@@ -636,7 +646,10 @@ class _Deployment:
         for logical_id, resource in resources.items():
             if logical_id in expected and resource["Type"] == "AWS::Lambda::LayerVersion":
                 self._publish_layer(logical_id, resource, packaged, resolver)
-        for logical_id in sorted(expected):
+        # What deploy creates itself comes first: the others' properties may Ref it.
+        for logical_id in sorted(
+            expected, key=lambda k: resources[k]["Type"] not in CREATED_BY_DEPLOY
+        ):
             resource = resources[logical_id]
             filler = _FILLERS.get(resource["Type"])
             if filler is not None:
@@ -885,6 +898,31 @@ def _fill_model_package_group(
     d.filled.append(f"{logical_id}: model package group {name}")
 
 
+def _fill_alarm(
+    d: _Deployment, logical_id: str, resource: Mapping[str, Any], _n: str, r: Resolver, _: Any
+) -> None:
+    props = r.resolve(resource["Properties"])
+    keys = (
+        "AlarmName",
+        "AlarmDescription",
+        "Namespace",
+        "MetricName",
+        "Dimensions",
+        "Statistic",
+        "Period",
+        "EvaluationPeriods",
+        "ComparisonOperator",
+        "TreatMissingData",
+    )
+    request: dict[str, Any] = {key: props[key] for key in keys if key in props}
+    for key in ("Period", "EvaluationPeriods"):
+        request[key] = int(request[key])
+    request["Threshold"] = float(props["Threshold"])
+    d.aws.cloudwatch.put_metric_alarm(**request)
+    r.set_physical_id(logical_id, request["AlarmName"])
+    d.filled.append(f"{logical_id}: alarm {request['AlarmName']}")
+
+
 def _fill_table(
     d: _Deployment, logical_id: str, resource: Mapping[str, Any], name: str, r: Resolver, _: Any
 ) -> None:
@@ -998,6 +1036,7 @@ _FILLERS: Mapping[str, _Filler] = {
     "AWS::SQS::QueuePolicy": _fill_queue_policy,
     "AWS::DynamoDB::Table": _fill_table,
     "AWS::SageMaker::ModelPackageGroup": _fill_model_package_group,
+    "AWS::CloudWatch::Alarm": _fill_alarm,
     "AWS::Lambda::Function": _fill_function,
     "AWS::StepFunctions::StateMachine": _fill_state_machine,
 }

@@ -139,6 +139,8 @@ def test_outputs_resolve_to_created_resources(deployed: Deployed) -> None:
         "DataBucketPolicy",
         "TriggerQueuePolicy",
         "ModelPackageGroup",
+        "EndpointErrorsAlarm",
+        "EndpointLatencyAlarm",
     }
     expected |= {"DataBucket"}  # CreateBucket holds with the default ExistingBucketName ""
     created = set(stack.resources)
@@ -263,6 +265,22 @@ def test_bucket_table_and_queue_gaps_are_filled(deployed: Deployed) -> None:
     group = sagemaker.describe_model_package_group(ModelPackageGroupName="refit-models")
     tags = sagemaker.list_tags(ResourceArn=group["ModelPackageGroupArn"])["Tags"]
     assert {"Key": "refit:stack", "Value": "refit"} in tags
+    # The rollback alarms, created from the template's properties; the functions name them
+    cloudwatch = deployed.client("cloudwatch")
+    alarms = {
+        a["AlarmName"]: a
+        for a in cloudwatch.describe_alarms(AlarmNamePrefix="refit-endpoint-")["MetricAlarms"]
+    }
+    assert set(alarms) == {"refit-endpoint-5xx", "refit-endpoint-latency"}
+    errors = alarms["refit-endpoint-5xx"]
+    assert (errors["MetricName"], errors["Namespace"]) == ("Invocation5XXErrors", "AWS/SageMaker")
+    assert {"Name": "EndpointName", "Value": "refit-endpoint"} in errors["Dimensions"]
+    assert alarms["refit-endpoint-latency"]["Threshold"] == 1_000_000  # 1000 ms in microseconds
+    function = stack.function("PrepareRunFunction")
+    environment = deployed.client("lambda").get_function_configuration(
+        FunctionName=function.name
+    )["Environment"]["Variables"]
+    assert environment["ROLLBACK_ALARMS"] == "refit-endpoint-5xx,refit-endpoint-latency"
 
 
 def test_uploads_under_data_train_reach_the_trigger_queue(deployed: Deployed) -> None:

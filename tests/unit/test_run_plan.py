@@ -216,7 +216,21 @@ def test_deploy_block_names_everything_after_the_job() -> None:
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_REGION": "us-east-1",
     }
-    assert (deploy["pollSeconds"], deploy["maxPolls"]) == (30, 120)
+    # The default rollout: a 10 % canary for 300 s, then 300 s of baking, watched by no alarm
+    # here (the template passes its two in ROLLBACK_ALARMS)
+    assert deploy["deploymentConfig"] == {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {
+                "Type": "CANARY",
+                "WaitIntervalInSeconds": 300,
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+            },
+            "TerminationWaitInSeconds": 300,
+            "MaximumExecutionTimeoutInSeconds": 2400,
+        }
+    }
+    # 120 polls (EndpointMaxPolls) for provisioning plus 600 s of rollout at 30 s per poll
+    assert (deploy["pollSeconds"], deploy["maxPolls"]) == (30, 140)
     transform = deploy["transform"]
     assert transform["TransformJobName"] == "manual-1"
     assert transform["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/batch/output/manual-1/"

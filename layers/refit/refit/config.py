@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from refit.rollout import ROLLOUT_MODES, RolloutMode, RolloutPolicy
+
 DeploymentMode = Literal["endpoint", "batch"]
 DEPLOYMENT_MODES: tuple[DeploymentMode, ...] = ("endpoint", "batch")
 
@@ -64,6 +66,18 @@ class _Env:
                 return mode
         raise ConfigError(f"{name} must be one of {', '.join(DEPLOYMENT_MODES)}, got {raw!r}")
 
+    def rollout_mode(self, name: str, default: RolloutMode) -> RolloutMode:
+        raw = self.text(name, default)
+        for mode in ROLLOUT_MODES:
+            if raw == mode:
+                return mode
+        raise ConfigError(f"{name} must be one of {', '.join(ROLLOUT_MODES)}, got {raw!r}")
+
+    def names(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list; empty or unset = none."""
+        raw = self._environ.get(name, "")
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -99,6 +113,7 @@ class Settings:
     endpoint_poll_seconds: int
     endpoint_max_polls: int
     training_code_dir: str
+    rollout: RolloutPolicy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -136,7 +151,16 @@ class Settings:
             endpoint_poll_seconds=env.integer("ENDPOINT_POLL_SECONDS", 30, minimum=1),
             endpoint_max_polls=env.integer("ENDPOINT_MAX_POLLS", 120, minimum=1),
             training_code_dir=env.text("TRAINING_CODE_DIR", "/opt/refit_training"),
+            rollout=RolloutPolicy(
+                mode=env.rollout_mode("ROLLOUT_MODE", "Canary"),
+                step_percent=env.integer("ROLLOUT_STEP_PERCENT", 10, minimum=1),
+                wait_seconds=env.integer("ROLLOUT_WAIT_SECONDS", 300),
+                bake_seconds=env.integer("ROLLOUT_BAKE_SECONDS", 300),
+                alarm_names=env.names("ROLLBACK_ALARMS"),
+            ),
         )
+        if settings.rollout.step_percent > 100:
+            raise ConfigError("ROLLOUT_STEP_PERCENT must be <= 100")
         if settings.use_spot_training and settings.max_wait_seconds < settings.max_runtime_seconds:
             raise ConfigError(
                 "MAX_WAIT_SECONDS must be >= MAX_RUNTIME_SECONDS when USE_SPOT_TRAINING is true"

@@ -23,11 +23,12 @@ from refit.config import DeploymentMode, Settings
 from refit.datasets import DataSelection, RunManifests
 from refit.holdout import HoldoutSplit
 from refit.metrics import higher_is_better
+from refit.rollback import RollbackTarget
 from refit.run_input import RunRequest, TrainingMode
 from refit.warm_start import WarmStart
 
 Mode = Literal["full", "incremental"]
-PlanStatus = Literal["ready", "rejected-input"]
+PlanStatus = Literal["ready", "rejected-input", "rollback"]
 
 # Inlined rejected files share this budget; the rest are in the manifest.
 INLINE_REJECTED_MAX_BYTES = 16 * 1024
@@ -108,7 +109,14 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
         "champion": champion.to_dict() if champion else None,
         "trainingJob": training_job,
         "onDemandTrainingJob": _on_demand_training_job(training_job, inputs.run_id, settings),
-        "deploy": _deploy(inputs, settings, job_name),
+        "deploy": _deploy(
+            settings,
+            inputs.run_id,
+            endpoint_exists=inputs.champion.endpoint_exists,
+            image=settings.training_image_uri,
+            environment=_serving_environment(inputs.code_uri, inputs.region),
+            has_batch_input=inputs.has_batch_input,
+        ),
         # The gate: EvaluateModels reads these (refit.run_state.RunSection).
         "forceDecision": inputs.request.force_decision,
         "championProblem": inputs.warm_start.champion_problem if inputs.warm_start else None,
@@ -290,29 +298,119 @@ def _on_demand_training_job(
     return job
 
 
-def _deploy(inputs: PlanInputs, settings: Settings, job_name: str) -> dict[str, Any]:
+def build_rollback_plan(
+    run_id: str,
+    target: RollbackTarget,
+    champion: ChampionState,
+    deployment_mode: DeploymentMode,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The plan of a rollback run (refit.rollback): no training job, the target's container.
+
+    ``rollback.training`` and ``rollback.evaluation`` become ``$.training`` and ``$.evaluation``
+    (state StartRollback), which is what CreateModel and RecordRun read after a promotion.
+    """
+    live = champion.champion
+    version = target.version
+    reason = (
+        f"rollback to model package version {version}"
+        + (f" (trained by run {target.trained_by_run})" if target.trained_by_run else "")
+        + (f", replacing {live.model_name}" if live else "")
+    )
+    metadata = target.metadata
+    return {
+        "runId": run_id,
+        "status": "rollback",
+        "kind": "rollback",
+        "source": "manual",
+        "trainingMode": None,
+        "trainingModeReason": None,
+        "deploymentMode": deployment_mode,
+        "metric": settings.evaluation_metric,
+        "data": None,
+        "champion": live.to_dict() if live else None,
+        "trainingJob": None,
+        "onDemandTrainingJob": None,
+        "deploy": _deploy(
+            settings,
+            run_id,
+            endpoint_exists=champion.endpoint_exists,
+            image=target.image,
+            environment=dict(target.environment),
+            # A batch stack's rollback moves the champion; the next batch transform uses it.
+            has_batch_input=False,
+        ),
+        "forceDecision": None,
+        "championProblem": None,
+        "testSets": None,
+        "rollback": {
+            "modelPackageArn": target.package_arn,
+            "modelPackageVersion": version,
+            "trainedByRun": target.trained_by_run,
+            "replacedModelPackageArn": live.model_package_arn if live else None,
+            "replacedModelName": live.model_name if live else None,
+            "training": {"modelDataUrl": target.model_data_url},
+            "evaluation": {
+                "decision": "promote",
+                "reason": reason,
+                "rollback": True,
+                "modelPackageArn": target.package_arn,
+                "modelPackageVersion": version,
+                "trainedByRun": target.trained_by_run,
+                "metric": metadata.get("metric"),
+                "challenger": metadata.get("challenger"),
+                "features": _int_or_none(metadata.get("features")),
+                "objective": metadata.get("objective"),
+            },
+        },
+    }
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _serving_environment(code_uri: str, region: str) -> dict[str, str]:
+    # Script mode serves with the training image, importing inference.py from the sourcedir.
+    return {
+        "SAGEMAKER_PROGRAM": layout.INFERENCE_ENTRY_POINT,
+        "SAGEMAKER_SUBMIT_DIRECTORY": code_uri,
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_REGION": region,
+    }
+
+
+def _deploy(
+    settings: Settings,
+    run_id: str,
+    *,
+    endpoint_exists: bool,
+    image: str,
+    environment: dict[str, str],
+    has_batch_input: bool,
+) -> dict[str, Any]:
+    job_name = layout.sagemaker_name(run_id)
     return {
         "modelName": job_name,
         "endpointConfigName": job_name,
         "endpointName": settings.endpoint_name,
-        "endpointExists": inputs.champion.endpoint_exists,
-        # Script mode serves with the training image, importing inference.py from the sourcedir.
-        "image": settings.training_image_uri,
-        "environment": {
-            "SAGEMAKER_PROGRAM": layout.INFERENCE_ENTRY_POINT,
-            "SAGEMAKER_SUBMIT_DIRECTORY": inputs.code_uri,
-            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-            "SAGEMAKER_REGION": inputs.region,
-        },
+        "endpointExists": endpoint_exists,
+        "image": image,
+        "environment": environment,
         "instanceType": settings.endpoint_instance_type,
         "instanceCount": settings.endpoint_instance_count,
-        "tags": _tags(settings, inputs.run_id),
-        "modelTags": _tags(settings, inputs.run_id, "model"),
-        "endpointConfigTags": _tags(settings, inputs.run_id, "endpoint-config"),
+        "tags": _tags(settings, run_id),
+        "modelTags": _tags(settings, run_id, "model"),
+        "endpointConfigTags": _tags(settings, run_id, "endpoint-config"),
         "pollSeconds": settings.endpoint_poll_seconds,
-        "maxPolls": settings.endpoint_max_polls,
+        # Provisioning plus the rollout's own shifts and baking period (refit.rollout).
+        "maxPolls": settings.rollout.max_polls(
+            settings.endpoint_poll_seconds, settings.endpoint_max_polls
+        ),
+        "deploymentConfig": settings.rollout.deployment_config(),
+        "rollout": settings.rollout.to_dict(),
         "transform": {
-            "hasInput": inputs.has_batch_input,
+            "hasInput": has_batch_input,
             "TransformJobName": job_name,
             "ModelName": job_name,
             "TransformInput": {
@@ -326,7 +424,7 @@ def _deploy(inputs: PlanInputs, settings: Settings, job_name: str) -> dict[str, 
                 "SplitType": "Line",
             },
             "TransformOutput": {
-                "S3OutputPath": _s3(settings, f"{layout.BATCH_OUTPUT_PREFIX}{inputs.run_id}/"),
+                "S3OutputPath": _s3(settings, f"{layout.BATCH_OUTPUT_PREFIX}{run_id}/"),
                 "AssembleWith": "Line",
                 "Accept": "text/csv",
             },
@@ -336,11 +434,11 @@ def _deploy(inputs: PlanInputs, settings: Settings, job_name: str) -> dict[str, 
             },
             "BatchStrategy": "MultiRecord",
             "MaxPayloadInMB": 6,
-            "Tags": _tags(settings, inputs.run_id, "transform"),
+            "Tags": _tags(settings, run_id, "transform"),
             # Written once the job has succeeded: consumers of the run's output prefix wait for it.
             "successMarker": {
                 "Bucket": settings.data_bucket,
-                "Key": f"{layout.BATCH_OUTPUT_PREFIX}{inputs.run_id}/{layout.SUCCESS_MARKER}",
+                "Key": f"{layout.BATCH_OUTPUT_PREFIX}{run_id}/{layout.SUCCESS_MARKER}",
             },
         },
     }
