@@ -94,6 +94,15 @@ def build_execution_input(args: argparse.Namespace) -> dict[str, Any]:
     return document
 
 
+def rollback_execution_input(to_version: int | None) -> dict[str, Any]:
+    """What ``refit rollback`` starts (refit.rollback): the same input works by hand."""
+    document: dict[str, Any] = {"source": "manual", "rollback": {}}
+    if to_version is not None:
+        document["rollback"]["toVersion"] = to_version
+    parse_run_input(document)
+    return document
+
+
 def manual_execution_name(now: float) -> str:
     return (
         time.strftime("manual-%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{int(now * 1000) % 1000:03d}"
@@ -361,6 +370,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep the champion whatever the gate says (recorded as forced)",
     )
 
+    rollback = commands.add_parser(
+        "rollback",
+        help="put the previous approved model back on the endpoint (a run: canary, alarms, "
+        "verification and cleanup as for a promotion)",
+    )
+    rollback.add_argument(
+        "--to-version",
+        type=_positive,
+        help="the approved model package version to restore (default: the one before the live)",
+    )
+
     runs = commands.add_parser("runs", help="list run records, newest first")
     runs.add_argument("--json", action="store_true")
     runs.add_argument("--limit", type=int, default=20)
@@ -408,9 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import boto3  # imported late: `refit --help` stays instant
 
     stack = StackOutputs.load(boto3.client("cloudformation"), args.stack or default_stack_name())
-    if args.command == "start":
+    if args.command in ("start", "rollback"):
         try:
-            document = build_execution_input(args)
+            document = (
+                build_execution_input(args)
+                if args.command == "start"
+                else rollback_execution_input(args.to_version)
+            )
         except InvalidRunInput as error:
             parser.error(str(error))
         response = boto3.client("stepfunctions").start_execution(

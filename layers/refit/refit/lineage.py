@@ -52,6 +52,7 @@ _METRIC_KEYS = (
     "testRows",
     "trainRows",
     "features",
+    "objective",
     "decision",
 )
 

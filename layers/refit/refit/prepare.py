@@ -5,7 +5,10 @@ test data) comes before anything that changes the bucket (moving rejected files,
 accepted versions under ``runs/<runId>/data/``, manifests, code upload). Failures are
 exceptions whose class names read well as ``$.error.Error`` in Step Functions:
 ``InvalidRunInput``, ``RunInProgress``, ``EndpointBusy``, ``EndpointFailed``, ``NoTestData``,
-``TrainingCodeMissing``, ``UnsupportedMetricError``.
+``TrainingCodeMissing``, ``UnsupportedMetricError``, ``NoRollbackTarget``.
+
+A rollback run (``{"rollback": ...}``, refit.rollback) stops after the champion: it finds its
+target in the Model Registry and plans the deployment only; the bucket is not touched.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from refit import datasets, layout
-from refit.champion import resolve_champion
+from refit.champion import ChampionState, resolve_champion
 from refit.config import Settings
 from refit.holdout import champion_run_started_at, split_holdout
 from refit.metrics import higher_is_better
-from refit.run_input import InvalidRunInput, parse_run_input
-from refit.run_plan import PlanInputs, build_run_plan, plan_size
+from refit.rollback import find_rollback_target
+from refit.run_input import InvalidRunInput, RollbackRequest, RunRequest, parse_run_input
+from refit.run_plan import PlanInputs, build_rollback_plan, build_run_plan, plan_size
 from refit.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
 from refit.run_records import RunRecords
 from refit.trained_data import load_trained
@@ -96,6 +100,17 @@ def prepare_run(
     higher_is_better(settings.evaluation_metric)  # a bad EVALUATION_METRIC fails before any move
     deployment_mode = request.deployment_mode or settings.deployment_mode
     state = resolve_champion(sagemaker, records, settings.endpoint_name, deployment_mode)
+    if request.rollback is not None:
+        return _prepare_rollback(
+            event,
+            request.rollback,
+            request,
+            state,
+            sagemaker=sagemaker,
+            records=records,
+            settings=settings,
+            started_at=started_at,
+        )
     champion = state.champion
     bucket = settings.data_bucket
     datasets.require_test_data(s3, bucket)
@@ -173,6 +188,53 @@ def prepare_run(
             "status": plan["status"],
             "trainingMode": plan["trainingMode"],
             "planBytes": plan_size(plan),
+        },
+    )
+    return plan
+
+
+def _prepare_rollback(
+    event: PrepareRunEvent,
+    rollback: RollbackRequest,
+    request: RunRequest,
+    state: ChampionState,
+    *,
+    sagemaker: SageMakerClient,
+    records: RunRecords,
+    settings: Settings,
+    started_at: str,
+) -> dict[str, Any]:
+    run_id = event.execution_name
+    live = state.champion
+    target = find_rollback_target(
+        sagemaker,
+        layout.model_package_group_name(settings.stack_name),
+        rollback,
+        live.model_package_arn if live else None,
+    )
+    deployment_mode = request.deployment_mode or settings.deployment_mode
+    plan = build_rollback_plan(run_id, target, state, deployment_mode, settings)
+    records.put_started(
+        run_id,
+        {
+            "executionArn": event.execution_arn,
+            "startedAt": started_at,
+            "kind": "rollback",
+            "request": request.summary(),
+            "planStatus": plan["status"],
+            "deploymentMode": plan["deploymentMode"],
+            "champion": plan["champion"],
+            "rollback": {
+                k: v for k, v in plan["rollback"].items() if k not in ("training", "evaluation")
+            },
+        },
+    )
+    logger.info(
+        "rollback prepared",
+        extra={
+            "runId": run_id,
+            "target": target.package_arn,
+            "replacing": live.model_name if live else None,
         },
     )
     return plan

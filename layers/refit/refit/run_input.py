@@ -18,12 +18,17 @@ Schema (JSON object, every field optional, no other keys)::
       "trainingMode":   "auto" | "full" | "incremental"     default "auto"
       "deploymentMode": "endpoint" | "batch" | null         default: the stack's DEPLOYMENT_MODE
       "forceDecision":  "promote" | "reject" | null         default null: the gate decides
+      "rollback":       {"toVersion": integer >= 1 | null}  excludes every field but source
     }
 
 ``forceDecision`` overrides the gate's verdict (recorded as forced, with what the gate said); it
 never overrides a failed training job or an unreadable evaluation.
 
 Neither ``objects`` nor ``prefix``: every data file under ``data/train/``.
+
+``rollback`` trains nothing: it puts an approved model of the stack's Model Registry group back on
+the endpoint (``toVersion``, else the newest approved one older than the live one) through the
+same deployment path as a promotion (refit.rollback). ``refit rollback`` sends it.
 """
 
 from __future__ import annotations
@@ -42,7 +47,16 @@ TRAINING_MODES: tuple[TrainingMode, ...] = ("auto", "full", "incremental")
 ForcedDecision = Literal["promote", "reject"]
 FORCED_DECISIONS: tuple[ForcedDecision, ...] = ("promote", "reject")
 
-_FIELDS = ("source", "objects", "prefix", "trainingMode", "deploymentMode", "forceDecision")
+_FIELDS = (
+    "source",
+    "objects",
+    "prefix",
+    "trainingMode",
+    "deploymentMode",
+    "forceDecision",
+    "rollback",
+)
+_ROLLBACK_FIELDS = ("toVersion",)
 _OBJECT_FIELDS = ("key", "etag", "versionId", "size")
 _T = TypeVar("_T", bound=str)
 
@@ -72,6 +86,13 @@ class DataObject:
 
 
 @dataclass(frozen=True)
+class RollbackRequest:
+    """Redeploy an approved model: ``to_version``, else the one before the live model."""
+
+    to_version: int | None = None
+
+
+@dataclass(frozen=True)
 class RunRequest:
     source: Source = "manual"
     objects: tuple[DataObject, ...] = ()
@@ -79,6 +100,7 @@ class RunRequest:
     training_mode: TrainingMode = "auto"
     deployment_mode: DeploymentMode | None = None
     force_decision: ForcedDecision | None = None
+    rollback: RollbackRequest | None = None
 
     @property
     def data_prefix(self) -> str:
@@ -94,6 +116,7 @@ class RunRequest:
             "trainingMode": self.training_mode,
             "deploymentMode": self.deployment_mode,
             "forceDecision": self.force_decision,
+            "rollback": None if self.rollback is None else {"toVersion": self.rollback.to_version},
         }
 
 
@@ -106,7 +129,9 @@ def parse_run_input(document: Any) -> RunRequest:
     _refuse_unknown(document, _FIELDS, "execution input")
     if document.get("objects") is not None and document.get("prefix") is not None:
         raise InvalidRunInput("objects and prefix are mutually exclusive: give one or neither")
+    rollback = _rollback(document)
     return RunRequest(
+        rollback=rollback,
         source=_choice(document, "source", SOURCES, "manual"),
         objects=_objects(document.get("objects")),
         prefix=_prefix(document.get("prefix")),
@@ -137,6 +162,30 @@ def _optional_choice(document: Mapping[str, Any], name: str, allowed: tuple[_T, 
         if value == option:
             return option
     raise InvalidRunInput(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _rollback(document: Mapping[str, Any]) -> RollbackRequest | None:
+    value = document.get("rollback")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRunInput('rollback must be an object: {} or {"toVersion": <version>}')
+    _refuse_unknown(value, _ROLLBACK_FIELDS, "rollback")
+    others = sorted(
+        k for k in document if k not in ("rollback", "source") and document[k] is not None
+    )
+    if others:
+        raise InvalidRunInput(
+            f"rollback trains nothing: it cannot be combined with {', '.join(others)}"
+        )
+    version = value.get("toVersion")
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise InvalidRunInput(
+            f"rollback.toVersion must be a model package version (an integer >= 1); got {version!r}"
+        )
+    return RollbackRequest(to_version=version)
 
 
 def _prefix(value: Any) -> str | None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from refit import cost, layout, lineage
 from refit.config import Settings
@@ -41,12 +42,20 @@ STATUSES: dict[Outcome, str] = {
     "rejected-input": "REJECTED_INPUT",
     "failed": "FAILED",
 }
+# Two outcomes are told apart further: a failed run whose endpoint update SageMaker rolled back
+# (an alarm or a failed health check; the champion keeps serving), and a rollback run that put
+# an earlier model back (refit.rollback).
+ROLLED_BACK = "ROLLED_BACK"
+RESTORED = "RESTORED"
+ROLLED_BACK_ERROR = "Refit.EndpointRolledBack"
 # CloudWatch metric counted once per finished run, by status.
-RUN_METRICS: dict[Outcome, str] = {
-    "promoted": "RunsPromoted",
-    "rejected": "RunsRejected",
-    "rejected-input": "RunsRejectedInput",
-    "failed": "RunsFailed",
+RUN_METRICS: dict[str, str] = {
+    "PROMOTED": "RunsPromoted",
+    "REJECTED": "RunsRejected",
+    "REJECTED_INPUT": "RunsRejectedInput",
+    "FAILED": "RunsFailed",
+    ROLLED_BACK: "RunsRolledBack",
+    RESTORED: "RunsRestored",
 }
 # A .sync failure's Cause is the whole Describe*Job response: enough to find the reason, but a
 # record (400 KB item limit) and an e-mail only need its start.
@@ -106,7 +115,20 @@ class RunOutcome:
         return run.run_id if run and run.run_id else self.execution_name
 
     @property
+    def is_rollback_run(self) -> bool:
+        return bool(self.state.run and self.state.run.kind == "rollback")
+
+    @property
+    def rolled_back(self) -> bool:
+        """The endpoint update was rolled back: InService on the old config."""
+        return self.outcome == "failed" and text(self.state.error, "Error") == ROLLED_BACK_ERROR
+
+    @property
     def status(self) -> str:
+        if self.outcome == "promoted" and self.is_rollback_run:
+            return RESTORED
+        if self.rolled_back:
+            return ROLLED_BACK
         return STATUSES[self.outcome]
 
     @property
@@ -438,11 +460,13 @@ def _champion(outcome: RunOutcome) -> ChampionPointer:
         raise InvalidRunOutcome(
             "a promoted run needs run.deploy.modelName and training.modelDataUrl"
         )
+    evaluation = outcome.state.evaluation
     return ChampionPointer(
         model_name=model_name,
         model_data_url=model_data_url,
         endpoint_config_name=outcome.endpoint_config_name if outcome.endpoint_mode else None,
-        run_id=outcome.run_id,
+        # A restored model keeps its training run: its test data split and warm start use it.
+        run_id=text(evaluation, "trainedByRun") or outcome.run_id,
         feature_count=integer(outcome.state.evaluation, "features"),
         objective=text(outcome.state.evaluation, "objective"),
         model_package_arn=text(outcome.state.evaluation, "modelPackageArn"),
@@ -450,17 +474,21 @@ def _champion(outcome: RunOutcome) -> ChampionPointer:
 
 
 def model_package_attributes(
-    outcome: RunOutcome, sagemaker: SageMakerClient | None
+    outcome: RunOutcome, sagemaker: SageMakerClient | None, rollback_reason: str | None = None
 ) -> dict[str, Any]:
     """Approve the promoted run's package, reject any other run's; the record's package keys.
 
-    Only a promoted run (endpoint verified / transform done) is approved; a rejected or failed
-    run's package is rejected with the reason. A registry error is recorded, never fatal.
+    Only a promoted run (endpoint verified / transform done) is approved; a rejected, failed or
+    rolled-back run's package is rejected with the reason. A rollback run leaves its target as
+    it is (approved) and, once restored, rejects the package it took off the endpoint. A
+    registry error is recorded, never fatal.
     """
     evaluation = outcome.state.evaluation
     arn = text(evaluation, "modelPackageArn")
     if arn is None:
         return {"modelPackageError": text(evaluation, "modelPackageError")}
+    if outcome.is_rollback_run:
+        return _rollback_package_attributes(outcome, sagemaker, arn)
     status: lineage.ApprovalStatus
     if outcome.outcome == "promoted":
         status, reason = lineage.APPROVED, text(evaluation, "reason") or "promoted"
@@ -468,7 +496,9 @@ def model_package_attributes(
         status = lineage.REJECTED
         reason = text(evaluation, "reason") or "rejected"
         error = outcome.state.error
-        if outcome.outcome == "failed":
+        if outcome.rolled_back:
+            reason = f"endpoint update rolled back: {rollback_reason or 'no reason given'}"
+        elif outcome.outcome == "failed":
             cause = text(error, "Error") if error else None
             reason = f"run failed after training: {cause or 'unknown error'}"
     problem = lineage.set_approval(sagemaker, arn, status, reason) if sagemaker else None
@@ -478,6 +508,47 @@ def model_package_attributes(
         "modelPackageStatus": None if problem or sagemaker is None else status,
         "modelPackageError": problem,
     }
+
+
+def _rollback_package_attributes(
+    outcome: RunOutcome, sagemaker: SageMakerClient | None, arn: str
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "modelPackageArn": arn,
+        "modelPackageVersion": lineage.package_version(arn),
+        "modelPackageStatus": lineage.APPROVED,
+    }
+    replaced = outcome.state.run.replaced_package_arn if outcome.state.run else None
+    if outcome.outcome != "promoted" or replaced is None or replaced == arn:
+        return attributes
+    reason = (
+        f"taken off the endpoint by rollback run {outcome.run_id} "
+        f"(back to version {lineage.package_version(arn)})"
+    )
+    problem = (
+        lineage.set_approval(sagemaker, replaced, lineage.REJECTED, reason) if sagemaker else None
+    )
+    attributes.update(
+        replacedModelPackageArn=replaced,
+        replacedModelPackageVersion=lineage.package_version(replaced),
+        replacedModelPackageStatus=None if problem or sagemaker is None else lineage.REJECTED,
+        modelPackageError=problem,
+    )
+    return attributes
+
+
+def endpoint_failure_reason(
+    sagemaker: SageMakerClient | None, endpoint_name: str | None
+) -> str | None:
+    """Why SageMaker rolled an update back (DescribeEndpoint's FailureReason), if it says."""
+    if sagemaker is None or endpoint_name is None:
+        return None
+    try:
+        reason = sagemaker.describe_endpoint(EndpointName=endpoint_name).get("FailureReason")
+    except (ClientError, BotoCoreError) as error:
+        logger.warning("endpoint not described", extra={"error": str(error)})
+        return None
+    return str(reason) if reason else None
 
 
 def _fleet(block: Mapping[str, Any]) -> str:
@@ -557,6 +628,10 @@ def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
     if record.get("reason"):
         forced = " (forced by the execution input)" if record.get("decisionForced") else ""
         lines.append(f"Decision: {record.get('decision')}{forced}: {record['reason']}.")
+    if record.get("status") == ROLLED_BACK:
+        why = record.get("rollbackReason") or "no reason given"
+        serving = record.get("previousChampion") or "the previous model"
+        lines.append(f"The endpoint update was rolled back ({why}): {serving} keeps serving.")
     if record.get("endpointConfigName"):
         lines.append(
             f"Endpoint {record.get('endpointName')} serves config {record['endpointConfigName']}."
@@ -567,6 +642,11 @@ def _summary(outcome: RunOutcome, record: Mapping[str, Any]) -> str:
         lines.append(
             f"Model package: version {record.get('modelPackageVersion')} "
             f"({record.get('modelPackageStatus') or 'status not updated'})."
+        )
+    if record.get("replacedModelPackageArn"):
+        lines.append(
+            f"Taken off the endpoint: version {record.get('replacedModelPackageVersion')} "
+            f"({record.get('replacedModelPackageStatus') or 'status not updated'})."
         )
     if record.get("billableTimeInSeconds") is not None:
         savings = record.get("spotSavingsPercent")
@@ -610,7 +690,7 @@ class RunReport:
 
 
 def _cloudwatch_metrics(outcome: RunOutcome, record: Mapping[str, Any]) -> list[CloudWatchMetric]:
-    found = [CloudWatchMetric(RUN_METRICS[outcome.outcome], "Count", 1)]
+    found = [CloudWatchMetric(RUN_METRICS[outcome.status], "Count", 1)]
     if record.get("capacityFallback") is not None:
         found.append(CloudWatchMetric("SpotCapacityFallbacks", "Count", 1))
     billable = record.get("billableTimeInSeconds")
@@ -670,7 +750,14 @@ def record_run(
     champion = _champion(outcome) if outcome.outcome == "promoted" else None
     priced = run_cost(outcome, region or sns.meta.region_name, settings.stack_name, prices)
     record = run_attributes(outcome, finished_at, priced)
-    record.update(model_package_attributes(outcome, sagemaker))
+    rollback_reason = None
+    if outcome.rolled_back:
+        deploy = outcome.state.deploy
+        rollback_reason = endpoint_failure_reason(
+            sagemaker, deploy.endpoint_name if deploy else None
+        )
+        record["rollbackReason"] = rollback_reason
+    record.update(model_package_attributes(outcome, sagemaker, rollback_reason))
     records.finish(outcome.run_id, record)
     if champion is not None:
         records.set_champion(champion, promoted_at=finished_at)

@@ -133,6 +133,9 @@ class RunSection:
     # The gate: a forced verdict from the execution input, and why the champion is not scored.
     forced_decision: Literal["promote", "reject"] | None = None
     champion_problem: str | None = None
+    # "rollback" for a rollback run (refit.rollback), which also names the package it replaces.
+    kind: str | None = None
+    replaced_package_arn: str | None = None
 
     @classmethod
     def parse(cls, run: Mapping[str, Any]) -> RunSection:
@@ -162,6 +165,8 @@ class RunSection:
                 (d for d in ("promote", "reject") if d == run.get("forceDecision")), None
             ),
             champion_problem=text(run, "championProblem"),
+            kind=text(run, "kind"),
+            replaced_package_arn=text(section(run, "rollback"), "replacedModelPackageArn"),
         )
 
 
