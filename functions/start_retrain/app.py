@@ -1,4 +1,7 @@
-"""StartRetrain: queue S3 uploads, close ended runs, start the next run when none is in flight."""
+"""StartRetrain: queue S3 uploads, close ended runs, start the next run when none is in flight.
+
+Closing a run that ended unrecorded also rejects its registered model package (SageMaker).
+"""
 
 from __future__ import annotations
 
@@ -24,13 +27,14 @@ logger = Logger()
 metrics = Metrics()
 dynamodb = boto3.client("dynamodb")
 sns = boto3.client("sns")
+sagemaker = boto3.client("sagemaker")
 queue = RunQueue(dynamodb, settings.runs_table, settings.stack_name)
 records = RunRecords(dynamodb, settings.runs_table, settings.stack_name)
 executions = StepFunctionsExecutions(boto3.client("stepfunctions"), settings.state_machine_arn)
 
 
 def _record_ended(ended: ExecutionEnded) -> bool:
-    return record_ended_run(ended, records, sns, topic, settings.stack_name)
+    return record_ended_run(ended, records, sns, topic, settings.stack_name, sagemaker=sagemaker)
 
 
 @logger.inject_lambda_context

@@ -433,7 +433,8 @@ def test_the_stack_owns_a_model_package_group_its_functions_register_in(
     }
     assert {"Key": layout.TAG_STACK, "Value": {"Ref": "AWS::StackName"}} in props["Tags"]
     assert group["DeletionPolicy"] == "Retain"
-    # And only EvaluateModels registers, only RecordRun decides, both on the group's packages
+    # And only EvaluateModels registers, only RecordRun decides (StartRetrain rejects the package
+    # of a run that ended unrecorded), all on the group's packages
     packages = layout.model_package_group_name("${AWS::StackName}") + "/*"
     grants = {
         (name, action): strings_in(statement["Resource"])
@@ -445,6 +446,8 @@ def test_the_stack_owns_a_model_package_group_its_functions_register_in(
         ("EvaluateModelsFunction", "sagemaker:CreateModelPackage"),
         ("RecordRunFunction", "sagemaker:DescribeModelPackage"),
         ("RecordRunFunction", "sagemaker:UpdateModelPackage"),
+        ("StartRetrainFunction", "sagemaker:DescribeModelPackage"),
+        ("StartRetrainFunction", "sagemaker:UpdateModelPackage"),
     }
     for resources_granted in grants.values():
         assert any(arn.endswith(f":model-package/{packages}") for arn in resources_granted)

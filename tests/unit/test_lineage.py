@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from moto_stack import GROUP, STACK, TABLE, Aws
-from state_builders import evaluation_result, promoted_state, run_plan, training_result
+from builders import deploy_endpoint
+from moto.sagemaker.models import sagemaker_backends
+from moto_stack import ACCOUNT, GROUP, REGION, STACK, TABLE, Aws
+from state_builders import (
+    evaluation_result,
+    model_data_url,
+    promoted_state,
+    run_plan,
+    training_result,
+)
 
 from refit import lineage
+from refit.champion import resolve_champion
 from refit.run_records import ChampionPointer, RunRecords
 from refit.run_report import record_run
 
@@ -149,3 +159,99 @@ def test_lineage_lists_newest_first_joined_with_runs_and_marks_the_live_one(aws:
     assert [e.live for e in entries] == [False, True]
     assert entries[1].to_dict()["startedAt"] == "2026-11-28T12:00:00Z"
     assert entries[0].to_dict()["version"] == 3
+
+
+# --- the champion's package costs the same however many models exist ---------------------------
+
+ENDPOINT = "refit-test-endpoint"
+
+
+def _insert_past_packages(first: int, count: int) -> None:
+    """``count`` refit-shaped packages (runs past-<n>), straight into moto's backend.
+
+    Through boto3, 5,000 registrations take about 20 s in moto; the backend's own
+    create_model_package (the one its CreateModelPackage handler calls) about 2 s.
+    """
+    backend = sagemaker_backends[ACCOUNT][REGION]
+    for n in range(first, first + count):
+        run_id = f"past-{n:05d}"
+        event = {"run": run_plan(run_id), "training": training_result(run_id)}
+        request = lineage.package_request(GROUP, event, evaluation_result("reject"))
+        backend.create_model_package(
+            model_package_name=None,
+            model_package_group_name=GROUP,
+            model_package_description=request["ModelPackageDescription"],
+            inference_specification=request["InferenceSpecification"],
+            validation_specification=None,
+            source_algorithm_specification=None,
+            certify_for_marketplace=False,
+            tags=None,
+            model_approval_status=lineage.REJECTED,
+            metadata_properties=None,
+            model_metrics=None,
+            client_token=request["ClientToken"],
+            customer_metadata_properties=request["CustomerMetadataProperties"],
+            drift_check_baselines=None,
+            domain=None,
+            task=None,
+            sample_payload_url=None,
+            additional_inference_specifications=None,
+        )
+
+
+def _promote(aws: Aws, run_id: str, *, replacing: bool = False) -> str:
+    """Register ``run_id`` as EvaluateModels does, serve it on the endpoint, point at it."""
+    arn = str(_register(aws, run_id)["modelPackageArn"])
+    model = f"job-{run_id}"
+    if replacing:  # moto has no UpdateEndpoint: the same name on the new config
+        aws.sagemaker.delete_endpoint(EndpointName=ENDPOINT)
+    config = deploy_endpoint(aws.sagemaker, ENDPOINT, model, model_data_url(model))
+    _records(aws).set_champion(
+        ChampionPointer(model, model_data_url(model), config, run_id, 3, model_package_arn=arn),
+        promoted_at="2026-11-28T12:00:00Z",
+    )
+    return arn
+
+
+def _lookups(aws: Aws) -> tuple[list[str], list[str], str | None]:
+    """The calls (service:Operation, in order) of resolve_champion and of live_package_arn."""
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(f"{model.service_model.service_name}:{model.name}")
+
+    clients = (aws.sagemaker, aws.dynamodb)
+    for client in clients:
+        client.meta.events.register("before-call.*.*", record, unique_id="count-lookups")
+    try:
+        state = resolve_champion(aws.sagemaker, _records(aws), ENDPOINT, "endpoint")
+        champion_calls = list(calls)
+        calls.clear()
+        live = lineage.live_package_arn(aws.sagemaker, _records(aws), ENDPOINT)
+    finally:
+        for client in clients:
+            client.meta.events.unregister("before-call.*.*", unique_id="count-lookups")
+    assert state.champion is not None and state.champion.model_package_arn == live
+    return champion_calls, calls, live
+
+
+def test_the_champion_lookup_costs_the_same_with_5_and_5000_registered_models(aws: Aws) -> None:
+    started = time.perf_counter()
+    # Given 5 registered models, the newest promoted and served by the endpoint
+    _insert_past_packages(0, 4)
+    live_of_5 = _promote(aws, "run-5")
+    few = _lookups(aws)
+    # And then 5,000, the newest promoted in its turn
+    _insert_past_packages(4, 4994)
+    live_of_5000 = _promote(aws, "run-5000", replacing=True)
+    assert len(sagemaker_backends[ACCOUNT][REGION].model_packages) == 5000
+    many = _lookups(aws)
+    # Then each lookup found the package the endpoint serves ...
+    assert (few[2], many[2]) == (live_of_5, live_of_5000)
+    assert lineage.package_version(live_of_5000) == 5000
+    # ... with exactly the same calls, in the same order, and no listing
+    assert few[:2] == many[:2]
+    for calls in many[:2]:
+        assert calls and not [c for c in calls if c.split(":")[1].startswith("List")]
+    assert "sagemaker:DescribeModelPackage" not in many[0] + many[1]
+    assert time.perf_counter() - started < 20

@@ -7,9 +7,16 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from builders import execution_arn, execution_status_change
-from moto_stack import STACK, TABLE, Aws
-from state_builders import received_notifications, subscribe_queue
+from moto_stack import GROUP, STACK, TABLE, Aws
+from state_builders import (
+    evaluation_result,
+    received_notifications,
+    run_plan,
+    subscribe_queue,
+    training_result,
+)
 
+from refit import lineage
 from refit.run_ended import ExecutionEnded, record_ended_run
 from refit.run_records import RunRecords
 
@@ -25,8 +32,35 @@ def records(aws: Aws) -> RunRecords:
     return RunRecords(aws.dynamodb, TABLE, STACK)
 
 
-def record_ended(aws: Aws, run: ExecutionEnded) -> bool:
-    return record_ended_run(run, records(aws), aws.sns, aws.settings.notification_topic_arn, STACK)
+def record_ended(aws: Aws, run: ExecutionEnded, sagemaker: Any = None) -> bool:
+    return record_ended_run(
+        run,
+        records(aws),
+        aws.sns,
+        aws.settings.notification_topic_arn,
+        STACK,
+        sagemaker=sagemaker or aws.sagemaker,
+    )
+
+
+def registered(aws: Aws, run_id: str) -> str:
+    """A RUNNING run whose challenger EvaluateModels registered (PendingManualApproval)."""
+    records(aws).put_started(run_id, {"startedAt": "2026-11-28T09:00:00Z"})
+    event = {"run": run_plan(run_id), "training": training_result(run_id)}
+    result = lineage.register(
+        aws.sagemaker, records(aws), GROUP, event, evaluation_result("promote")
+    )
+    return str(result["modelPackageArn"])
+
+
+def sagemaker_calls(client: Any) -> list[str]:
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    client.meta.events.register("before-call.sagemaker.*", record)
+    return calls
 
 
 # --- the event ---------------------------------------------------------------------------------
@@ -183,6 +217,136 @@ def test_a_notification_that_failed_is_sent_when_the_event_comes_back(aws: Aws) 
     # redelivered event is handled
     with pytest.raises(ClientError):
         record_ended_run(ended("s3-abc", "ABORTED"), records(aws), sns, topic, STACK)
-    record_ended_run(ended("s3-abc", "ABORTED"), records(aws), sns, topic, STACK)
+    record_ended_run(
+        ended("s3-abc", "ABORTED"), records(aws), sns, topic, STACK, sagemaker=aws.sagemaker
+    )
     # Then the notification went out once
+    assert len(received_notifications(aws.sqs, inbox)) == 1
+
+
+# --- the run's model package -------------------------------------------------------------------
+
+
+def test_the_package_of_a_stopped_run_is_rejected_with_the_reason(aws: Aws) -> None:
+    # Given a run stopped by hand after EvaluateModels registered its challenger
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    arn = registered(aws, "s3-abc")
+    # When its end is recorded
+    wrote = record_ended(aws, ended("s3-abc", "ABORTED", error="", cause="stopped by alice"))
+    # Then the package is Rejected, saying how and why the run ended, its metadata kept
+    assert wrote is True
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.REJECTED
+    assert package["ApprovalDescription"] == (
+        "run s3-abc ABORTED before it was recorded: States.Aborted: stopped by alice"
+    )
+    assert package["CustomerMetadataProperties"]["runId"] == "s3-abc"
+    # And the record says so under RecordRun's keys, as does the notification
+    run = records(aws).get_run("s3-abc")
+    assert run is not None and run["status"] == "ABORTED"
+    assert run["modelPackageArn"] == arn
+    assert run["modelPackageVersion"] == 1
+    assert run["modelPackageStatus"] == lineage.REJECTED
+    assert "modelPackageError" not in run
+    [note] = received_notifications(aws.sqs, inbox)
+    assert "Model package: version 1 (Rejected)." in note["Message"]
+
+
+@pytest.mark.parametrize("status", ["TIMED_OUT", "FAILED"])
+def test_a_timed_out_or_failed_run_names_its_cause_in_the_rejection(aws: Aws, status: str) -> None:
+    arn = registered(aws, "s3-abc")
+    record_ended(aws, ended("s3-abc", status, error="Lambda.Unknown", cause="RecordRun died"))
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.REJECTED
+    assert package["ApprovalDescription"] == (
+        f"run s3-abc {status} before it was recorded: Lambda.Unknown: RecordRun died"
+    )
+
+
+def test_a_run_without_a_package_asks_nothing_of_sagemaker(aws: Aws) -> None:
+    # Given a run stopped before EvaluateModels (still training)
+    records(aws).put_started("s3-abc", {"startedAt": "2026-11-28T09:00:00Z"})
+    calls = sagemaker_calls(aws.sagemaker)
+    # When its end is recorded
+    assert record_ended(aws, ended("s3-abc", "ABORTED")) is True
+    # Then SageMaker is not called and the record has no package keys
+    assert calls == []
+    run = records(aws).get_run("s3-abc")
+    assert run is not None
+    assert not {k for k in run if k.startswith("modelPackage")}
+
+
+def test_the_package_of_a_run_that_recorded_itself_is_left_alone(aws: Aws) -> None:
+    # Given a registered run RecordRun finished (and decided the package)
+    arn = registered(aws, "s3-abc")
+    records(aws).finish("s3-abc", {"status": "PROMOTED", "finishedAt": "2026-11-28T09:30:00Z"})
+    calls = sagemaker_calls(aws.sagemaker)
+    # When its execution's end arrives
+    assert record_ended(aws, ended("s3-abc", "FAILED")) is False
+    # Then the package is not touched
+    assert calls == []
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.PENDING
+
+
+class DeniedSageMaker:
+    """SageMaker refusing UpdateModelPackage (a missing permission, an outage)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_model_package(self, **_: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}},
+            "UpdateModelPackage",
+        )
+
+
+def test_a_registry_error_still_finishes_and_notifies(aws: Aws) -> None:
+    # Given a registered run and SageMaker refusing the update
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    arn = registered(aws, "s3-abc")
+    # When its end is recorded: no exception (the trigger then releases the run lock)
+    wrote = record_ended(aws, ended("s3-abc", "ABORTED"), sagemaker=DeniedSageMaker(aws.sagemaker))
+    # Then the record is finished and notified, keeping the ARN and the error
+    assert wrote is True
+    run = records(aws).get_run("s3-abc")
+    assert run is not None
+    assert run["status"] == "ABORTED" and run["notifiedAt"]
+    assert run["modelPackageArn"] == arn
+    assert "AccessDeniedException" in run["modelPackageError"]
+    assert "modelPackageStatus" not in run
+    [note] = received_notifications(aws.sqs, inbox)
+    assert "Model package: version 1 (still PendingManualApproval" in note["Message"]
+    # And the package is still pending, for the next delivery or a person to decide
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.PENDING
+
+
+def test_a_redelivery_after_a_failed_notification_rejects_once(aws: Aws) -> None:
+    # Given a registered run, and SNS failing the first notification
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    arn = registered(aws, "s3-abc")
+    sns: Any = FailingOnceSNS(aws.sns)
+    topic = aws.settings.notification_topic_arn
+    calls = sagemaker_calls(aws.sagemaker)
+
+    def deliver() -> bool:
+        return record_ended_run(
+            ended("s3-abc", "ABORTED"), records(aws), sns, topic, STACK, sagemaker=aws.sagemaker
+        )
+
+    # When the event is handled, fails to notify, and comes back
+    with pytest.raises(ClientError):
+        deliver()
+    assert deliver() is True
+    # Then the package was updated once (the retry found it Rejected) and one note went out
+    assert calls.count("UpdateModelPackage") == 1
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.REJECTED
+    run = records(aws).get_run("s3-abc")
+    assert run is not None and run["modelPackageStatus"] == lineage.REJECTED
     assert len(received_notifications(aws.sqs, inbox)) == 1

@@ -19,9 +19,16 @@ from builders import (
     sqs_event,
 )
 from lambda_handlers import load_handler
-from moto_stack import STACK, TABLE, Aws
-from state_builders import received_notifications, subscribe_queue
+from moto_stack import GROUP, STACK, TABLE, Aws
+from state_builders import (
+    evaluation_result,
+    received_notifications,
+    run_plan,
+    subscribe_queue,
+    training_result,
+)
 
+from refit import lineage
 from refit.run_input import DataObject
 from refit.run_queue import RunQueue, execution_name
 from refit.run_records import RunRecords
@@ -310,3 +317,24 @@ def test_a_run_stopped_before_prepare_run_gets_a_record(app: ModuleType, aws: Aw
     record = records(aws).get_run(run["name"])
     assert record is not None and record["status"] == "ABORTED"
     assert len(received_notifications(aws.sqs, inbox)) == 1
+
+
+def test_the_package_of_a_stopped_run_is_rejected(app: ModuleType, aws: Aws) -> None:
+    # Given a run stopped by hand after EvaluateModels registered its challenger
+    handle(app, aws, sqs_event(upload("a.csv")))
+    (run,) = started(aws)
+    records(aws).put_started(run["name"], {"startedAt": "2026-11-28T09:20:00Z"})
+    event = {"run": run_plan(run["name"]), "training": training_result(run["name"])}
+    registered = lineage.register(
+        aws.sagemaker, records(aws), GROUP, event, evaluation_result("promote")
+    )
+    # When its end event arrives
+    assert end_run(app, aws, run["name"], "ABORTED") == NO_FAILURES
+    # Then the handler's SageMaker client rejected the package, and the lock is free
+    arn = registered["modelPackageArn"]
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.REJECTED
+    assert f"run {run['name']} ABORTED before it was recorded" in package["ApprovalDescription"]
+    record = records(aws).get_run(run["name"])
+    assert record is not None and record["modelPackageStatus"] == lineage.REJECTED
+    assert queue(aws).current_lock() is None

@@ -5,6 +5,10 @@ StopExecution, the execution timing out, or a failure of RecordRun itself skip t
 runs. Step Functions then still emits an "Execution Status Change" event, which EventBridge
 routes to the trigger's run-ended queue; this module turns it into the final run record and the
 notification. Step Functions itself stops the run's ``.sync`` SageMaker job on a stop.
+
+A run stopped after EvaluateModels registered its challenger would leave that Model Registry
+package ``PendingManualApproval`` for ever: this module rejects it (nothing was promoted), with
+the end status and cause as the reason, and records the outcome under the keys RecordRun uses.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
+from refit import lineage
 from refit.notify import Notification, publish
 
 if TYPE_CHECKING:
+    from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sns import SNSClient
 
     from refit.run_records import RunRecords
@@ -70,12 +76,21 @@ class ExecutionEnded:
 
 
 def record_ended_run(
-    ended: ExecutionEnded, records: RunRecords, sns: SNSClient, topic: str, stack_name: str
+    ended: ExecutionEnded,
+    records: RunRecords,
+    sns: SNSClient,
+    topic: str,
+    stack_name: str,
+    *,
+    sagemaker: SageMakerClient | None = None,
 ) -> bool:
     """Finish the run record of an execution that ended unrecorded; True when this wrote it.
 
     A run that recorded itself (RecordRun ran) is left as it is: the conditional write only
     applies to a record still RUNNING, or to none at all (stopped before PrepareRun wrote it).
+    With ``sagemaker``, the run's registered model package (``modelPackageArn`` of its record)
+    is rejected; a registry error is logged and kept as ``modelPackageError``, never raised: the
+    record, the notification and the lock release do not depend on SageMaker.
     """
     status = UNRECORDED_STATUSES.get(ended.status)
     if status is None:
@@ -93,9 +108,9 @@ def record_ended_run(
             "recordedBy": "run-ended",
         },
     )
+    record = records.get_run(ended.name) or {}
     if not wrote:
-        # Written by an earlier delivery whose notification failed? Then notify now.
-        record = records.get_run(ended.name) or {}
+        # Written by an earlier delivery whose notification failed? Then finish its work now.
         if record.get("recordedBy") != "run-ended" or record.get("notifiedAt"):
             return False
         finished_at = str(record.get("finishedAt", finished_at))
@@ -103,6 +118,9 @@ def record_ended_run(
         "run ended without recording its outcome",
         extra={"runId": ended.name, "status": status, "error": error},
     )
+    package = _reject_package(ended.name, status, error, record, sagemaker)
+    if package:
+        records.finish(ended.name, package)
     publish(
         sns,
         topic,
@@ -117,6 +135,7 @@ def record_ended_run(
                     "this run. If it was stopped while the endpoint was updating, SageMaker "
                     "finishes that update and the next run treats whatever the endpoint serves "
                     "as the champion.",
+                    *_package_lines(package),
                     "Uploads queued meanwhile start the next run now.",
                 ]
             ),
@@ -125,6 +144,46 @@ def record_ended_run(
     )
     records.finish(ended.name, {"notifiedAt": _iso(datetime.now(UTC).timestamp() * 1000)})
     return True
+
+
+def _reject_package(
+    run_id: str,
+    status: str,
+    error: Mapping[str, str],
+    record: Mapping[str, Any],
+    sagemaker: SageMakerClient | None,
+) -> dict[str, Any]:
+    """Reject the run's registered package; the record's package keys (as RecordRun writes them).
+
+    Idempotent: a redelivery finds the package Rejected already and changes nothing.
+    """
+    arn = record.get("modelPackageArn")
+    if not isinstance(arn, str) or not arn:
+        return {}
+    problem = None
+    if sagemaker is not None:
+        reason = f"run {run_id} {status} before it was recorded: {error['Error']}: {error['Cause']}"
+        problem = lineage.set_approval(sagemaker, arn, lineage.REJECTED, reason)
+        if problem:
+            logger.warning(
+                "the package of an unrecorded run stays pending",
+                extra={"runId": run_id, "arn": arn, "error": problem},
+            )
+    return {
+        "modelPackageArn": arn,
+        "modelPackageVersion": lineage.package_version(arn),
+        "modelPackageStatus": None if problem or sagemaker is None else lineage.REJECTED,
+        "modelPackageError": problem,
+    }
+
+
+def _package_lines(package: Mapping[str, Any]) -> list[str]:
+    if not package:
+        return []
+    state = package.get("modelPackageStatus") or (
+        f"still {lineage.PENDING}: {package.get('modelPackageError') or 'not updated'}"
+    )
+    return [f"Model package: version {package.get('modelPackageVersion')} ({state})."]
 
 
 def _iso(epoch_millis: float) -> str:
