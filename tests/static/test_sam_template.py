@@ -501,7 +501,7 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "MinImprovement": 0,
         "MaxRetainedRegression": 0,
         "FullRetrainAfterRejections": 3,
-        "ModelsToKeep": 2,
+        "PreviousModelsToKeep": 1,
         "NotificationEmail": "",
         "Objective": "reg:squarederror",
         "NumRoundsFull": 100,
