@@ -31,6 +31,7 @@ STAR_RESOURCE_ALLOWED: dict[frozenset[str], str] = {
     frozenset({"ecr:GetAuthorizationToken"}): "ECR auth tokens are account-wide",
     frozenset({"cloudwatch:PutMetricData"}): "metrics are scoped by a namespace condition",
     frozenset({"sagemaker:ListEndpoints"}): "List* calls have no resource",
+    frozenset({"sagemaker:ListModelPackages"}): "List* calls have no resource",
     frozenset(
         {
             "logs:CreateLogDelivery",
@@ -441,6 +442,9 @@ def test_the_stack_owns_a_model_package_group_its_functions_register_in(
         for action in actions_of(statement)
         if "ModelPackage" in action
     }
+    # (cleanup only lists them: the newest approved ones are its rollback targets)
+    listing = grants.pop(("CleanupResourcesFunction", "sagemaker:ListModelPackages"))
+    assert listing == ["*"]
     assert set(grants) == {
         ("EvaluateModelsFunction", "sagemaker:CreateModelPackage"),
         ("RecordRunFunction", "sagemaker:DescribeModelPackage"),
