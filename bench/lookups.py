@@ -6,9 +6,10 @@ call is counted with botocore's ``before-call`` event on the SageMaker and Dynam
 Each account holds the stack's runs table (template.yaml's ``RunsTable``), the history of
 ``past`` runs (run records), ``past`` models and ``past`` endpoint configs that are not this
 stack's live resources (a shared account's other models, or refit's own long-deleted ones
-that a listing-based cleanup would still page through), and the live set: the endpoint on the
-current run's config, ``ModelsToKeep - 1`` rollback pairs and ``stale`` older owned pairs that
-cleanup has to delete.
+that a listing-based cleanup would still page through), ``past`` packages in the stack's Model
+Registry group (approved long ago), and the live set: the endpoint on the current run's config,
+``PreviousModelsToKeep`` rollback pairs and ``stale`` older owned pairs that cleanup has to
+delete. Every owned pair is registered as an approved package, as RecordRun leaves a promotion.
 
 - champion: ``refit.champion.resolve_champion`` (endpoint mode) — target: the same number of
   calls at 10 and 10,000;
@@ -35,6 +36,7 @@ ENDPOINT = "refit-bench-endpoint"
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/refit-bench-sagemaker"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.0-5"
+GROUP = f"{STACK}-models"  # refit.layout.model_package_group_name
 SIZES = {False: (10, 10_000), True: (10, 1_000)}
 STALE = (3, 6)
 
@@ -72,6 +74,9 @@ class Account:
             GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
         )
         self.records = RunRecords(self.dynamodb, TABLE, STACK)
+        self.sagemaker.create_model_package_group(
+            ModelPackageGroupName=GROUP, Tags=[{"Key": "refit:stack", "Value": STACK}]
+        )
         defaults = template_defaults()
         self.settings = Settings.from_env(
             {
@@ -81,10 +86,11 @@ class Account:
                 "SAGEMAKER_ROLE_ARN": ROLE,
                 "TRAINING_IMAGE_URI": IMAGE,
                 "ENDPOINT_NAME": ENDPOINT,
-                "MODELS_TO_KEEP": str(defaults["ModelsToKeep"]),
+                "PREVIOUS_MODELS_TO_KEEP": str(defaults["PreviousModelsToKeep"]),
             }
         )
         self.day = 0
+        self.packages: dict[str, str] = {}  # model name -> its package
         self._history(past)
 
     def _history(self, past: int) -> None:
@@ -106,6 +112,7 @@ class Account:
         other = [{"Key": "refit:stack", "Value": "another-team"}]
         for n in range(past):
             name = f"past-{n:05d}"
+            self.approved_package(f"s3://refit-bench-data/{name}.tar.gz")
             self.sagemaker.create_model(
                 ModelName=name,
                 ExecutionRoleArn=ROLE,
@@ -127,6 +134,20 @@ class Account:
             "InitialInstanceCount": 1,
         }
 
+    def approved_package(self, model_data_url: str) -> str:
+        """A package in the stack's group, approved (as RecordRun leaves a promoted run's)."""
+        return str(
+            self.sagemaker.create_model_package(
+                ModelPackageGroupName=GROUP,
+                InferenceSpecification={
+                    "Containers": [{"Image": IMAGE, "ModelDataUrl": model_data_url}],
+                    "SupportedContentTypes": ["text/csv"],
+                    "SupportedResponseMIMETypes": ["text/csv"],
+                },
+                ModelApprovalStatus="Approved",
+            )["ModelPackageArn"]
+        )
+
     def owned_pair(self, run_id: str, *, register: bool = True) -> str:
         """A run's model and config, tagged with this stack and (optionally) indexed."""
         from refit import layout
@@ -143,6 +164,7 @@ class Account:
         self.sagemaker.create_endpoint_config(
             EndpointConfigName=name, ProductionVariants=[self._variant(name)], Tags=tags
         )
+        package = self.approved_package(f"s3://refit-bench-data/{name}")
         if register:
             self.records.register_resources(
                 run_id,
@@ -150,7 +172,9 @@ class Account:
                 name,
                 created_at=f"2026-{1 + self.day // 28:02d}-{1 + self.day % 28:02d}T00:00:00.000Z",
                 promoted=True,
+                model_package_arn=package,
             )
+        self.packages[name] = package
         return name
 
     @contextmanager
@@ -170,9 +194,10 @@ class Account:
                 client.meta.events.unregister("before-call.*.*", unique_id="bench-count")
 
 
-def promoted_state(run_id: str, model: str) -> dict[str, Any]:
+def promoted_state(run_id: str, model: str, package: str) -> dict[str, Any]:
     """What CleanupResources reads of the state after a promotion (docs/architecture.md)."""
     return {
+        "evaluation": {"decision": "promote", "modelPackageArn": package},
         "run": {
             "runId": run_id,
             "deploymentMode": "endpoint",
@@ -204,8 +229,8 @@ def measure_account(past: int, stale_counts: tuple[int, ...]) -> Measured:
 
     with mock_aws():
         account = Account(past)
-        keep = account.settings.models_to_keep
-        for n in range(keep - 1):  # the rollback pairs of earlier promotions
+        keep = account.settings.previous_models_to_keep
+        for n in range(keep):  # the rollback pairs of earlier promotions
             account.owned_pair(f"rollback-{n}")
         cleanup: dict[int, Calls] = {}
         deleted: dict[int, int] = {}
@@ -234,13 +259,18 @@ def measure_account(past: int, stale_counts: tuple[int, ...]) -> Measured:
                     account.sagemaker,
                     account.records,
                     account.settings,
-                    promoted_state(current_run, current),
+                    promoted_state(current_run, current, account.packages[current]),
                 )
             cleanup[stale] = calls
             deleted[stale] = report.deleted_count
             # RecordRun registers the promoted run's pair once cleanup is done.
             account.records.register_resources(
-                current_run, current, current, created_at="2027-01-01T00:00:00.000Z", promoted=True
+                current_run,
+                current,
+                current,
+                created_at="2027-01-01T00:00:00.000Z",
+                promoted=True,
+                model_package_arn=account.packages[current],
             )
         assert champion_calls is not None
         return Measured(past, champion_calls, cleanup, deleted)

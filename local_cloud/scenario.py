@@ -22,7 +22,7 @@ binary label), shuffled with a fixed seed and delivered in batches:
    incremental spot training from the champion, interrupted once and resumed from a checkpoint
    → better on the held-out set → the endpoint is updated in place (same name and ARN, new
    config, new predictions) → the previous model and endpoint config are deleted
-   (``ModelsToKeep=1``).
+   (``PreviousModelsToKeep=0``).
 3. **corrupted**: 80 rows from another source whose labels are inverted → the challenger scores
    far worse → rejected: no model is created, the endpoint keeps its config and predictions.
 4. **batch**: records to score are uploaded to ``batch/input/``, then a run is started by hand
@@ -78,7 +78,7 @@ STACK_PARAMETERS: Mapping[str, str] = {
     "CheckpointIntervalRounds": "2",
     "UseSpotTraining": "true",
     # Only the live model/config pair survives a promotion: step 2 shows cleanup deleting.
-    "ModelsToKeep": "1",
+    "PreviousModelsToKeep": "0",
     # Long enough to gather step 2's two files into one run.
     "BatchingWindowSeconds": "2",
     # Below AWS's minimum (5): local endpoints are ready within a second.

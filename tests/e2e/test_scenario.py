@@ -146,7 +146,7 @@ def test_step2_stale_resources_are_deleted_and_live_ones_remain(scenario: Scenar
     after(step, "step 2")
     assert step is not None and initial is not None
     old, new = initial.run.job_name, step.run.job_name
-    # The run's cleanup report names step 1's model and config (ModelsToKeep=1)
+    # The run's cleanup report names step 1's model and config (PreviousModelsToKeep=0)
     assert step.deleted["models"] == [old]
     assert step.deleted["endpointConfigs"] == [old]
     # SageMaker no longer has them, and still has the live pair

@@ -169,6 +169,6 @@ def test_an_endpoint_update_that_rolls_back_fails_the_run_and_keeps_the_champion
     assert new in deleted["models"] and new in deleted["endpointConfigs"]
     assert new not in runs.model_names() and new not in runs.endpoint_config_names()
     assert run.name not in {entry.run_id for entry in runs.records.owned_resources()}
-    # (the previous champion survives as the rollback target: ModelsToKeep = 2)
+    # (the previous champion survives as the rollback target: PreviousModelsToKeep = 1)
     assert faults.champion_model in runs.model_names()
     assert np.isfinite(runs.predict(PROBE)).all()

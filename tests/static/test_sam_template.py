@@ -31,6 +31,7 @@ STAR_RESOURCE_ALLOWED: dict[frozenset[str], str] = {
     frozenset({"ecr:GetAuthorizationToken"}): "ECR auth tokens are account-wide",
     frozenset({"cloudwatch:PutMetricData"}): "metrics are scoped by a namespace condition",
     frozenset({"sagemaker:ListEndpoints"}): "List* calls have no resource",
+    frozenset({"sagemaker:ListModelPackages"}): "List* calls have no resource",
     frozenset(
         {
             "logs:CreateLogDelivery",
@@ -442,6 +443,9 @@ def test_the_stack_owns_a_model_package_group_its_functions_register_in(
         for action in actions_of(statement)
         if "ModelPackage" in action
     }
+    # (cleanup only lists them: the newest approved ones are its rollback targets)
+    listing = grants.pop(("CleanupResourcesFunction", "sagemaker:ListModelPackages"))
+    assert listing == ["*"]
     assert set(grants) == {
         ("EvaluateModelsFunction", "sagemaker:CreateModelPackage"),
         ("RecordRunFunction", "sagemaker:DescribeModelPackage"),
@@ -504,7 +508,7 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "MinImprovement": 0,
         "MaxRetainedRegression": 0,
         "FullRetrainAfterRejections": 3,
-        "ModelsToKeep": 2,
+        "PreviousModelsToKeep": 1,
         "NotificationEmail": "",
         "Objective": "reg:squarederror",
         "NumRoundsFull": 100,

@@ -4,26 +4,99 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-from moto_stack import STACK, TABLE, Aws
+import pytest
+from botocore.exceptions import ClientError
+from moto_stack import GROUP, STACK, TABLE, Aws
 from state_builders import (
     ENDPOINT,
+    IMAGE,
     config_names,
     create_endpoint,
     create_model,
     create_run_resources,
     endpoint_names,
+    evaluation_result,
+    model_data_url,
     model_names,
     promoted_state,
 )
 
 from refit.cleanup import clean_up
 from refit.run_records import RunRecords
+from refit.run_report import record_run
 
 OTHER_STACK = "refit-test-2"
 
 
 def _records(aws: Aws) -> RunRecords:
     return RunRecords(aws.dynamodb, TABLE, STACK)
+
+
+def _package(aws: Aws, model: str, status: str) -> str:
+    """A package of the stack's group, as EvaluateModels registers and RecordRun decides it."""
+    return str(
+        aws.sagemaker.create_model_package(
+            ModelPackageGroupName=GROUP,
+            InferenceSpecification={
+                "Containers": [{"Image": IMAGE, "ModelDataUrl": model_data_url(model)}],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["text/csv"],
+            },
+            ModelApprovalStatus=status,
+        )["ModelPackageArn"]
+    )
+
+
+def _registered_run(
+    aws: Aws,
+    records: RunRecords | None,
+    run_id: str,
+    *,
+    day: int,
+    status: str = "Approved",
+    promoted: bool = True,
+) -> str:
+    """A run's model and config, its package (``status``) and, with ``records``, its index entry."""
+    name = create_run_resources(aws.sagemaker, None, run_id, day=day)
+    package = _package(aws, name, status)
+    if records is not None:
+        records.register_resources(
+            run_id,
+            name,
+            name,
+            created_at=f"2026-11-{day:02d}T00:00:00.000Z",
+            promoted=promoted,
+            model_package_arn=package,
+        )
+    return package
+
+
+def _registered_history(aws: Aws, records: RunRecords) -> dict[str, str]:
+    """Packages (and models) of six runs; run-7 just promoted and live. Returns run -> package.
+
+    run-1, -2, -3 and -6 are Approved. run-4 was promoted (its index entry says so) and then
+    rolled back: its package is Rejected. run-5 failed after its promote decision (an orphan,
+    Rejected). Two gate-rejected challengers left packages but no model. run-7's package is still
+    pending: RecordRun approves it after cleanup, and indexes its model.
+    """
+    packages = {}
+    for day, status in enumerate(["Approved", "Approved", "Approved", "Rejected"], start=1):
+        packages[f"run-{day}"] = _registered_run(aws, records, f"run-{day}", day=day, status=status)
+    _package(aws, "job-challenger-a", "Rejected")
+    packages["run-5"] = _registered_run(
+        aws, records, "run-5", day=5, status="Rejected", promoted=False
+    )
+    packages["run-6"] = _registered_run(aws, records, "run-6", day=6)
+    _package(aws, "job-challenger-b", "Rejected")
+    packages["run-7"] = _registered_run(aws, None, "run-7", day=7, status="PendingManualApproval")
+    create_endpoint(aws.sagemaker, ENDPOINT, "job-run-7")
+    return packages
+
+
+def _state_with_package(run_id: str, package: str, **kwargs: Any) -> dict[str, Any]:
+    state = promoted_state(run_id, **kwargs)
+    state["evaluation"] = {**evaluation_result("promote"), "modelPackageArn": package}
+    return state
 
 
 def _indexed(records: RunRecords) -> list[str]:
@@ -46,7 +119,8 @@ def test_keeps_live_and_rollback_deletes_older_and_orphans(aws: Aws) -> None:
     # Given four promoted runs, a failed run's orphan and the endpoint on the new run-6
     records = _records(aws)
     _history(aws, records)
-    # When cleanup runs with MODELS_TO_KEEP=2
+    # When cleanup runs with PREVIOUS_MODELS_TO_KEEP=1 (none of them has a package: the index's
+    # promoted flag decides)
     report = clean_up(aws.sagemaker, records, aws.settings, promoted_state("run-6"))
     # Then run-6 (live) and run-4 (rollback target) remain; the rest is gone, configs and models
     assert model_names(aws.sagemaker) == {"job-run-6", "job-run-4"}
@@ -60,11 +134,13 @@ def test_keeps_live_and_rollback_deletes_older_and_orphans(aws: Aws) -> None:
     assert endpoint_names(aws.sagemaker) == {ENDPOINT}
 
 
-def test_models_to_keep_sets_the_number_of_rollback_targets(aws: Aws) -> None:
-    # Given the same history and MODELS_TO_KEEP=3
+def test_previous_models_to_keep_sets_the_number_of_unregistered_rollback_targets(
+    aws: Aws,
+) -> None:
+    # Given the same history (runs from before the registry) and PREVIOUS_MODELS_TO_KEEP=2
     records = _records(aws)
     _history(aws, records)
-    settings = dataclasses.replace(aws.settings, models_to_keep=3)
+    settings = dataclasses.replace(aws.settings, previous_models_to_keep=2)
     # When cleanup runs
     clean_up(aws.sagemaker, records, settings, promoted_state("run-6"))
     # Then the two newest promoted runs survive beside the current one; the orphan does not count
@@ -78,7 +154,7 @@ def test_whatever_the_endpoint_serves_is_never_deleted(aws: Aws) -> None:
     for day in (1, 2, 3):
         create_run_resources(aws.sagemaker, records, f"run-{day}", day=day)
     create_endpoint(aws.sagemaker, ENDPOINT, "job-run-1")
-    settings = dataclasses.replace(aws.settings, models_to_keep=1)
+    settings = dataclasses.replace(aws.settings, previous_models_to_keep=0)
     # When cleanup runs in batch mode, with no rollback targets wanted
     report = clean_up(
         aws.sagemaker, records, settings, promoted_state("run-4", deployment_mode="batch")
@@ -121,8 +197,13 @@ def test_batch_mode_keeps_the_new_model_and_previous_promoted(aws: Aws) -> None:
     assert model_names(aws.sagemaker) == {"job-run-4", "job-run-3"}
     assert report.to_dict() == {
         "deleted": {"models": ["job-run-2", "job-run-1"], "endpointConfigs": [], "endpoints": []},
-        "kept": {"models": ["job-run-4", "job-run-3"], "endpointConfigs": []},
+        "kept": {
+            "models": ["job-run-4", "job-run-3"],
+            "endpointConfigs": [],
+            "rollbackPackages": [],
+        },
         "skippedUnowned": [],
+        "registryError": None,
     }
 
 
@@ -214,7 +295,7 @@ def test_foreign_configs_and_models_outside_the_index_are_untouched(aws: Aws) ->
     assert {"job-handmade", "job-other"} <= config_names(aws.sagemaker)
 
 
-def test_api_calls_do_not_grow_with_the_models_in_the_account(aws: Aws) -> None:
+def test_api_calls_do_not_grow_with_the_models_and_packages_in_the_account(aws: Aws) -> None:
     # Given a call counter on the SageMaker client
     records = _records(aws)
     calls: Counter[str] = Counter()
@@ -224,24 +305,157 @@ def test_api_calls_do_not_grow_with_the_models_in_the_account(aws: Aws) -> None:
 
     aws.sagemaker.meta.events.register("before-call.sagemaker.*", count)
 
+    def packages_in_group() -> int:
+        listed = aws.sagemaker.list_model_packages(ModelPackageGroupName=GROUP, MaxResults=100)
+        return len(listed["ModelPackageSummaryList"])
+
     def run_with_unrelated_models(total: int) -> Counter[str]:
         for day in (1, 2):  # deleted each round, so created again for the second one
             create_run_resources(aws.sagemaker, records, f"run-{day}", day=day)
         while len([m for m in model_names(aws.sagemaker) if m.startswith("unrelated")]) < total:
             index = len(model_names(aws.sagemaker))
             create_model(aws.sagemaker, f"unrelated-{index}", stack=OTHER_STACK)
+        # Past packages of the group, approved and rejected alike (their models long deleted)
+        while packages_in_group() < total:
+            index = packages_in_group()
+            _package(aws, f"past-{index}", "Approved" if index % 2 else "Rejected")
+        # run-3, the previous promotion, is the newest approved package
+        records.register_resources(
+            "run-3",
+            "job-run-3",
+            "job-run-3",
+            created_at="2026-11-03T00:00:00.000Z",
+            promoted=True,
+            model_package_arn=_package(aws, "job-run-3", "Approved"),
+        )
         calls.clear()
-        clean_up(aws.sagemaker, records, aws.settings, promoted_state("run-4"))
+        clean_up(aws.sagemaker, records, aws.settings, _state_with_package("run-4", current))
         return Counter(calls)
 
-    create_run_resources(aws.sagemaker, records, "run-3", day=3)
-    current = create_run_resources(aws.sagemaker, None, "run-4", day=4)
-    create_endpoint(aws.sagemaker, ENDPOINT, current)
-    # When cleanup runs with 5, then with 50 unrelated models in the account
+    create_run_resources(aws.sagemaker, None, "run-3", day=3)
+    current = _registered_run(aws, None, "run-4", day=4, status="PendingManualApproval")
+    create_endpoint(aws.sagemaker, ENDPOINT, "job-run-4")
+    # When cleanup runs with 5, then with 50 unrelated models and packages in the account
     with_5 = run_with_unrelated_models(5)
     with_50 = run_with_unrelated_models(50)
     # Then it makes exactly the same calls, and never lists models or configs
     assert with_5 == with_50
     assert with_5["DeleteModel"] == 2
+    assert with_5["ListModelPackages"] == 1
     assert "ListModels" not in with_5
     assert "ListEndpointConfigs" not in with_5
+    assert "job-run-3" in model_names(aws.sagemaker)
+
+
+@pytest.mark.parametrize(
+    ("keep", "rollback_runs"),
+    [(0, []), (1, ["run-6"]), (2, ["run-6", "run-3"]), (3, ["run-6", "run-3", "run-2"])],
+)
+def test_keeps_the_live_model_and_the_previous_approved_ones(
+    aws: Aws, keep: int, rollback_runs: list[str]
+) -> None:
+    # Given approved, rolled-back and orphaned runs, run-7 live with its package still pending
+    records = _records(aws)
+    packages = _registered_history(aws, records)
+    settings = dataclasses.replace(aws.settings, previous_models_to_keep=keep)
+    # When cleanup runs with PREVIOUS_MODELS_TO_KEEP=keep
+    report = clean_up(
+        aws.sagemaker, records, settings, _state_with_package("run-7", packages["run-7"])
+    )
+    # Then exactly the live pair and the newest `keep` approved runs' pairs remain
+    kept = {"job-run-7", *(f"job-{run}" for run in rollback_runs)}
+    assert model_names(aws.sagemaker) == kept
+    assert config_names(aws.sagemaker) == kept
+    assert report.kept_models == ["job-run-7", *(f"job-{run}" for run in rollback_runs)]
+    assert report.rollback_packages == [packages[run] for run in rollback_runs]
+    assert report.to_dict()["kept"]["rollbackPackages"] == report.rollback_packages
+    assert report.registry_error is None
+    # And the rolled-back run-4 is deleted although its index entry says promoted
+    assert "job-run-4" in report.deleted_models
+    assert "job-run-4" in report.deleted_endpoint_configs
+    assert _indexed(records) == sorted(rollback_runs, reverse=True)
+    assert endpoint_names(aws.sagemaker) == {ENDPOINT}
+
+
+def test_the_live_approved_model_is_not_a_rollback_target(aws: Aws) -> None:
+    # Given the history, and a batch run whose endpoint still serves the approved run-6
+    records = _records(aws)
+    packages = _registered_history(aws, records)
+    aws.sagemaker.delete_endpoint(EndpointName=ENDPOINT)
+    create_endpoint(aws.sagemaker, ENDPOINT, "job-run-6")
+    state = _state_with_package("run-7", packages["run-7"], deployment_mode="batch")
+    # When cleanup runs with PREVIOUS_MODELS_TO_KEEP=1
+    report = clean_up(aws.sagemaker, records, aws.settings, state)
+    # Then run-6 stays because it is live, and the one rollback slot goes to run-3
+    assert model_names(aws.sagemaker) == {"job-run-7", "job-run-6", "job-run-3"}
+    assert report.rollback_packages == [packages["run-3"]]
+
+
+def test_a_registry_failure_falls_back_to_the_promoted_flag(aws: Aws) -> None:
+    # Given the history and a Model Registry that cannot be read
+    records = _records(aws)
+    packages = _registered_history(aws, records)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "no ListModelPackages"}},
+            "ListModelPackages",
+        )
+
+    aws.sagemaker.meta.events.register("before-call.sagemaker.ListModelPackages", refuse)
+    settings = dataclasses.replace(aws.settings, previous_models_to_keep=2)
+    # When cleanup runs
+    report = clean_up(
+        aws.sagemaker, records, settings, _state_with_package("run-7", packages["run-7"])
+    )
+    # Then the two newest runs the index says were promoted stay (run-4's rollback is unknown),
+    # and the report says why
+    assert model_names(aws.sagemaker) == {"job-run-7", "job-run-6", "job-run-4"}
+    assert report.rollback_packages == [packages["run-6"], packages["run-4"]]
+    assert report.registry_error is not None and "AccessDenied" in report.registry_error
+    assert report.to_dict()["registryError"] == report.registry_error
+
+
+def test_runs_without_a_package_fill_the_slots_the_registry_leaves(aws: Aws) -> None:
+    # Given two runs from before the registry (no package) and one approved run after them
+    records = _records(aws)
+    for day in (1, 2):
+        create_run_resources(aws.sagemaker, records, f"run-{day}", day=day)
+    package = _registered_run(aws, records, "run-3", day=3)
+    current = _registered_run(aws, None, "run-4", day=4, status="PendingManualApproval")
+    create_endpoint(aws.sagemaker, ENDPOINT, "job-run-4")
+    settings = dataclasses.replace(aws.settings, previous_models_to_keep=2)
+    # When cleanup keeps two previous models and the registry knows one
+    report = clean_up(aws.sagemaker, records, settings, _state_with_package("run-4", current))
+    # Then the approved run-3 and the newest unregistered promoted run-2 stay
+    assert model_names(aws.sagemaker) == {"job-run-4", "job-run-3", "job-run-2"}
+    assert report.rollback_packages == [package]
+    assert report.deleted_models == ["job-run-1"]
+
+
+def test_record_run_indexes_the_package_cleanup_keeps(aws: Aws) -> None:
+    # Given run-1 promoted, its package registered (pending) by EvaluateModels
+    records = _records(aws)
+    first = _registered_run(aws, None, "run-1", day=1, status="PendingManualApproval")
+    # When RecordRun records it (approving the package and indexing its model)
+    record_run(
+        {
+            "outcome": "promoted",
+            "executionName": "run-1",
+            "state": _state_with_package("run-1", first),
+        },
+        records,
+        aws.sns,
+        aws.settings.notification_topic_arn,
+        aws.settings,
+        sagemaker=aws.sagemaker,
+    )
+    # Then the index entry names the package
+    (entry,) = records.owned_resources()
+    assert entry.model_package_arn == first
+    # And once run-2 is live, cleanup keeps run-1 as the registry's rollback target
+    current = _registered_run(aws, None, "run-2", day=2, status="PendingManualApproval")
+    create_endpoint(aws.sagemaker, ENDPOINT, "job-run-2")
+    report = clean_up(aws.sagemaker, records, aws.settings, _state_with_package("run-2", current))
+    assert report.rollback_packages == [first]
+    assert model_names(aws.sagemaker) == {"job-run-1", "job-run-2"}

@@ -16,7 +16,8 @@ from refit.run_records import RunRecords
 
 
 def test_handler_cleans_up_and_returns_the_report(aws: Aws) -> None:
-    # Given two older promoted runs and the endpoint on the new run-3 (MODELS_TO_KEEP=2)
+    # Given two older promoted runs and the endpoint on the new run-3 (PREVIOUS_MODELS_TO_KEEP=1;
+    # no packages: the index's promoted flag decides)
     records = RunRecords(aws.dynamodb, TABLE, STACK)
     create_run_resources(aws.sagemaker, records, "run-1", day=1)
     create_run_resources(aws.sagemaker, records, "run-2", day=2)
@@ -31,8 +32,10 @@ def test_handler_cleans_up_and_returns_the_report(aws: Aws) -> None:
         "kept": {
             "models": ["job-run-3", "job-run-2"],
             "endpointConfigs": ["job-run-3", "job-run-2"],
+            "rollbackPackages": [],
         },
         "skippedUnowned": [],
+        "registryError": None,
     }
     assert json.loads(json.dumps(result)) == result
     assert model_names(aws.sagemaker) == {"job-run-3", "job-run-2"}

@@ -43,6 +43,28 @@ def test_resources_index_lists_newest_first_and_forgets(aws: Aws) -> None:
     assert records.get_run("run-2") is not None
 
 
+def test_resources_index_keeps_the_model_package_and_forgets_it(aws: Aws) -> None:
+    # Given a run indexed with its package, and one indexed before the index kept packages
+    # (its run record has EvaluateModels' modelPackageArn all the same)
+    records = RunRecords(aws.dynamodb, TABLE, STACK)
+    package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/refit-test-models/"
+    first = package + "1"
+    records.register_resources(
+        "run-1", "m-1", "c-1", "2026-11-01T00:00:00Z", promoted=True, model_package_arn=first
+    )
+    records.annotate("run-2", {"modelPackageArn": package + "2"})
+    records.register_resources("run-2", "m-2", "c-2", "2026-11-02T00:00:00Z", promoted=True)
+    records.register_resources("run-3", "m-3", "c-3", "2026-11-03T00:00:00Z", promoted=True)
+    # When the index is read
+    listed = {r.run_id: r.model_package_arn for r in records.owned_resources()}
+    # Then each entry names its package, or None when the run has none
+    assert listed == {"run-1": first, "run-2": package + "2", "run-3": None}
+    # And forgetting a run drops the package from the index item too
+    records.forget_resources("run-1")
+    run = records.get_run("run-1")
+    assert run is not None and "resourceModelPackageArn" not in run
+
+
 def test_items_round_trip_floats_and_drop_none(aws: Aws) -> None:
     # Given an item with a float, a nested None and a None attribute
     item = dynamo_item(

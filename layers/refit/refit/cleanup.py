@@ -7,8 +7,19 @@ every deletion:
 
 - a resource is deleted only if it is tagged ``refit:stack = <this stack>`` (never by name);
 - nothing a remaining endpoint uses (including an in-flight update) is deleted;
-- the configured endpoint is never deleted, and the newest ``MODELS_TO_KEEP - 1`` previously
-  promoted model/config pairs survive as rollback targets beside the current one.
+- the configured endpoint is never deleted.
+
+Besides what is live, the model/config pairs of the ``PREVIOUS_MODELS_TO_KEEP`` newest *Approved*
+packages of the stack's Model Registry group (other than the live model's) survive as quick manual
+rollback targets. The registry decides, not the index's ``promoted`` flag: a model rolled back off
+the endpoint has its package rejected and is deleted like any other. One ListModelPackages call
+(``MaxResults`` = N + the live packages) finds them, whatever the history. Index entries are
+matched by package ARN (the newest entry per package). Then:
+
+- entries with no package at all (runs from before the registry) fill, by their ``promoted`` flag,
+  newest first, the slots the registry left empty (it named fewer than N packages);
+- when the registry cannot be read, the ``promoted`` flag alone picks the N newest entries, and the
+  report says so (``registryError``): keeping one model too many beats deleting a rollback target.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from refit import layout
 from refit.config import Settings
@@ -31,6 +43,11 @@ logger = Logger(child=True)
 
 # Endpoints already on their way out need no second DeleteEndpoint.
 _ENDPOINT_GONE_STATUSES = ("Deleting",)
+APPROVED = "Approved"
+# ListModelPackages' largest page.
+_PACKAGES_PAGE_MAX = 100
+# SageMaker's error texts can be long; the report keeps the start.
+_ERROR_TEXT_MAX = 1024
 
 Fate = Literal["deleted", "absent", "unowned"]
 
@@ -43,6 +60,11 @@ class CleanupReport:
     kept_models: list[str] = field(default_factory=list)
     kept_endpoint_configs: list[str] = field(default_factory=list)
     skipped_unowned: list[str] = field(default_factory=list)
+    # The previous approved packages kept as rollback targets (their model/config, where the
+    # index still tracks them), newest first.
+    rollback_packages: list[str] = field(default_factory=list)
+    # Why the registry could not be read (the index's promoted flag chose the rollback set).
+    registry_error: str | None = None
 
     @property
     def deleted_count(self) -> int:
@@ -62,8 +84,10 @@ class CleanupReport:
             "kept": {
                 "models": self.kept_models,
                 "endpointConfigs": self.kept_endpoint_configs,
+                "rollbackPackages": self.rollback_packages,
             },
             "skippedUnowned": self.skipped_unowned,
+            "registryError": self.registry_error,
         }
 
 
@@ -134,6 +158,32 @@ class _SageMaker:
                 *config.get("ShadowProductionVariants", []),
             ]
             into.models.update(v["ModelName"] for v in variants if v.get("ModelName"))
+
+    def approved_packages(self, group: str, wanted: int, skip: set[str]) -> list[str]:
+        """The newest ``wanted`` Approved packages of ``group`` not in ``skip``, newest first.
+
+        One call when ``wanted + len(skip)`` fits a page: the cost follows N, never the history.
+        """
+        found: list[str] = []
+        kwargs: dict[str, Any] = {
+            "ModelPackageGroupName": group,
+            "ModelApprovalStatus": APPROVED,
+            "SortBy": "CreationTime",
+            "SortOrder": "Descending",
+            "MaxResults": min(_PACKAGES_PAGE_MAX, wanted + max(1, len(skip))),
+        }
+        while True:
+            page = self._client.list_model_packages(**kwargs)
+            for summary in page.get("ModelPackageSummaryList", []):
+                arn = str(summary["ModelPackageArn"])
+                if arn not in skip and arn not in found:
+                    found.append(arn)
+                if len(found) == wanted:
+                    return found
+            token = page.get("NextToken")
+            if not token:
+                return found
+            kwargs["NextToken"] = token
 
     def delete_endpoint_config(self, name: str) -> Fate:
         try:
@@ -207,7 +257,15 @@ def clean_up(
     in_use.endpoint_configs.update([current_config] if current_config else [])
 
     indexed = [entry for entry in records.owned_resources() if entry.run_id != run_id]
-    rollback = [entry for entry in indexed if entry.promoted][: settings.models_to_keep - 1]
+    live_packages = {
+        entry.model_package_arn
+        for entry in indexed
+        if entry.model_package_arn and entry.model_name in in_use.models
+    }
+    current_package = (parsed.evaluation or {}).get("modelPackageArn")
+    if current_package:
+        live_packages.add(str(current_package))
+    rollback = _rollback_targets(api, indexed, settings, live_packages, report)
     candidates = [entry for entry in indexed if entry not in rollback]
 
     others = _delete_stale_endpoints(api, protected_endpoints, report)
@@ -231,6 +289,39 @@ def clean_up(
             records.forget_resources(entry.run_id)
     logger.info("cleanup finished", extra={"cleanup": report.to_dict()})
     return report
+
+
+def _rollback_targets(
+    api: _SageMaker,
+    indexed: list[OwnedResources],
+    settings: Settings,
+    live_packages: set[str],
+    report: CleanupReport,
+) -> list[OwnedResources]:
+    """The index entries kept for a manual rollback (see the module docstring)."""
+    wanted = settings.previous_models_to_keep
+    if wanted < 1:
+        return []
+    group = layout.model_package_group_name(settings.stack_name)
+    try:
+        packages = api.approved_packages(group, wanted, live_packages)
+    except (ClientError, BotoCoreError) as error:
+        logger.warning(
+            "model registry not readable: rollback targets chosen by the promoted flag",
+            extra={"group": group, "error": str(error)},
+        )
+        report.registry_error = str(error)[:_ERROR_TEXT_MAX]
+        chosen = [entry for entry in indexed if entry.promoted][:wanted]
+        report.rollback_packages = [e.model_package_arn for e in chosen if e.model_package_arn]
+        return chosen
+    report.rollback_packages = packages
+    newest: dict[str, OwnedResources] = {}
+    for entry in indexed:  # newest first: the first entry of a package wins
+        if entry.model_package_arn:
+            newest.setdefault(entry.model_package_arn, entry)
+    chosen = [newest[arn] for arn in packages if arn in newest]
+    unregistered = [entry for entry in indexed if not entry.model_package_arn and entry.promoted]
+    return chosen + unregistered[: wanted - len(packages)]
 
 
 def _delete_stale_endpoints(

@@ -104,7 +104,7 @@ class Settings:
     min_improvement: float
     max_retained_regression: float
     full_retrain_after_rejections: int
-    models_to_keep: int
+    previous_models_to_keep: int
     objective: str
     num_rounds_full: int
     num_rounds_incremental: int
@@ -142,7 +142,8 @@ class Settings:
             max_retained_regression=env.number("MAX_RETAINED_REGRESSION", 0.0),
             # 0: never fall back to a full retrain because challengers keep losing.
             full_retrain_after_rejections=env.integer("FULL_RETRAIN_AFTER_REJECTIONS", 3),
-            models_to_keep=env.integer("MODELS_TO_KEEP", 2, minimum=1),
+            # Approved models kept besides the live one (0: only the live one).
+            previous_models_to_keep=env.integer("PREVIOUS_MODELS_TO_KEEP", 1, minimum=0),
             objective=env.text("OBJECTIVE", "reg:squarederror"),
             num_rounds_full=env.integer("NUM_ROUNDS_FULL", 100, minimum=1),
             num_rounds_incremental=env.integer("NUM_ROUNDS_INCREMENTAL", 50, minimum=1),

@@ -109,6 +109,8 @@ class OwnedResources:
     endpoint_config_name: str | None
     created_at: str
     promoted: bool
+    # The run's Model Registry package (refit.lineage); None for runs from before the registry.
+    model_package_arn: str | None = None
 
 
 class RunRecords:
@@ -275,8 +277,13 @@ class RunRecords:
         endpoint_config_name: str | None,
         created_at: str,
         promoted: bool,
+        model_package_arn: str | None = None,
     ) -> None:
-        """Put a run's model/config into the sparse index cleanup reads."""
+        """Put a run's model/config (and the package it was registered as) into the index.
+
+        Cleanup keeps the models of the newest approved packages as rollback targets: the package
+        ARN is how it finds their index entries.
+        """
         self.finish(
             run_id,
             {
@@ -285,6 +292,7 @@ class RunRecords:
                 "resourceModelName": model_name,
                 "resourceEndpointConfigName": endpoint_config_name,
                 "resourcesPromoted": promoted,
+                "resourceModelPackageArn": model_package_arn,
             },
         )
 
@@ -309,6 +317,10 @@ class RunRecords:
                         endpoint_config_name=item.get("resourceEndpointConfigName"),
                         created_at=item["resourcesCreatedAt"],
                         promoted=bool(item.get("resourcesPromoted", False)),
+                        # The index projects the whole run record: a run indexed before the
+                        # package was stored here still has EvaluateModels' modelPackageArn.
+                        model_package_arn=item.get("resourceModelPackageArn")
+                        or item.get("modelPackageArn"),
                     )
                 )
             if "LastEvaluatedKey" not in page:
@@ -322,6 +334,6 @@ class RunRecords:
             Key=dynamo_item(run_key(run_id)),
             UpdateExpression=(
                 "REMOVE resourcesOwner, resourcesCreatedAt, resourceModelName, "
-                "resourceEndpointConfigName, resourcesPromoted"
+                "resourceEndpointConfigName, resourcesPromoted, resourceModelPackageArn"
             ),
         )

@@ -772,6 +772,7 @@ def record_run(
             deploy.endpoint_config_name if outcome.endpoint_mode else None,
             created_at=finished_at,
             promoted=outcome.outcome == "promoted",
+            model_package_arn=text(outcome.state.evaluation, "modelPackageArn"),
         )
     message_id = publish(sns, topic, notification(outcome, settings.stack_name, record))
     logger.info("run recorded", extra={"runId": outcome.run_id, "status": outcome.status})
