@@ -544,7 +544,13 @@ def measure(figures: set[int], quick: bool = False, progress: Any = print) -> li
     with (
         tempfile.TemporaryDirectory(prefix="refit-bench-cloud-") as state,
         LocalCloud(
-            state_dir=Path(state), parameters={"BatchingWindowSeconds": WINDOW_SECONDS}
+            state_dir=Path(state),
+            parameters={
+                "BatchingWindowSeconds": WINDOW_SECONDS,
+                # The canary's waits are a chosen safety margin, not orchestration overhead.
+                "RolloutMode": "AllAtOnce",
+                "RolloutBakeSeconds": "0",
+            },
         ) as cloud,
     ):
         session.cloud = cloud

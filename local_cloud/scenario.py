@@ -83,6 +83,9 @@ STACK_PARAMETERS: Mapping[str, str] = {
     "BatchingWindowSeconds": "2",
     # Below AWS's minimum (5): local endpoints are ready within a second.
     "EndpointPollSeconds": "1",
+    # Switch at once, no baking: tests/local_cloud/test_rollout.py shows canary and rollback.
+    "RolloutMode": "AllAtOnce",
+    "RolloutBakeSeconds": "0",
 }
 
 #: Local runtime knobs: poll and sync often (jobs last seconds); bill spot time at 30 % of the

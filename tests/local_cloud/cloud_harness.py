@@ -33,6 +33,9 @@ FAST_PARAMETERS: Mapping[str, str] = {
     "CheckpointIntervalRounds": "4",
     "BatchingWindowSeconds": "1",
     "EndpointPollSeconds": "1",
+    # Switch at once, no baking: only test_rollout.py watches traffic shift.
+    "RolloutMode": "AllAtOnce",
+    "RolloutBakeSeconds": "0",
 }
 FAST_RUNTIME = RuntimeSettings(
     poll_interval_seconds=0.1,

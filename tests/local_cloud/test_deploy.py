@@ -277,9 +277,9 @@ def test_bucket_table_and_queue_gaps_are_filled(deployed: Deployed) -> None:
     assert {"Name": "EndpointName", "Value": "refit-endpoint"} in errors["Dimensions"]
     assert alarms["refit-endpoint-latency"]["Threshold"] == 1_000_000  # 1000 ms in microseconds
     function = stack.function("PrepareRunFunction")
-    environment = deployed.client("lambda").get_function_configuration(
-        FunctionName=function.name
-    )["Environment"]["Variables"]
+    environment = deployed.client("lambda").get_function_configuration(FunctionName=function.name)[
+        "Environment"
+    ]["Variables"]
     assert environment["ROLLBACK_ALARMS"] == "refit-endpoint-5xx,refit-endpoint-latency"
 
 

@@ -66,8 +66,14 @@ def test_settings_read_the_rollout_parameters() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("ROLLOUT_MODE", "Blue"), ("ROLLOUT_STEP_PERCENT", "0"), ("ROLLOUT_STEP_PERCENT", "101")],
+    [("ROLLOUT_MODE", "Blue"), ("ROLLOUT_STEP_PERCENT", "0"), ("ROLLOUT_STEP_PERCENT", "51")],
 )
 def test_bad_rollout_parameters_fail_at_cold_start(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({**SETTINGS_ENV, name: value})
+
+
+def test_linear_steps_below_ten_percent_are_refused() -> None:
+    env = {**SETTINGS_ENV, "ROLLOUT_MODE": "Linear", "ROLLOUT_STEP_PERCENT": "5"}
+    with pytest.raises(ConfigError, match="10-50 for linear steps"):
+        Settings.from_env(env)

@@ -160,8 +160,12 @@ class Settings:
                 alarm_names=env.names("ROLLBACK_ALARMS"),
             ),
         )
-        if settings.rollout.step_percent > 100:
-            raise ConfigError("ROLLOUT_STEP_PERCENT must be <= 100")
+        rollout = settings.rollout
+        if rollout.step_percent > 50 or (rollout.mode == "Linear" and rollout.step_percent < 10):
+            raise ConfigError(
+                "ROLLOUT_STEP_PERCENT must be 1-50 for a canary and 10-50 for linear steps "
+                f"(SageMaker's limits), got {rollout.step_percent} for {rollout.mode}"
+            )
         if settings.use_spot_training and settings.max_wait_seconds < settings.max_runtime_seconds:
             raise ConfigError(
                 "MAX_WAIT_SECONDS must be >= MAX_RUNTIME_SECONDS when USE_SPOT_TRAINING is true"

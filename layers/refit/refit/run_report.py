@@ -497,7 +497,8 @@ def model_package_attributes(
         reason = text(evaluation, "reason") or "rejected"
         error = outcome.state.error
         if outcome.rolled_back:
-            reason = f"endpoint update rolled back: {rollback_reason or 'no reason given'}"
+            why = rollback_reason or "no reason given"
+            reason = f"{ROLLED_BACK_ERROR}: the endpoint update was rolled back ({why})"
         elif outcome.outcome == "failed":
             cause = text(error, "Error") if error else None
             reason = f"run failed after training: {cause or 'unknown error'}"
