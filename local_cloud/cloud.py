@@ -199,7 +199,11 @@ class LocalCloud:
 
         settings = self._runtime_settings or RuntimeSettings()
         self._sagemaker = LocalSageMaker(
-            self.client("s3"), work_dir / "sagemaker", settings=settings
+            self.client("s3"),
+            work_dir / "sagemaker",
+            settings=settings,
+            # UpdateEndpoint's auto-rollback alarms: read from this process's moto CloudWatch.
+            alarm_state=moto_patches.cloudwatch_alarm_state(self.region),
         )
         moto_patches.install(sagemaker=self._sagemaker, invoke_lambda=self.invoke_lambda)
         self._patched = True

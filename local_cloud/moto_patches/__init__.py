@@ -3,6 +3,7 @@
 ::
 
     from local_cloud import moto_patches
+    runtime = LocalSageMaker(s3, work_dir, alarm_state=moto_patches.cloudwatch_alarm_state(region))
     moto_patches.install(sagemaker=runtime, invoke_lambda=invoker)   # before serving requests
     ...
     moto_patches.uninstall()                                          # restores moto
@@ -17,7 +18,11 @@ What each module patches (see their docstrings):
 
 - :mod:`.sagemaker_api`: ``moto.sagemaker`` models/responses: training and transform jobs and
   endpoints run in the local runtime (``local_cloud.sagemaker.LocalSageMaker``); adds
-  StopTrainingJob, StopTransformJob, UpdateEndpoint; duplicate names fail as on AWS.
+  StopTrainingJob, StopTransformJob, UpdateEndpoint (with its DeploymentConfig); duplicate
+  names fail as on AWS.
+- :mod:`.cloudwatch_alarms`: patches nothing; :func:`cloudwatch_alarm_state` reads alarm states
+  from ``moto.cloudwatch``'s backend for the runtime's endpoint auto-rollback (install checks
+  that backend's shape).
 - :mod:`.sagemaker_runtime_api`: ``moto.sagemakerruntime`` InvokeEndpoint -> the runtime.
 - :mod:`.stepfunctions_sagemaker`: the ``sagemaker:*`` optimized integration (request-response
   and ``.sync``) in moto's Step Functions interpreter.
@@ -47,7 +52,7 @@ from __future__ import annotations
 import threading
 
 from local_cloud.lambda_result import HANDLED, UNHANDLED, LambdaInvoker, LambdaResult
-from local_cloud.sagemaker import LocalSageMaker
+from local_cloud.sagemaker import AlarmState, LocalSageMaker
 
 from . import _context
 from ._patching import PINNED_MOTO_VERSION, MotoIncompatible, Patch, check, check_version
@@ -60,6 +65,7 @@ __all__ = [
     "LambdaResult",
     "MotoIncompatible",
     "all_patches",
+    "cloudwatch_alarm_state",
     "install",
     "is_installed",
     "uninstall",
@@ -75,6 +81,7 @@ def all_patches() -> list[Patch]:
     check_version()
     try:
         from . import (
+            cloudwatch_alarms,
             dynamodb_api,
             lambda_api,
             sagemaker_api,
@@ -98,7 +105,25 @@ def all_patches() -> list[Patch]:
         *stepfunctions_parser.patches(),
         *lambda_api.patches(),
         *dynamodb_api.patches(),
+        *cloudwatch_alarms.patches(),
     ]
+
+
+def cloudwatch_alarm_state(region: str, account_id: str | None = None) -> AlarmState:
+    """The ``alarm_state`` callable for :class:`LocalSageMaker`: the state of a CloudWatch
+    alarm in moto's backend in this process (``account_id`` defaults to moto's default
+    account, the one a local cloud's clients use), None when it does not exist. Raises
+    MotoIncompatible when moto is not the pinned version."""
+    check_version()
+    try:
+        from . import cloudwatch_alarms
+    except (ImportError, AttributeError) as error:
+        raise MotoIncompatible(
+            f"moto {PINNED_MOTO_VERSION} CloudWatch internals are missing: {error}"
+        ) from error
+    if account_id is None:
+        return cloudwatch_alarms.alarm_state_reader(region)
+    return cloudwatch_alarms.alarm_state_reader(region, account_id)
 
 
 def _check_config() -> None:

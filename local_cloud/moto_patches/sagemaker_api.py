@@ -10,7 +10,12 @@ moto 5.2.5 behaviour this replaces:
 - CreateTrainingJob/CreateTransformJob: records were ``Completed`` at once (an artifact URI
   with nothing behind it), duplicate names were accepted, and the training record's
   ``MetricDefinitions`` were overwritten with a fixed ``test:dcg`` definition.
-- StopTrainingJob, StopTransformJob, UpdateEndpoint: not implemented.
+- StopTrainingJob, StopTransformJob, UpdateEndpoint: not implemented. UpdateEndpoint now runs
+  a blue/green update in the runtime and honours ``DeploymentConfig`` (traffic shifting,
+  baking, auto-rollback on the CloudWatch alarms it names: the runtime reads them through the
+  ``alarm_state`` it was built with, see :mod:`.cloudwatch_alarms`) and
+  ``RetainDeploymentConfig``; ``RetainAllVariantProperties`` and
+  ``ExcludeRetainedVariantProperties`` are accepted and ignored.
 - CreateEndpoint: ``InService`` at once; an existing name was silently replaced.
 """
 
@@ -375,14 +380,22 @@ def update_endpoint(
     deployment_config: dict[str, Any] | None = None,
     retain_deployment_config: bool | None = None,
 ) -> Any:
-    """UpdateEndpoint: a blue/green switch in the runtime. The variant-property and
-    DeploymentConfig options are accepted and ignored (the runtime switches all at once)."""
+    """UpdateEndpoint: a blue/green update in the runtime, shifting traffic as
+    ``deployment_config`` says (None: all at once); ``retain_deployment_config`` reuses the
+    endpoint's last one. The variant-property options are accepted and ignored."""
     endpoint = self.endpoints.get(endpoint_name)
     if endpoint is None:
         arn = _arn("endpoint", endpoint_name, self)
         raise ValidationError(f"Could not find endpoint '{arn}'.")
     config, models = _config_and_models(self, endpoint_config_name)
-    _call(runtime().update_endpoint, endpoint_name, config, models)
+    _call(
+        runtime().update_endpoint,
+        endpoint_name,
+        config,
+        models,
+        deployment_config,
+        bool(retain_deployment_config),
+    )
     _refresh_endpoint(self, endpoint_name)
     return endpoint
 

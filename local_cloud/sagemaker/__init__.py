@@ -9,13 +9,15 @@ in process, against an injected boto3 S3 client (moto in-process, a moto server,
   waits, injected interruptions with resume from S3 checkpoints, MaxWait/MaxRuntime limits)
   and SageMaker's statuses, secondary-status transitions, times and metrics;
 - **endpoints** are real HTTP servers on 127.0.0.1 (``GET /ping``, ``POST /invocations``)
-  loading models through their ``inference.py`` handlers, with blue/green updates;
+  loading models through their ``inference.py`` handlers, with blue/green updates (traffic
+  shifting ALL_AT_ONCE/CANARY/LINEAR, baking, CloudWatch-alarm auto-rollback);
 - **transform jobs** push S3 objects through the same model code, record by record.
 
 API (all methods thread-safe; names and request dicts are SageMaker's)::
 
     rt = LocalSageMaker(s3_client, work_dir, settings=RuntimeSettings(...),
-                        clock=time.monotonic, now=lambda: datetime.now(UTC))
+                        clock=time.monotonic, now=lambda: datetime.now(UTC),
+                        alarm_state=lambda alarm_name: "OK" | "ALARM" | ... | None)
 
     rt.start_training_job(create_training_job_request) -> dict   # first Describe
     rt.describe_training_job(name) -> dict
@@ -27,7 +29,8 @@ API (all methods thread-safe; names and request dicts are SageMaker's)::
     rt.inject_training_failure(job_name=None, reason=OUT_OF_MEMORY_FAILURE)
 
     rt.create_endpoint(name, endpoint_config_request, {model_name: create_model_request})
-    rt.update_endpoint(name, endpoint_config_request, {model_name: create_model_request})
+    rt.update_endpoint(name, endpoint_config_request, {model_name: create_model_request},
+                       deployment_config=None, retain_deployment_config=False)
     rt.delete_endpoint(name) -> None
     rt.describe_endpoint(name) -> dict
     rt.list_endpoints() -> list[str]
@@ -51,18 +54,21 @@ Errors are :class:`ValidationError`, :class:`ResourceNotFound` and :class:`Resou
 whose ``code`` is the SageMaker error code.
 
 Modules: ``container`` (the ``/opt/ml`` contract), ``s3io`` (S3 and tar helpers),
-``training_jobs``, ``model_server`` (loading + invoking + HTTP), ``endpoints``,
+``training_jobs``, ``model_server`` (loading + invoking + HTTP), ``endpoints``, ``rollout``
+(DeploymentConfig: validation, traffic plan, blue/green split),
 ``transform_jobs``, ``runtime`` (this facade), ``settings``, ``errors``.
 """
 
 from .errors import LocalSageMakerError, ResourceInUse, ResourceNotFound, ValidationError
 from .model_server import InvocationResult
+from .rollout import AlarmState
 from .runtime import LocalSageMaker
 from .settings import RuntimeSettings
 from .training_jobs import OUT_OF_MEMORY_FAILURE
 
 __all__ = [
     "OUT_OF_MEMORY_FAILURE",
+    "AlarmState",
     "InvocationResult",
     "LocalSageMaker",
     "LocalSageMakerError",

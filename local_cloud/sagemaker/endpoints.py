@@ -7,12 +7,27 @@ the models of one endpoint config's production variants, loaded in this process.
 
 - Create: ``Creating`` while the models load on a background thread (``/ping`` answers 503),
   then ``InService``; ``Failed`` with a FailureReason when a model cannot load.
-- Update (blue/green, all at once): ``Updating`` while the new config's models load; the old
-  deployment keeps answering; when every new model loaded and answers ping, the router swaps to
-  the new deployment atomically and the old one is unloaded. A failed update (a model that does
-  not load, or an injected failure) leaves the endpoint ``InService`` on the OLD config with
-  ``FailureReason`` set, as SageMaker does.
-- Delete: the server stops at once; a load still running is discarded when it ends.
+- Update (blue/green): ``Updating`` while the new config's (green) models load; the old (blue)
+  deployment keeps answering. A failed load (a model that does not load, or an injected
+  failure) leaves the endpoint ``InService`` on the OLD config with ``FailureReason`` set, as
+  SageMaker does. Then traffic shifts as the update's ``DeploymentConfig`` says
+  (:mod:`.rollout`): without one, all at once (the router swaps atomically); with
+  ``BlueGreenUpdatePolicy``, ALL_AT_ONCE / CANARY / LINEAR steps of ``WaitIntervalInSeconds``,
+  each request routed to blue or green deterministically by the green share; then the baking
+  period (``TerminationWaitInSeconds``) at 100 % green with blue still loaded; then blue is
+  unloaded and the endpoint is ``InService`` on the new config. Throughout: ``Updating``,
+  ``EndpointConfigName`` = the old config, ``PendingDeploymentSummary`` = the new one (its
+  variants' ``VariantStatus``: ``Creating``, ``ActivatingTraffic``, ``Baking``).
+- Auto-rollback: while shifting and baking, every ``poll_interval_seconds`` each alarm of
+  ``AutoRollbackConfiguration`` is read through the injected ``alarm_state`` callable; one in
+  ``ALARM``, or ``MaximumExecutionTimeoutInSeconds`` exceeded (counted from UpdateEndpoint), →
+  ``RollingBack`` (all traffic to blue at once, green unloaded) → ``InService`` on the OLD
+  config with a FailureReason naming the alarm(s) or the timeout. Describe's
+  ``LocalRuntime.Rollout`` records the phases (``Loading``, ``ShiftingTraffic`` with its
+  ``GreenTrafficPercent``, ``Baking``, ``RollingBack``, ``RolledBack``, ``Completed``).
+- Every ``/invocations`` reply carries the local-only header ``X-Local-Endpoint-Config``: the
+  endpoint config whose deployment answered.
+- Delete: the server stops at once; a load or rollout still running is discarded.
 
 Deployment files live under ``<work_dir>/endpoints/<name>/deployment-<n>/<variant>/``.
 """
@@ -23,6 +38,7 @@ import copy
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import model_server
 from .errors import ResourceNotFound, ValidationError
-from .model_server import Deployment, InvocationResult, LoadedModel, ModelServer, ModelSpec
+from .model_server import Deployment, InvocationResult, ModelServer, ModelSpec, Route
+from .rollout import AlarmState, RolloutPlan, TrafficSplit, alarms_in_alarm, plan
 from .settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -42,9 +59,41 @@ else:
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 CREATING = "Creating"
 UPDATING = "Updating"
+ROLLING_BACK = "RollingBack"
 IN_SERVICE = "InService"
 FAILED = "Failed"
 DEFAULT_UPDATE_FAILURE = "Update failed: the new production variant did not pass health checks"
+# Rollout phases (Describe's LocalRuntime.Rollout) and the pending variants' VariantStatus.
+LOADING = "Loading"
+SHIFTING = "ShiftingTraffic"
+BAKING = "Baking"
+ROLLED_BACK = "RolledBack"
+COMPLETED = "Completed"
+_VARIANT_STATUS = {
+    LOADING: "Creating",
+    SHIFTING: "ActivatingTraffic",
+    BAKING: "Baking",
+    ROLLING_BACK: "Deleting",
+}
+
+
+def alarm_rollback_reason(alarms: list[str], config_name: str) -> str:
+    """The FailureReason of an update rolled back by CloudWatch alarms."""
+    return (
+        f"Endpoint update to {config_name} was rolled back: CloudWatch alarm(s) "
+        f"[{', '.join(alarms)}] went into ALARM state during the deployment."
+    )
+
+
+def timeout_rollback_reason(timeout: float, config_name: str) -> str:
+    return (
+        f"Endpoint update to {config_name} was rolled back: the deployment did not complete "
+        f"within MaximumExecutionTimeoutInSeconds ({timeout:g} s)."
+    )
+
+
+class _Deleted(Exception):
+    """The endpoint was deleted while its worker ran."""
 
 
 @dataclass(frozen=True)
@@ -96,16 +145,39 @@ class _Endpoint:
         self.failure_reason: str | None = None
         self.creation_time = now
         self.last_modified = now
-        self.deployment: Deployment | None = None
+        self.deployment: Deployment | None = None  # blue: the deployment of config_name
+        self.green: Deployment | None = None  # loaded, not yet the endpoint's deployment
+        self.traffic: Deployment | TrafficSplit | None = None  # what the router reads
         self.pending_config: str | None = None
         self.pending_since: datetime | None = None
+        self.pending_variants: list[_Variant] = []
+        self.pending_images: dict[str, str] = {}
+        self.deployment_config: Mapping[str, Any] | None = None  # of the last update
+        self.rollout: dict[str, Any] | None = None  # the last update's phases (LocalRuntime)
         self.generation = 0
         self.deleted = False
         self.worker: threading.Thread | None = None
+        self.wake = threading.Event()  # set on delete: a rollout's waits end at once
 
-    def route(self, target_variant: str | None) -> tuple[str, LoadedModel] | None:
-        deployment = self.deployment  # one read: a request sees the old or the new, never a mix
-        return deployment.route(target_variant) if deployment is not None else None
+    def route(self, target_variant: str | None) -> Route | None:
+        traffic = self.traffic  # one read: a request sees the old, the split or the new
+        return traffic.route(target_variant) if traffic is not None else None
+
+    def healthy(self) -> bool:
+        traffic = self.traffic
+        if isinstance(traffic, TrafficSplit):
+            return traffic.healthy()
+        return traffic is not None and any(m.ping() for _, _, m in traffic.variants)
+
+    def phase(self, phase: str, share: float, now: datetime) -> None:
+        """Record a rollout phase (call with ``lock`` held)."""
+        if self.rollout is None:
+            return
+        percent = round(share * 100, 6)
+        self.rollout.update(Phase=phase, GreenTrafficPercent=percent, PhaseStartTime=now)
+        self.rollout["History"].append(
+            {"Phase": phase, "GreenTrafficPercent": percent, "StartTime": now}
+        )
 
 
 class Endpoints:
@@ -117,11 +189,16 @@ class Endpoints:
         work_dir: Path,
         settings: RuntimeSettings,
         now: Callable[[], datetime],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        alarm_state: AlarmState | None = None,
     ) -> None:
         self._s3 = s3
         self._work_dir = work_dir
         self._settings = settings
         self._now = now
+        self._clock = clock
+        self._alarm_state = alarm_state
         self._lock = threading.Lock()
         self._endpoints: dict[str, _Endpoint] = {}
         self._update_failures: dict[str | None, list[str]] = {}
@@ -145,12 +222,16 @@ class Endpoints:
             if name in self._endpoints:
                 raise ValidationError(f"Cannot create already existing endpoint {name}")
             holder: list[_Endpoint] = []
-            server = ModelServer(lambda variant: holder[0].route(variant), self._settings.host)
+            server = ModelServer(
+                lambda variant: holder[0].route(variant),
+                self._settings.host,
+                healthy=lambda: holder[0].healthy(),
+            )
             endpoint = _Endpoint(name, server, config, self._now())
             holder.append(endpoint)
             endpoint.variants = variants
             self._endpoints[name] = endpoint
-            self._start_worker(endpoint, config, variants, specs, update=False)
+            self._start_worker(endpoint, config, variants, specs, RolloutPlan(), update=False)
         return self.describe(name)
 
     def update(
@@ -158,19 +239,37 @@ class Endpoints:
         name: str,
         config: Mapping[str, Any],
         models: Mapping[str, Mapping[str, Any]],
+        deployment_config: Mapping[str, Any] | None = None,
+        retain_deployment_config: bool = False,
     ) -> dict[str, Any]:
         variants = _variants(config, models)
         specs = self._specs(models)
         endpoint = self._get(name)
+        if deployment_config is None and retain_deployment_config:
+            with endpoint.lock:
+                deployment_config = endpoint.deployment_config
+        green_instances = sum(variant.instance_count for variant in variants)
+        rollout = plan(deployment_config, green_instances, self._alarm_state)
         with self._lock, endpoint.lock:
             if endpoint.status != IN_SERVICE:
                 raise ValidationError(
                     f"Cannot update endpoint {name}: it is in status {endpoint.status}"
                 )
+            now = self._now()
             endpoint.status = UPDATING
             endpoint.pending_config = str(config["EndpointConfigName"])
-            endpoint.pending_since = endpoint.last_modified = self._now()
-            self._start_worker(endpoint, config, variants, specs, update=True)
+            endpoint.pending_since = endpoint.last_modified = now
+            endpoint.pending_variants = variants
+            endpoint.pending_images = {v.name: specs[v.model_name].image for v in variants}
+            endpoint.deployment_config = copy.deepcopy(deployment_config)
+            endpoint.rollout = {
+                "EndpointConfigName": endpoint.pending_config,
+                "TrafficRoutingType": rollout.routing_type,
+                "Alarms": list(rollout.alarms),
+                "History": [],
+            }
+            endpoint.phase(LOADING, 0.0, now)
+            self._start_worker(endpoint, config, variants, specs, rollout, update=True)
         return self.describe(name)
 
     def delete(self, name: str) -> None:
@@ -183,17 +282,20 @@ class Endpoints:
     def describe(self, name: str) -> dict[str, Any]:
         endpoint = self._get(name)
         with endpoint.lock:
+            local: dict[str, Any] = {
+                "Url": f"http://{endpoint.server.host}:{endpoint.server.port}",
+                "Host": endpoint.server.host,
+                "Port": endpoint.server.port,
+            }
+            if endpoint.rollout is not None:
+                local["Rollout"] = endpoint.rollout
             description: dict[str, Any] = {
                 "EndpointName": endpoint.name,
                 "EndpointConfigName": endpoint.config_name,
                 "EndpointStatus": endpoint.status,
                 "CreationTime": endpoint.creation_time,
                 "LastModifiedTime": endpoint.last_modified,
-                "LocalRuntime": {
-                    "Url": f"http://{endpoint.server.host}:{endpoint.server.port}",
-                    "Host": endpoint.server.host,
-                    "Port": endpoint.server.port,
-                },
+                "LocalRuntime": local,
             }
             if endpoint.deployment is not None:
                 description["ProductionVariants"] = [
@@ -215,6 +317,7 @@ class Endpoints:
                 description["PendingDeploymentSummary"] = {
                     "EndpointConfigName": endpoint.pending_config,
                     "StartTime": endpoint.pending_since,
+                    "ProductionVariants": self._pending_variants(endpoint),
                 }
             return copy.deepcopy(description)
 
@@ -233,7 +336,7 @@ class Endpoints:
         endpoint = self._get(name)
         with endpoint.lock:
             status = endpoint.status
-        if status not in (IN_SERVICE, UPDATING):
+        if status not in (IN_SERVICE, UPDATING, ROLLING_BACK):
             raise ValidationError(f"Endpoint {name} is not in service (status {status})")
         return model_server.http_invoke(
             endpoint.server.host, endpoint.server.port, body, content_type, accept, target_variant
@@ -265,6 +368,30 @@ class Endpoints:
         return endpoint
 
     @staticmethod
+    def _pending_variants(endpoint: _Endpoint) -> list[dict[str, Any]]:
+        rollout = endpoint.rollout or {}
+        status = _VARIANT_STATUS.get(str(rollout.get("Phase")))
+        summaries = []
+        for variant in endpoint.pending_variants:
+            summary: dict[str, Any] = {
+                "VariantName": variant.name,
+                "DeployedImages": [
+                    {"SpecifiedImage": endpoint.pending_images.get(variant.name, "")}
+                ],
+                "CurrentWeight": variant.weight,
+                "DesiredWeight": variant.weight,
+                "CurrentInstanceCount": variant.instance_count,
+                "DesiredInstanceCount": variant.instance_count,
+                "InstanceType": variant.instance_type,
+            }
+            if status is not None:
+                summary["VariantStatus"] = [
+                    {"Status": status, "StartTime": rollout.get("PhaseStartTime")}
+                ]
+            summaries.append(summary)
+        return summaries
+
+    @staticmethod
     def _specs(models: Mapping[str, Mapping[str, Any]]) -> dict[str, ModelSpec]:
         try:
             return {
@@ -280,10 +407,12 @@ class Endpoints:
         config: Mapping[str, Any],
         variants: list[_Variant],
         specs: dict[str, ModelSpec],
+        rollout: RolloutPlan,
         *,
         update: bool,
     ) -> None:
         endpoint.generation += 1
+        endpoint.wake.clear()
         directory = (
             self._work_dir / "endpoints" / endpoint.name / f"deployment-{endpoint.generation}"
         )
@@ -297,6 +426,8 @@ class Endpoints:
                 specs,
                 directory,
                 injected,
+                rollout,
+                self._clock(),
             ),
             name=f"endpoint-{endpoint.name}-{endpoint.generation}",
             daemon=True,
@@ -319,8 +450,10 @@ class Endpoints:
         specs: dict[str, ModelSpec],
         directory: Path,
         injected_failure: str | None,
+        rollout: RolloutPlan,
+        started: float,
     ) -> None:
-        loaded: list[tuple[str, float, LoadedModel]] = []
+        loaded: list[tuple[str, float, model_server.LoadedModel]] = []
         failure: str | None = None
         try:
             for variant in variants:
@@ -337,7 +470,7 @@ class Endpoints:
             failure = f"InternalServerError: {type(error).__name__}: {error}"
         if failure is None and injected_failure is not None:
             failure = injected_failure
-        new = Deployment(loaded)
+        new = Deployment(loaded, config_name)
         with endpoint.lock:
             if endpoint.deleted:
                 retired: Deployment | None = new
@@ -345,27 +478,150 @@ class Endpoints:
                 retired = new
                 endpoint.failure_reason = failure
                 endpoint.status = IN_SERVICE if endpoint.deployment is not None else FAILED
-            else:
-                retired = endpoint.deployment
-                endpoint.deployment = new  # the atomic switch: the router reads this attribute
+                endpoint.phase(ROLLED_BACK, 0.0, self._now())
+                self._settle(endpoint)
+            elif endpoint.deployment is None:  # CreateEndpoint: nothing to shift from
+                retired = None
+                endpoint.deployment = endpoint.traffic = new
                 endpoint.config_name = config_name
                 endpoint.variants = variants
                 endpoint.images = {v.name: specs[v.model_name].image for v in variants}
                 endpoint.failure_reason = None
                 endpoint.status = IN_SERVICE
-            endpoint.pending_config = None
-            endpoint.pending_since = None
-            endpoint.last_modified = self._now()
+                self._settle(endpoint)
+            else:
+                retired = None
+                endpoint.green = new
         if retired is not None:
             retired.unload()
+        if endpoint.green is new:
+            self._roll_out(endpoint, new, variants, specs, rollout, started)
+
+    def _roll_out(
+        self,
+        endpoint: _Endpoint,
+        green: Deployment,
+        variants: list[_Variant],
+        specs: dict[str, ModelSpec],
+        rollout: RolloutPlan,
+        started: float,
+    ) -> None:
+        """Shift traffic to ``green`` step by step, bake, then finish or roll back."""
+        blue = endpoint.deployment
+        assert blue is not None
+        split = TrafficSplit(blue, green, 0.0)
+        reason: str | None = None
+        try:
+            last = len(rollout.shares) - 1
+            for step, share in enumerate(rollout.shares):
+                with endpoint.lock:
+                    if endpoint.deleted:
+                        raise _Deleted
+                    split.set_share(share)
+                    endpoint.traffic = split
+                    endpoint.phase(SHIFTING, share, self._now())
+                reason = self._watch(
+                    endpoint, rollout, rollout.wait_seconds if step < last else 0.0, started
+                )
+                if reason is not None:
+                    break
+            if reason is None:
+                with endpoint.lock:
+                    endpoint.phase(BAKING, 1.0, self._now())
+                reason = self._watch(endpoint, rollout, rollout.baking_seconds, started)
+        except _Deleted:
+            return  # _dispose unloaded both deployments
+        except Exception as error:  # a bug (or a failing alarm source) must not strand it
+            reason = f"InternalServerError: {type(error).__name__}: {error}"
+        if reason is None:
+            self._complete(endpoint, green, variants, specs)
+        else:
+            self._roll_back(endpoint, blue, green, reason)
+
+    def _watch(
+        self, endpoint: _Endpoint, rollout: RolloutPlan, seconds: float, started: float
+    ) -> str | None:
+        """Hold the current step ``seconds``, checking the alarms and the timeout every poll;
+        returns the rollback reason, if any."""
+        deadline = self._clock() + seconds
+        config_name = str(endpoint.pending_config)
+        while True:
+            if endpoint.deleted:
+                raise _Deleted
+            tripped = alarms_in_alarm(rollout.alarms, self._alarm_state)
+            if tripped:
+                return alarm_rollback_reason(tripped, config_name)
+            now = self._clock()
+            if rollout.timeout_seconds is not None and now - started > rollout.timeout_seconds:
+                return timeout_rollback_reason(rollout.timeout_seconds, config_name)
+            remaining = deadline - now
+            if remaining <= 0:
+                return None
+            if rollout.timeout_seconds is not None:
+                remaining = min(remaining, started + rollout.timeout_seconds - now + 1e-3)
+            endpoint.wake.wait(max(min(self._settings.poll_interval_seconds, remaining), 1e-3))
+
+    def _complete(
+        self,
+        endpoint: _Endpoint,
+        green: Deployment,
+        variants: list[_Variant],
+        specs: dict[str, ModelSpec],
+    ) -> None:
+        with endpoint.lock:
+            if endpoint.deleted:
+                return
+            retired = endpoint.deployment
+            endpoint.deployment = endpoint.traffic = green  # the router reads this attribute
+            endpoint.green = None
+            endpoint.config_name = str(green.config_name)
+            endpoint.variants = variants
+            endpoint.images = {v.name: specs[v.model_name].image for v in variants}
+            endpoint.failure_reason = None
+            endpoint.status = IN_SERVICE
+            endpoint.phase(COMPLETED, 1.0, self._now())
+            self._settle(endpoint)
+        if retired is not None:
+            retired.unload()
+
+    def _roll_back(
+        self, endpoint: _Endpoint, blue: Deployment, green: Deployment, reason: str
+    ) -> None:
+        with endpoint.lock:
+            if endpoint.deleted:
+                return
+            endpoint.status = ROLLING_BACK
+            endpoint.traffic = blue  # all traffic back at once
+            endpoint.green = None
+            endpoint.last_modified = self._now()
+            endpoint.phase(ROLLING_BACK, 0.0, endpoint.last_modified)
+        green.unload()
+        with endpoint.lock:
+            if endpoint.deleted:
+                return
+            endpoint.status = IN_SERVICE
+            endpoint.failure_reason = reason
+            endpoint.phase(ROLLED_BACK, 0.0, self._now())
+            self._settle(endpoint)
+
+    def _settle(self, endpoint: _Endpoint) -> None:
+        """The update (or creation) is over: no pending deployment (``lock`` held)."""
+        endpoint.pending_config = None
+        endpoint.pending_since = None
+        endpoint.pending_variants = []
+        endpoint.pending_images = {}
+        endpoint.last_modified = self._now()
 
     def _dispose(self, endpoint: _Endpoint) -> None:
         with endpoint.lock:
             endpoint.deleted = True
-            deployment, endpoint.deployment = endpoint.deployment, None
+            deployments = [endpoint.deployment, endpoint.green]
+            endpoint.deployment = endpoint.green = endpoint.traffic = None
+        endpoint.wake.set()
         endpoint.server.close()
-        if deployment is not None:
-            deployment.unload()
+        for deployment in deployments:
+            if deployment is not None:
+                deployment.unload()
         worker = endpoint.worker
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout=self._settings.close_grace_seconds)

@@ -59,6 +59,9 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 CONTAINER_MODEL_DIR = PurePosixPath("/opt/ml/model")
 TARGET_VARIANT_HEADER = "X-Amzn-SageMaker-Target-Variant"
 INVOKED_VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
+# Local only (SageMaker has no such header): the endpoint config whose deployment answered, so a
+# test can tell the blue from the green fleet during a traffic shift.
+LOCAL_CONFIG_HEADER = "X-Local-Endpoint-Config"
 _UNSUPPORTED_TYPE = re.compile(r"415|unsupported media|content[ _-]?type", re.IGNORECASE)
 _module_numbers = itertools.count(1)
 
@@ -330,20 +333,32 @@ def _import(script: Path, code_dir: Path) -> ModuleType:
 
 # --- HTTP ------------------------------------------------------------------------------
 
-Router = Callable[[str | None], "tuple[str, LoadedModel] | None"]
+
+class Route(NamedTuple):
+    """Who answers one request: the variant, its model, and (when known) the endpoint config
+    whose deployment it belongs to."""
+
+    variant: str
+    model: LoadedModel
+    config_name: str | None = None
+
+
+Router = Callable[[str | None], "Route | None"]
 
 
 @dataclass
 class Deployment:
-    """The variants an endpoint serves at one time: ``(variant name, weight, model)``."""
+    """The variants an endpoint serves at one time: ``(variant name, weight, model)``, from the
+    endpoint config ``config_name``."""
 
     variants: list[tuple[str, float, LoadedModel]]
+    config_name: str | None = None
 
-    def route(self, target_variant: str | None) -> tuple[str, LoadedModel] | None:
+    def route(self, target_variant: str | None) -> Route | None:
         if target_variant:
             for name, _, model in self.variants:
                 if name == target_variant:
-                    return name, model
+                    return Route(name, model, self.config_name)
             return None
         weighted = [(name, weight, model) for name, weight, model in self.variants if weight > 0]
         candidates = weighted or self.variants
@@ -354,9 +369,9 @@ class Deployment:
         for name, weight, model in candidates:
             pick -= weight if weighted else 1
             if pick <= 0:
-                return name, model
+                return Route(name, model, self.config_name)
         name, _, model = candidates[-1]
-        return name, model
+        return Route(name, model, self.config_name)
 
     def unload(self) -> None:
         for _, _, model in self.variants:
@@ -366,6 +381,7 @@ class Deployment:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     router: Router
+    healthy: Callable[[], bool]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -382,8 +398,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/ping":
             self._reply(_error(404, f"no route {self.path}"))
             return
-        routed = self.server.router(None)
-        healthy = routed is not None and routed[1].ping()
+        healthy = self.server.healthy()
         self._reply(InvocationResult(200 if healthy else 503, b"", "text/plain"))
 
     def do_POST(self) -> None:
@@ -401,9 +416,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if routed is None:
             self._reply(_error(503, "the endpoint has no model in service"))
             return
-        variant, model = routed
-        result = model.invoke(body, self.headers.get("Content-Type"), self.headers.get("Accept"))
-        self._reply(result, variant)
+        result = routed.model.invoke(
+            body, self.headers.get("Content-Type"), self.headers.get("Accept")
+        )
+        self._reply(result, routed.variant, routed.config_name)
 
     def _discard_body(self) -> None:
         remaining = int(self.headers.get("Content-Length") or 0)
@@ -413,12 +429,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 break
             remaining -= len(chunk)
 
-    def _reply(self, result: InvocationResult, variant: str | None = None) -> None:
+    def _reply(
+        self, result: InvocationResult, variant: str | None = None, config_name: str | None = None
+    ) -> None:
         self.send_response(result.status)
         self.send_header("Content-Type", result.content_type)
         self.send_header("Content-Length", str(len(result.body)))
         if variant:
             self.send_header(INVOKED_VARIANT_HEADER, variant)
+        if config_name:
+            self.send_header(LOCAL_CONFIG_HEADER, config_name)
         self.end_headers()
         self.wfile.write(result.body)
 
@@ -430,12 +450,22 @@ class ModelServer:
     """``GET /ping`` and ``POST /invocations`` on ``host``:ephemeral port, in daemon threads.
 
     ``router(target_variant)`` names the model that serves a request (None: nothing in
-    service → 503); swapping what it returns switches traffic atomically.
+    service → 503); swapping what it returns switches traffic atomically. ``healthy()`` answers
+    ``/ping`` (default: the router names a loaded model; a router that counts requests should
+    pass its own, so health checks do not count). ``/invocations``
+    replies carry ``X-Amzn-Invoked-Production-Variant`` (the variant) and, local only,
+    ``X-Local-Endpoint-Config`` (the endpoint config of the deployment that answered).
     """
 
-    def __init__(self, router: Router, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        router: Router,
+        host: str = "127.0.0.1",
+        healthy: Callable[[], bool] | None = None,
+    ) -> None:
         self._server = _Server((host, 0), _Handler)
         self._server.router = router
+        self._server.healthy = healthy or (lambda: _routes_to_a_live_model(router))
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -456,6 +486,11 @@ class ModelServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def _routes_to_a_live_model(router: Router) -> bool:
+    routed = router(None)
+    return routed is not None and routed.model.ping()
 
 
 def http_invoke(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .endpoints import DEFAULT_UPDATE_FAILURE, Endpoints
 from .model_server import InvocationResult
+from .rollout import AlarmState
 from .settings import RuntimeSettings
 from .training_jobs import OUT_OF_MEMORY_FAILURE, SpotInterruption, TrainingJobs
 from .transform_jobs import TransformJobs
@@ -36,6 +37,11 @@ class LocalSageMaker:
         settings: time knobs; see :class:`RuntimeSettings`.
         clock: monotonic seconds, for durations and limits.
         now: wall-clock datetimes, for the timestamps Describe* returns.
+        alarm_state: ``alarm_state(alarm_name)`` → the CloudWatch alarm's ``StateValue``
+            (``OK``, ``ALARM``, ``INSUFFICIENT_DATA``) or None when it does not exist; read by
+            endpoint updates whose DeploymentConfig has an ``AutoRollbackConfiguration``.
+            None: no alarm exists (naming one is a ValidationError). The runtime never
+            imports moto: the API layer passes a reader of its CloudWatch.
 
     Thread-safe. Use as a context manager, or call :meth:`close`.
     """
@@ -48,12 +54,15 @@ class LocalSageMaker:
         settings: RuntimeSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
+        alarm_state: AlarmState | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._training = TrainingJobs(s3, self.work_dir, self.settings, clock, now)
-        self._endpoints = Endpoints(s3, self.work_dir, self.settings, now)
+        self._endpoints = Endpoints(
+            s3, self.work_dir, self.settings, now, clock=clock, alarm_state=alarm_state
+        )
         self._transforms = TransformJobs(s3, self.work_dir, self.settings, now)
         self._close_lock = threading.Lock()
         self._closed = False
@@ -139,10 +148,22 @@ class LocalSageMaker:
         name: str,
         config: Mapping[str, Any],
         models: Mapping[str, Mapping[str, Any]],
+        deployment_config: Mapping[str, Any] | None = None,
+        retain_deployment_config: bool = False,
     ) -> dict[str, Any]:
         """Blue/green update to ``config``: ``Updating``, old config serving until the new one
-        is ready; a failure returns to ``InService`` on the old config with FailureReason."""
-        return self._endpoints.update(name, config, models)
+        is ready; a failure returns to ``InService`` on the old config with FailureReason.
+
+        ``deployment_config`` is UpdateEndpoint's ``DeploymentConfig`` (None: all traffic at
+        once): ``BlueGreenUpdatePolicy`` shifts traffic ALL_AT_ONCE, CANARY or LINEAR, then
+        bakes; an alarm of ``AutoRollbackConfiguration`` in ``ALARM`` (or the maximum
+        execution time exceeded) rolls back (``RollingBack`` → ``InService`` on the old
+        config, FailureReason naming the alarms). With ``retain_deployment_config`` and no
+        ``deployment_config``, the endpoint's last one is reused. An invalid config, or an
+        alarm that does not exist, raises ``ValidationError`` and changes nothing."""
+        return self._endpoints.update(
+            name, config, models, deployment_config, retain_deployment_config
+        )
 
     def delete_endpoint(self, name: str) -> None:
         self._endpoints.delete(name)

@@ -18,6 +18,7 @@ from typing import Any
 from local_cloud.sagemaker import LocalSageMaker, RuntimeSettings
 
 BUCKET = "local-sagemaker-test"
+UNSETTLED = ("Creating", "Updating", "RollingBack")
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.0-5"
 
 FAST_SETTINGS = RuntimeSettings(
@@ -171,11 +172,9 @@ def wait_until(
 
 
 def wait_for_endpoint(runtime: LocalSageMaker, name: str, timeout: float = 20.0) -> dict[str, Any]:
-    """Wait while the endpoint is Creating or Updating; returns the settled Describe."""
-    wait_until(
-        lambda: runtime.describe_endpoint(name)["EndpointStatus"] not in ("Creating", "Updating"),
-        timeout,
-    )
+    """Wait while the endpoint is Creating, Updating or RollingBack; returns the settled
+    Describe."""
+    wait_until(lambda: runtime.describe_endpoint(name)["EndpointStatus"] not in UNSETTLED, timeout)
     return runtime.describe_endpoint(name)
 
 

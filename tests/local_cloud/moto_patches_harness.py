@@ -313,11 +313,11 @@ def create_endpoint_config(sagemaker: Any, name: str, model_name: str) -> None:
 
 
 def wait_endpoint(sagemaker: Any, name: str, timeout: float = 20.0) -> dict[str, Any]:
-    """Describe (through moto) until the endpoint leaves Creating/Updating."""
+    """Describe (through moto) until the endpoint leaves Creating/Updating/RollingBack."""
     deadline = time.monotonic() + timeout
     while True:
         description: dict[str, Any] = sagemaker.describe_endpoint(EndpointName=name)
-        if description["EndpointStatus"] not in ("Creating", "Updating"):
+        if description["EndpointStatus"] not in ("Creating", "Updating", "RollingBack"):
             return description
         if time.monotonic() > deadline:
             raise AssertionError(f"endpoint {name} still {description['EndpointStatus']}")

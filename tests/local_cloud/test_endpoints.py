@@ -7,11 +7,14 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from local_sagemaker_harness import (
     BUCKET,
+    FAST_SETTINGS,
     endpoint_config,
     model_request,
     put,
@@ -319,3 +322,361 @@ def test_variant_routing_by_target_variant(runtime: LocalSageMaker, s3: Any) -> 
         assert predictions(runtime, "ep", [1])["predictions"] == [1]
     targeted = runtime.invoke("ep", b"[1]", "application/json", None, target_variant="b")
     assert json.loads(targeted.body)["predictions"] == [100]
+
+
+# --- Blue/green DeploymentConfig: traffic shifting, baking, auto-rollback -------------------
+
+CONFIG_HEADER = "X-Local-Endpoint-Config"
+
+
+@pytest.fixture
+def alarms() -> dict[str, str]:
+    """CloudWatch alarm states the runtime reads (name → StateValue); tests flip them."""
+    return {}
+
+
+@pytest.fixture
+def guarded(s3: Any, tmp_path: Path, alarms: dict[str, str]) -> Iterator[LocalSageMaker]:
+    """A runtime reading ``alarms``, with an InService endpoint ``ep`` on ``cfg-1`` (factor 2)
+    and model ``m2`` (factor 10) uploaded for the updates."""
+    runtime = LocalSageMaker(
+        s3, tmp_path / "local-sagemaker", settings=FAST_SETTINGS, alarm_state=alarms.get
+    )
+    try:
+        runtime.create_endpoint(
+            "ep", endpoint_config("cfg-1", "m1"), {"m1": deploy_model(s3, "m1", factor=2)}
+        )
+        assert wait_for_endpoint(runtime, "ep")["EndpointStatus"] == "InService"
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def green_models(s3: Any) -> dict[str, dict[str, Any]]:
+    return {"m2": deploy_model(s3, "m2", factor=10)}
+
+
+def blue_green(
+    routing: dict[str, Any], baking: int = 0, alarms: list[str] | None = None, **policy: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": routing,
+            "TerminationWaitInSeconds": baking,
+            **policy,
+        }
+    }
+    if alarms is not None:
+        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in alarms]}
+    return config
+
+
+def answered_by(runtime: LocalSageMaker, name: str, count: int) -> list[str]:
+    """Send ``count`` un-targeted requests on one kept-alive connection; the config that
+    answered each (the local header), checked against the prediction's factor."""
+    host, port = runtime.endpoint_address(name)
+    connection = http_client.HTTPConnection(host, port, timeout=10)
+    configs = []
+    try:
+        for _ in range(count):
+            connection.request(
+                "POST", "/invocations", body=b"[1]", headers={"Content-Type": "application/json"}
+            )
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            assert response.status == 200, body
+            assert response.getheader("X-Amzn-Invoked-Production-Variant") == "AllTraffic"
+            config = str(response.getheader(CONFIG_HEADER))
+            assert body["predictions"] == [{"cfg-1": 2, "cfg-2": 10}[config]]
+            configs.append(config)
+    finally:
+        connection.close()
+    return configs
+
+
+def rollout(runtime: LocalSageMaker, name: str = "ep") -> dict[str, Any]:
+    record: dict[str, Any] = runtime.describe_endpoint(name)["LocalRuntime"]["Rollout"]
+    return record
+
+
+def at_share(runtime: LocalSageMaker, percent: float) -> bool:
+    record = rollout(runtime)
+    return bool(record["Phase"] == "ShiftingTraffic" and record["GreenTrafficPercent"] == percent)
+
+
+def green_share_of(runtime: LocalSageMaker, count: int) -> tuple[float, int]:
+    """``(green %, green answers)`` of ``count`` requests sent within one rollout step
+    (retried when a step boundary fell inside the window)."""
+    for _ in range(5):
+        before = rollout(runtime)
+        configs = answered_by(runtime, "ep", count)
+        after = rollout(runtime)
+        if before["History"] == after["History"]:
+            return float(before["GreenTrafficPercent"]), configs.count("cfg-2")
+    raise AssertionError("no request window fit inside one rollout step")
+
+
+def phases(record: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(p["Phase"], p["GreenTrafficPercent"]) for p in record["History"]]
+
+
+def seconds_between(record: dict[str, Any], first: int, second: int) -> float:
+    history = record["History"]
+    return float((history[second]["StartTime"] - history[first]["StartTime"]).total_seconds())
+
+
+def test_canary_shifts_a_share_then_everything_then_bakes(guarded: LocalSageMaker, s3: Any) -> None:
+    # Given a canary of 25 % for 2 s and a baking period of 1 s
+    config = blue_green(
+        {
+            "Type": "CANARY",
+            "WaitIntervalInSeconds": 2,
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+        },
+        baking=1,
+    )
+
+    # When the endpoint is updated with it
+    updating = guarded.update_endpoint(
+        "ep", endpoint_config("cfg-2", "m2"), green_models(s3), config
+    )
+    assert updating["EndpointStatus"] == "Updating"
+
+    # Then during the canary a quarter of the requests reach the new config, deterministically
+    wait_until(lambda: at_share(guarded, 25.0))
+    during = guarded.describe_endpoint("ep")
+    assert (during["EndpointStatus"], during["EndpointConfigName"]) == ("Updating", "cfg-1")
+    pending = during["PendingDeploymentSummary"]
+    assert pending["EndpointConfigName"] == "cfg-2"
+    assert pending["ProductionVariants"][0]["VariantStatus"][0]["Status"] == "ActivatingTraffic"
+    percent, green = green_share_of(guarded, 20)
+    assert percent == 25.0
+    assert abs(green - 5) <= 1
+
+    # And then all of them, still Updating on the old config while baking
+    wait_until(lambda: rollout(guarded)["Phase"] == "Baking")
+    assert answered_by(guarded, "ep", 10) == ["cfg-2"] * 10
+    baking = guarded.describe_endpoint("ep")
+    assert (baking["EndpointStatus"], baking["EndpointConfigName"]) == ("Updating", "cfg-1")
+    variant = baking["PendingDeploymentSummary"]["ProductionVariants"][0]
+    assert variant["VariantStatus"][0]["Status"] == "Baking"
+
+    # And after baking the endpoint is InService on the new config
+    description = wait_for_endpoint(guarded, "ep")
+    assert (description["EndpointStatus"], description["EndpointConfigName"]) == (
+        "InService",
+        "cfg-2",
+    )
+    assert "PendingDeploymentSummary" not in description
+    assert "FailureReason" not in description
+    assert answered_by(guarded, "ep", 5) == ["cfg-2"] * 5
+    record = description["LocalRuntime"]["Rollout"]
+    assert phases(record) == [
+        ("Loading", 0.0),
+        ("ShiftingTraffic", 25.0),
+        ("ShiftingTraffic", 100.0),
+        ("Baking", 100.0),
+        ("Completed", 100.0),
+    ]
+    assert seconds_between(record, 1, 2) >= 1.9  # the canary's WaitIntervalInSeconds
+    assert seconds_between(record, 3, 4) >= 0.9  # TerminationWaitInSeconds
+
+
+def test_linear_shifts_in_steps_of_instances(guarded: LocalSageMaker, s3: Any) -> None:
+    # Given a new config of 5 instances and linear steps of 2 instances (40 %) every second
+    new_config = endpoint_config("cfg-2", "m2")
+    new_config["ProductionVariants"][0]["InitialInstanceCount"] = 5
+    config = blue_green(
+        {
+            "Type": "LINEAR",
+            "WaitIntervalInSeconds": 1,
+            "LinearStepSize": {"Type": "INSTANCE_COUNT", "Value": 2},
+        }
+    )
+
+    # When the endpoint is updated
+    guarded.update_endpoint("ep", new_config, green_models(s3), config)
+
+    # Then 40 % and 80 % of requests reach the new config in turn, then all of them
+    wait_until(lambda: at_share(guarded, 40.0))
+    percent, green = green_share_of(guarded, 20)
+    assert (percent, abs(green - 8) <= 1) == (40.0, True)
+    wait_until(lambda: at_share(guarded, 80.0))
+    percent, green = green_share_of(guarded, 20)
+    assert (percent, abs(green - 16) <= 1) == (80.0, True)
+    description = wait_for_endpoint(guarded, "ep")
+    assert (description["EndpointStatus"], description["EndpointConfigName"]) == (
+        "InService",
+        "cfg-2",
+    )
+    record = description["LocalRuntime"]["Rollout"]
+    assert record["TrafficRoutingType"] == "LINEAR"
+    assert phases(record)[1:4] == [
+        ("ShiftingTraffic", 40.0),
+        ("ShiftingTraffic", 80.0),
+        ("ShiftingTraffic", 100.0),
+    ]
+    assert seconds_between(record, 1, 2) >= 0.9
+    assert seconds_between(record, 2, 3) >= 0.9
+    assert answered_by(guarded, "ep", 5) == ["cfg-2"] * 5
+
+
+def test_an_alarm_in_alarm_rolls_the_update_back(
+    guarded: LocalSageMaker, s3: Any, alarms: dict[str, str]
+) -> None:
+    # Given two alarms, OK, guarding a canary that would wait a minute
+    alarms.update({"ep-errors": "OK", "ep-latency": "INSUFFICIENT_DATA"})
+    config = blue_green(
+        {
+            "Type": "CANARY",
+            "WaitIntervalInSeconds": 60,
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+        },
+        alarms=["ep-latency", "ep-errors"],
+    )
+    guarded.update_endpoint("ep", endpoint_config("cfg-2", "m2"), green_models(s3), config)
+    wait_until(lambda: at_share(guarded, 50.0))
+    assert "cfg-2" in answered_by(guarded, "ep", 4)
+
+    # When one alarm goes into ALARM during the canary
+    alarms["ep-errors"] = "ALARM"
+
+    # Then the endpoint rolls back: InService on the old config, naming the alarm
+    description = wait_for_endpoint(guarded, "ep", timeout=10)
+    assert (description["EndpointStatus"], description["EndpointConfigName"]) == (
+        "InService",
+        "cfg-1",
+    )
+    assert description["FailureReason"] == (
+        "Endpoint update to cfg-2 was rolled back: CloudWatch alarm(s) [ep-errors] went into "
+        "ALARM state during the deployment."
+    )
+    assert "PendingDeploymentSummary" not in description
+    assert phases(description["LocalRuntime"]["Rollout"])[-3:] == [
+        ("ShiftingTraffic", 50.0),
+        ("RollingBack", 0.0),
+        ("RolledBack", 0.0),
+    ]
+    # And every request is answered by the old model again
+    assert answered_by(guarded, "ep", 10) == ["cfg-1"] * 10
+    assert predictions(guarded, "ep", [1])["predictions"] == [2]
+
+
+def test_delete_during_a_rollout_stops_it(guarded: LocalSageMaker, s3: Any) -> None:
+    config = blue_green(
+        {
+            "Type": "LINEAR",
+            "WaitIntervalInSeconds": 60,
+            "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+        }
+    )
+    guarded.update_endpoint("ep", endpoint_config("cfg-2", "m2"), green_models(s3), config)
+    wait_until(lambda: at_share(guarded, 50.0))
+    host, port = guarded.endpoint_address("ep")
+    guarded.delete_endpoint("ep")
+    with pytest.raises(ResourceNotFound):
+        guarded.describe_endpoint("ep")
+    with pytest.raises(OSError):
+        NO_PROXY.open(f"http://{host}:{port}/ping", timeout=2)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("endpoint-ep-")] == []
+
+
+def test_exceeding_the_maximum_execution_time_rolls_back(guarded: LocalSageMaker, s3: Any) -> None:
+    config = blue_green(
+        {
+            "Type": "CANARY",
+            "WaitIntervalInSeconds": 60,
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+        },
+        MaximumExecutionTimeoutInSeconds=1,
+    )
+    guarded.update_endpoint("ep", endpoint_config("cfg-2", "m2"), green_models(s3), config)
+    description = wait_for_endpoint(guarded, "ep", timeout=10)
+    assert (description["EndpointStatus"], description["EndpointConfigName"]) == (
+        "InService",
+        "cfg-1",
+    )
+    assert "MaximumExecutionTimeoutInSeconds (1 s)" in description["FailureReason"]
+    assert ("RollingBack", 0.0) in phases(description["LocalRuntime"]["Rollout"])
+    assert answered_by(guarded, "ep", 3) == ["cfg-1"] * 3
+
+
+def test_retained_deployment_config_keeps_its_alarms(
+    guarded: LocalSageMaker, s3: Any, alarms: dict[str, str]
+) -> None:
+    # Given an alarm already in ALARM
+    alarms["ep-errors"] = "ALARM"
+    config = blue_green({"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}, alarms=["ep-errors"])
+
+    # Then an update guarded by it rolls back, and so does one that retains that config
+    guarded.update_endpoint("ep", endpoint_config("cfg-2", "m2"), green_models(s3), config)
+    assert "[ep-errors]" in wait_for_endpoint(guarded, "ep")["FailureReason"]
+    guarded.update_endpoint(
+        "ep", endpoint_config("cfg-2", "m2"), green_models(s3), retain_deployment_config=True
+    )
+    retained = wait_for_endpoint(guarded, "ep")
+    assert (retained["EndpointConfigName"], "[ep-errors]" in retained["FailureReason"]) == (
+        "cfg-1",
+        True,
+    )
+
+    # And an update without DeploymentConfig switches all at once, clearing the reason
+    guarded.update_endpoint("ep", endpoint_config("cfg-2", "m2"), green_models(s3))
+    plain = wait_for_endpoint(guarded, "ep")
+    assert (plain["EndpointConfigName"], "FailureReason" in plain) == ("cfg-2", False)
+    assert answered_by(guarded, "ep", 3) == ["cfg-2"] * 3
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (blue_green({"Type": "BIG_BANG", "WaitIntervalInSeconds": 1}), "BIG_BANG"),
+        (blue_green({"Type": "CANARY", "WaitIntervalInSeconds": 1}), "CanarySize is required"),
+        (blue_green({"Type": "LINEAR", "WaitIntervalInSeconds": 1}), "LinearStepSize is required"),
+        (blue_green({"Type": "ALL_AT_ONCE"}), "WaitIntervalInSeconds is required"),
+        (
+            blue_green(
+                {
+                    "Type": "CANARY",
+                    "WaitIntervalInSeconds": 1,
+                    "CanarySize": {"Type": "PERCENT", "Value": 10},
+                }
+            ),
+            "CanarySize.Type 'PERCENT'",
+        ),
+        (
+            blue_green(
+                {
+                    "Type": "CANARY",
+                    "WaitIntervalInSeconds": 1,
+                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 60},
+                }
+            ),
+            "at most 50%",
+        ),
+        (
+            blue_green(
+                {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}, alarms=["ep-errors", "nope"]
+            ),
+            "alarm\\(s\\) nope do not exist",
+        ),
+        ({"RollingUpdatePolicy": {}}, "RollingUpdatePolicy is not emulated"),
+    ],
+)
+def test_invalid_deployment_configs_change_nothing(
+    guarded: LocalSageMaker,
+    s3: Any,
+    alarms: dict[str, str],
+    config: dict[str, Any],
+    message: str,
+) -> None:
+    alarms["ep-errors"] = "OK"
+    with pytest.raises(ValidationError, match=message):
+        guarded.update_endpoint("ep", endpoint_config("cfg-2", "m2"), green_models(s3), config)
+    description = guarded.describe_endpoint("ep")
+    assert (description["EndpointStatus"], description["EndpointConfigName"]) == (
+        "InService",
+        "cfg-1",
+    )
+    assert "PendingDeploymentSummary" not in description
+    assert "Rollout" not in description["LocalRuntime"]

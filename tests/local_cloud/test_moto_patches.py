@@ -85,7 +85,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         s3 = server.client("s3")
         s3.create_bucket(Bucket=BUCKET)
         runtime = LocalSageMaker(
-            server.client("s3"), tmp_path_factory.mktemp("sagemaker"), settings=FAST_SETTINGS
+            server.client("s3"),
+            tmp_path_factory.mktemp("sagemaker"),
+            settings=FAST_SETTINGS,
+            alarm_state=moto_patches.cloudwatch_alarm_state(REGION),
         )
         lambdas = FakeLambdas()
         moto_patches.install(sagemaker=runtime, invoke_lambda=lambdas)
@@ -424,6 +427,99 @@ def test_update_endpoint_switches_config_and_a_failed_update_stays_on_the_old_on
     assert (described["EndpointStatus"], described["EndpointConfigName"]) == ("InService", v2)
     assert described["FailureReason"] == "the new variant failed health checks"
     assert predict(cloud, endpoint, [1]) == [10]
+
+
+def test_a_cloudwatch_alarm_set_through_the_api_rolls_a_canary_update_back(
+    cloud: Cloud,
+) -> None:
+    # Given an InService endpoint on v1 (factor 2) and an alarm in moto's CloudWatch
+    endpoint, v1, v2, alarm = (unique(n) for n in ("ep-canary", "v1", "v2", "ep-errors"))
+    live_model(cloud, v1, 2)
+    live_model(cloud, v2, 10)
+    cloud.sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=v1)
+    assert wait_endpoint(cloud.sagemaker, endpoint)["EndpointStatus"] == "InService"
+    cloudwatch = cloud.server.client("cloudwatch")
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation5XXErrors",
+        Dimensions=[{"Name": "EndpointName", "Value": endpoint}],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    deployment = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {
+                "Type": "CANARY",
+                "WaitIntervalInSeconds": 60,
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+            },
+            "TerminationWaitInSeconds": 0,
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
+    }
+
+    # An alarm that does not exist is a ValidationException, and nothing starts
+    missing = copy.deepcopy(deployment)
+    missing["AutoRollbackConfiguration"]["Alarms"].append({"AlarmName": "no-such-alarm"})
+    with pytest.raises(ClientError) as invalid:
+        cloud.sagemaker.update_endpoint(
+            EndpointName=endpoint, EndpointConfigName=v2, DeploymentConfig=missing
+        )
+    assert invalid.value.response["Error"]["Code"] == "ValidationException"
+    assert "no-such-alarm" in invalid.value.response["Error"]["Message"]
+    assert cloud.sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == (
+        "InService"
+    )
+
+    # When UpdateEndpoint starts the canary (seen through DescribeEndpoint)
+    cloud.sagemaker.update_endpoint(
+        EndpointName=endpoint, EndpointConfigName=v2, DeploymentConfig=deployment
+    )
+
+    def canary_running() -> bool:
+        described = cloud.sagemaker.describe_endpoint(EndpointName=endpoint)
+        pending = described.get("PendingDeploymentSummary", {}).get("ProductionVariants", [{}])
+        return bool(pending[0].get("VariantStatus", [{}])[0].get("Status") == "ActivatingTraffic")
+
+    wait_until(canary_running)
+    described = cloud.sagemaker.describe_endpoint(EndpointName=endpoint)
+    assert (described["EndpointStatus"], described["EndpointConfigName"]) == ("Updating", v1)
+    assert described["PendingDeploymentSummary"]["EndpointConfigName"] == v2
+    assert sorted({predict(cloud, endpoint, [1])[0] for _ in range(4)}) == [2, 10]
+
+    # And CloudWatch's SetAlarmState puts the alarm into ALARM
+    cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="errors")
+
+    # Then the update rolls back to v1, naming the alarm, and only v1 answers
+    described = wait_endpoint(cloud.sagemaker, endpoint)
+    assert (described["EndpointStatus"], described["EndpointConfigName"]) == ("InService", v1)
+    assert f"CloudWatch alarm(s) [{alarm}] went into ALARM state" in described["FailureReason"]
+    assert "PendingDeploymentSummary" not in described
+    assert [predict(cloud, endpoint, [1])[0] for _ in range(4)] == [2] * 4
+
+
+def test_install_refuses_a_cloudwatch_backend_without_alarms(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.cloudwatch.models import CloudWatchBackend
+
+    def no_alarms(self: Any, region_name: str, account_id: str) -> None:
+        self.region_name, self.account_id = region_name, account_id
+
+    moto_patches.uninstall()
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(CloudWatchBackend, "__init__", no_alarms)
+            with pytest.raises(moto_patches.MotoIncompatible, match="no dict 'alarms'"):
+                moto_patches.install(sagemaker=cloud.runtime, invoke_lambda=cloud.lambdas)
+        assert not moto_patches.is_installed()
+    finally:
+        moto_patches.install(sagemaker=cloud.runtime, invoke_lambda=cloud.lambdas)
+    assert moto_patches.is_installed()
 
 
 def test_endpoint_api_duplicates_delete_and_invoke_errors_behave_as_aws(cloud: Cloud) -> None:
