@@ -45,6 +45,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         now=datetime.now(UTC),
         sfn=_sfn,
     )
-    metrics.add_metric(name="FilesAccepted", unit=MetricUnit.Count, value=plan["data"]["accepted"])
-    metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=plan["data"]["rejected"])
+    data = plan["data"]
+    if data is not None:  # a rollback run plans no data
+        metrics.add_metric(name="FilesAccepted", unit=MetricUnit.Count, value=data["accepted"])
+        metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=data["rejected"])
     return plan

@@ -190,7 +190,7 @@ def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
     assert pointer.model_data_url == first.record["modelDataUrl"]
     # Retention against the registry: A's package is live again (as the rollback's model), B
     # and C are rejected, so nothing older is a rollback target: only the live model remains
-    assert owned_models(runs) == {fourth.name}
+    assert owned_models(runs) == {fourth.name}, record["cleanup"]
     assert record["cleanup"]["kept"]["rollbackPackages"] == []
 
     # And with nothing approved before A, another rollback is refused with the reason

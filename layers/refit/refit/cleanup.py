@@ -265,7 +265,11 @@ def clean_up(
     current_package = (parsed.evaluation or {}).get("modelPackageArn")
     if current_package:
         live_packages.add(str(current_package))
-    rollback = _rollback_targets(api, indexed, settings, live_packages, report)
+    # A rollback run takes the package it replaces off the endpoint for being bad; RecordRun
+    # rejects it only after cleanup, so it is excluded here already.
+    replaced = parsed.run.replaced_package_arn if parsed.run else None
+    not_targets = live_packages | ({replaced} if replaced else set())
+    rollback = _rollback_targets(api, indexed, settings, not_targets, report)
     candidates = [entry for entry in indexed if entry not in rollback]
 
     others = _delete_stale_endpoints(api, protected_endpoints, report)
