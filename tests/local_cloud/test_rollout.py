@@ -10,7 +10,8 @@ baking) and one previous model kept. In order:
    auto-rollback puts B back, the run is ROLLED_BACK, C's package is rejected;
 4. ``refit rollback`` puts A back through the same path: RESTORED, A's predictions, B's
    package rejected, the champion pointer on A's package; retention keeps exactly what the
-   registry says.
+   registry says;
+5. the champion lookup makes the same API calls with 5 and with 5,000 registered models.
 
 Models differ by their training data (each run trains on everything under data/train/), so
 each one answers a probe row with its own number.
@@ -36,9 +37,12 @@ from cloud_harness import (
     rows,
     wait_for,
 )
+from moto.sagemaker.models import sagemaker_backends
 
 from local_cloud.cloud import LocalCloud
+from refit import layout, lineage
 from refit.cli import manual_execution_name, rollback_execution_input
+from refit.run_records import RunRecords
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +99,58 @@ def package_status(runs: CloudRuns, arn: str) -> str:
 
 def owned_models(runs: CloudRuns) -> set[str]:
     return {m for m in runs.model_names() if m.startswith(("s3-", "manual-"))}
+
+
+def package_count(runs: CloudRuns, group: str) -> int:
+    pages = runs.sagemaker.get_paginator("list_model_packages").paginate(
+        ModelPackageGroupName=group, PaginationConfig={"PageSize": 100}
+    )
+    return sum(len(page["ModelPackageSummaryList"]) for page in pages)
+
+
+def register_packages(cloud: LocalCloud, group: str, count: int) -> None:
+    """Past rejected models, straight into the emulator's registry (5,000 CreateModelPackage
+    calls over HTTP would take a minute; the handler's own backend call takes seconds)."""
+    backend = sagemaker_backends[cloud.stack.account_id][cloud.region]
+    for n in range(count):
+        backend.create_model_package(
+            model_package_name=None,
+            model_package_group_name=group,
+            model_package_description=f"past model {n}",
+            inference_specification={
+                "Containers": [{"Image": "image", "ModelDataUrl": f"s3://b/past/{n}.tar.gz"}],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["text/csv"],
+            },
+            validation_specification=None,
+            source_algorithm_specification=None,
+            certify_for_marketplace=False,
+            tags=None,
+            model_approval_status=lineage.REJECTED,
+            metadata_properties=None,
+            model_metrics=None,
+            client_token=None,
+            customer_metadata_properties={"runId": f"past-{n}"},
+            drift_check_baselines=None,
+            domain=None,
+            task=None,
+            sample_payload_url=None,
+            additional_inference_specifications=None,
+        )
+
+
+def lookup_calls(cloud: LocalCloud, runs: CloudRuns) -> tuple[list[str], str | None]:
+    """The API calls `refit models` and PrepareRun make to find the live model's package."""
+    calls: list[str] = []
+    sagemaker, dynamodb = cloud.client("sagemaker"), cloud.client("dynamodb")
+    for client in (sagemaker, dynamodb):
+        client.meta.events.register(
+            "before-call.*.*",
+            lambda model, **_: calls.append(f"{model.service_model.service_name}:{model.name}"),
+        )
+    records = RunRecords(dynamodb, runs.info.runs_table, runs.info.stack_name)
+    live = lineage.live_package_arn(sagemaker, records, runs.info.endpoint_name)
+    return calls, live
 
 
 def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
@@ -199,3 +255,15 @@ def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
     assert refused.error["Error"] == "NoRollbackTarget"
     assert "no approved model older than version" in refused.error["Cause"]
     assert runs.endpoint_config_name() == fourth.name
+
+    # 5. The champion lookup makes the same calls with 5 and with 5,000 registered models
+    group = layout.model_package_group_name(runs.info.stack_name)
+    register_packages(cloud, group, 5 - package_count(runs, group))
+    few = lookup_calls(cloud, runs)
+    register_packages(cloud, group, 5000 - package_count(runs, group))
+    many = lookup_calls(cloud, runs)
+    assert package_count(runs, group) == 5000
+    assert few == many
+    calls, live = many
+    assert live == first.record["modelPackageArn"]
+    assert not [c for c in calls if ":List" in c], calls
