@@ -370,6 +370,10 @@ def test_a_restored_model_becomes_the_champion_and_the_replaced_one_is_rejected(
         arns[3],
     )
     assert report.record["replacedModelPackageStatus"] == REJECTED
+    # And it cost the endpoint update only: no training job was run, none is priced
+    cost = report.record["cost"]
+    assert cost.get("training") is None and not cost.get("unpriced")
+    assert cost["totalUSD"] == cost["endpointRollout"]["costUSD"] > 0
 
 
 @pytest.mark.parametrize(
