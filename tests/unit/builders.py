@@ -190,9 +190,11 @@ def deploy_endpoint(
     return config_name
 
 
-def set_endpoint_status(endpoint_name: str, status: str) -> None:
-    """moto endpoints are InService at once; tests need the other states too."""
-    sagemaker_backends[ACCOUNT][REGION].endpoints[endpoint_name].endpoint_status = status
+def set_endpoint_status(endpoint_name: str, status: str, failure_reason: str | None = None) -> None:
+    """moto endpoints are InService at once; tests need the other states (and why) too."""
+    endpoint = sagemaker_backends[ACCOUNT][REGION].endpoints[endpoint_name]
+    endpoint.endpoint_status = status
+    endpoint.failure_reason = failure_reason
 
 
 # --- Step Functions executions ending -----------------------------------------------------------

@@ -459,3 +459,30 @@ def test_record_run_indexes_the_package_cleanup_keeps(aws: Aws) -> None:
     report = clean_up(aws.sagemaker, records, aws.settings, _state_with_package("run-2", current))
     assert report.rollback_packages == [first]
     assert model_names(aws.sagemaker) == {"job-run-1", "job-run-2"}
+
+
+def test_a_rollback_run_does_not_keep_the_model_it_replaced(aws: Aws) -> None:
+    # Given run-1, run-2 and run-3 approved, run-3 live until a rollback run put run-2's
+    # package back on the endpoint as its own model (run-3's package is still Approved: RecordRun
+    # rejects it after cleanup)
+    records = _records(aws)
+    packages = {
+        run: _registered_run(aws, records, run, day=n)
+        for n, run in ((1, "run-1"), (2, "run-2"), (3, "run-3"))
+    }
+    create_run_resources(aws.sagemaker, None, "rb-4", day=4)
+    create_endpoint(aws.sagemaker, ENDPOINT, "job-rb-4")
+    state = _state_with_package("rb-4", packages["run-2"])
+    state["run"]["kind"] = "rollback"
+    state["run"]["rollback"] = {
+        "modelPackageArn": packages["run-2"],
+        "replacedModelPackageArn": packages["run-3"],
+        "replacedModelName": "job-run-3",
+    }
+    # When cleanup runs with PREVIOUS_MODELS_TO_KEEP=1
+    report = clean_up(aws.sagemaker, records, aws.settings, state)
+    # Then the one rollback slot goes to run-1: run-3 was taken off the endpoint for being bad,
+    # and run-2's package is live again as the rollback's model
+    assert report.rollback_packages == [packages["run-1"]]
+    assert model_names(aws.sagemaker) == {"job-rb-4", "job-run-1"}
+    assert {"job-run-3", "job-run-2"} <= set(report.deleted_models)

@@ -90,6 +90,22 @@ def test_start_refuses_a_prefix_outside_the_training_data(aws: Aws) -> None:
     assert aws.stepfunctions.list_state_machines()["stateMachines"]
 
 
+def test_rollback_input_names_the_version_or_none() -> None:
+    assert cli.rollback_execution_input(None) == {"source": "manual", "rollback": {}}
+    assert cli.rollback_execution_input(3) == {"source": "manual", "rollback": {"toVersion": 3}}
+
+
+@pytest.mark.parametrize("version", ["0", "-1", "two"])
+def test_rollback_to_a_version_that_cannot_exist_is_a_usage_error(
+    version: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused while parsing the arguments: before the stack is looked up or anything started
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["--stack", STACK, "rollback", "--to-version", version])
+    assert refused.value.code == 2
+    assert "argument --to-version" in capsys.readouterr().err
+
+
 def test_runs_lists_records_newest_first(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
     # Given two finished runs
     _stack_with_outputs(aws)

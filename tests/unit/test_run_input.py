@@ -5,7 +5,13 @@ from typing import Any
 import pytest
 from builders import load_event
 
-from refit.run_input import DataObject, InvalidRunInput, RunRequest, parse_run_input
+from refit.run_input import (
+    DataObject,
+    InvalidRunInput,
+    RollbackRequest,
+    RunRequest,
+    parse_run_input,
+)
 
 
 def test_empty_input_trains_on_everything_with_stack_defaults() -> None:
@@ -93,3 +99,45 @@ def test_a_manual_run_may_force_the_decision() -> None:
     assert request.force_decision == "reject"
     assert request.summary()["forceDecision"] == "reject"
     assert parse_run_input({}).force_decision is None
+
+
+# --- rollback -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "to_version"),
+    [
+        ({"rollback": {}}, None),
+        ({"rollback": {"toVersion": None}}, None),
+        ({"rollback": {"toVersion": 3}}, 3),
+        ({"source": "manual", "rollback": {"toVersion": 1}}, 1),
+    ],
+)
+def test_a_rollback_names_a_version_or_none(document: Any, to_version: int | None) -> None:
+    request = parse_run_input(document)
+    assert request.rollback == RollbackRequest(to_version)
+    assert request.summary()["rollback"] == {"toVersion": to_version}
+    assert parse_run_input({}).rollback is None
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"rollback": {"toVersion": 0}}, "rollback.toVersion must be a model package version"),
+        ({"rollback": {"toVersion": -1}}, "an integer >= 1); got -1"),
+        ({"rollback": {"toVersion": True}}, "an integer >= 1); got True"),
+        ({"rollback": {"toVersion": "3"}}, "an integer >= 1); got '3'"),
+        ({"rollback": {"toVersion": 2.0}}, "an integer >= 1); got 2.0"),
+        ({"rollback": 3}, 'rollback must be an object: {} or {"toVersion": <version>}'),
+        ({"rollback": {"version": 3}}, "unknown field(s) version in rollback; allowed: toVersion"),
+        ({"rollback": {}, "prefix": "data/train/x/"}, "cannot be combined with prefix"),
+        ({"rollback": {}, "objects": [{"key": "k"}]}, "cannot be combined with objects"),
+        ({"rollback": {}, "trainingMode": "full"}, "cannot be combined with trainingMode"),
+        ({"rollback": {}, "forceDecision": "promote"}, "cannot be combined with forceDecision"),
+        ({"rollback": {}, "deploymentMode": "batch"}, "cannot be combined with deploymentMode"),
+    ],
+)
+def test_an_invalid_rollback_names_the_field(document: Any, expected: str) -> None:
+    with pytest.raises(InvalidRunInput) as raised:
+        parse_run_input(document)
+    assert expected in str(raised.value)

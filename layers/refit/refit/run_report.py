@@ -229,6 +229,9 @@ def _described_training(
 def training_usage(state: RunState) -> tuple[list[cost.TrainingJobUsage], list[str]]:
     """Every training job the run paid for, oldest first, and any it may have paid for unseen."""
     run, training = state.run, state.training
+    if run is not None and run.kind == "rollback":
+        # $.training of a rollback run is the restored package's artifact: no job ran.
+        return [], []
     fleet = cost.Fleet(
         run.training_instance_type if run else None, run.training_instance_count if run else None
     )
