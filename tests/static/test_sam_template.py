@@ -443,10 +443,14 @@ def test_the_stack_owns_a_model_package_group_its_functions_register_in(
         for action in actions_of(statement)
         if "ModelPackage" in action
     }
-    # (cleanup only lists them: the newest approved ones are its rollback targets)
-    listing = grants.pop(("CleanupResourcesFunction", "sagemaker:ListModelPackages"))
-    assert listing == ["*"]
+    # (cleanup only lists them: the newest approved ones are its rollback targets; PrepareRun
+    # lists and reads them to find a rollback run's target)
+    for lister in ("CleanupResourcesFunction", "PrepareRunFunction"):
+        assert grants.pop((lister, "sagemaker:ListModelPackages")) == ["*"]
+    group_arn = grants.pop(("PrepareRunFunction", "sagemaker:DescribeModelPackageGroup"))
+    assert any(arn.endswith(":model-package-group/${AWS::StackName}-models") for arn in group_arn)
     assert set(grants) == {
+        ("PrepareRunFunction", "sagemaker:DescribeModelPackage"),
         ("EvaluateModelsFunction", "sagemaker:CreateModelPackage"),
         ("RecordRunFunction", "sagemaker:DescribeModelPackage"),
         ("RecordRunFunction", "sagemaker:UpdateModelPackage"),
@@ -519,6 +523,12 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "TriggerBatchSize": 1000,
         "EndpointPollSeconds": 30,
         "EndpointMaxPolls": 120,
+        "RolloutMode": "Canary",
+        "RolloutStepPercent": 10,
+        "RolloutWaitSeconds": 300,
+        "RolloutBakeSeconds": 300,
+        "RollbackErrorThreshold": 0,
+        "RollbackLatencyMs": 1000,
         "ExistingBucketName": "",
         "LogLevel": "INFO",
     }

@@ -28,8 +28,9 @@ from static_helpers import (
 from refit.champion import Champion, ChampionState
 from refit.config import Settings
 from refit.datasets import DataFile, DataSelection, RunManifests
+from refit.rollback import RollbackTarget
 from refit.run_input import RunRequest
-from refit.run_plan import PlanInputs, build_run_plan
+from refit.run_plan import PlanInputs, build_rollback_plan, build_run_plan
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 SAGEMAKER_TASK = re.compile(r"arn:aws:states:::sagemaker:(\w+?)(\.sync)?")
@@ -660,9 +661,53 @@ def test_every_run_path_resolves_in_a_plan_built_by_refit(
             for dotted in RUN_PATH.findall(value):
                 if dotted.startswith(".onDemandTrainingJob.") and not spot:
                     continue
+                if dotted.startswith(".rollback."):
+                    continue  # only StartRollback reads it, for a rollback plan (next test)
                 # And every $.run path a state reads exists (else: uncatchable States.Runtime)
                 found = _resolve(plan, dotted)
                 if dotted.endswith((".hasInput", ".endpointExists")):
                     assert isinstance(found, bool), (name, dotted)
                 if dotted.endswith((".pollSeconds", ".maxPolls")):
                     assert isinstance(found, int) and found > 0, (name, dotted)
+
+
+def _reachable(states: dict[str, Any], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_targets(states[name]))
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["endpoint", "batch"])
+def test_a_rollback_plan_resolves_every_path_on_its_way(states: dict[str, Any], mode: str) -> None:
+    # Given the plan of a rollback run (refit.rollback), built by the code PrepareRun runs
+    settings = Settings.from_env({**PLAN_ENV, "DEPLOYMENT_MODE": mode})
+    target = RollbackTarget(
+        package_arn="arn:aws:sagemaker:us-east-1:123456789012:model-package/refit-models/2",
+        version=2,
+        trained_by_run="s3-0123",
+        image="image",
+        model_data_url="s3://refit-data/models/s3-0123/output/model.tar.gz",
+        environment={"SAGEMAKER_PROGRAM": "inference.py"},
+        metadata={"features": "4"},
+    )
+    live = Champion("live", "s3://refit-data/models/live.tar.gz", "live", 4, "endpoint")
+    plan = build_rollback_plan("manual-1", target, ChampionState(live, True), mode, settings)
+    # Then HasDataToTrain sends it to StartRollback, which skips training
+    assert plan["status"] == "rollback"
+    reachable = _reachable(states, "StartRollback")
+    assert not {"Train", "TrainOnDemand", "EvaluateModels"} & reachable
+    # And every $.run path a state on its way reads exists
+    for name in sorted(reachable):
+        for _, value in _path_fields(states[name]):
+            for dotted in RUN_PATH.findall(value):
+                found = _resolve(plan, dotted)
+                if dotted.endswith((".hasInput", ".endpointExists")):
+                    assert isinstance(found, bool), (name, dotted)
+    # And StartRollback hands CreateModel and RecordRun what a promotion would
+    assert plan["rollback"]["training"] == {"modelDataUrl": target.model_data_url}
+    assert plan["rollback"]["evaluation"]["decision"] == "promote"

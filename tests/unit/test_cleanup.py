@@ -486,3 +486,30 @@ def test_a_rollback_run_does_not_keep_the_model_it_replaced(aws: Aws) -> None:
     assert report.rollback_packages == [packages["run-1"]]
     assert model_names(aws.sagemaker) == {"job-rb-4", "job-run-1"}
     assert {"job-run-3", "job-run-2"} <= set(report.deleted_models)
+
+
+def test_a_failed_rollback_copy_does_not_displace_the_model_that_served(aws: Aws) -> None:
+    # Given run-1 approved (its model served once) and run-2 rejected, then a rollback run to
+    # run-1's package that failed after CreateModel: its copy is indexed under run-1's package,
+    # newer, not promoted; run-4 just deployed
+    records = _records(aws)
+    first = _registered_run(aws, records, "run-1", day=1)
+    _registered_run(aws, records, "run-2", day=2, status="Rejected")
+    copy = create_run_resources(aws.sagemaker, None, "rb-3", day=3)
+    records.register_resources(
+        "rb-3",
+        copy,
+        copy,
+        created_at="2026-11-03T00:00:00.000Z",
+        promoted=False,
+        model_package_arn=first,
+    )
+    create_run_resources(aws.sagemaker, None, "run-4", day=4)
+    create_endpoint(aws.sagemaker, ENDPOINT, "job-run-4")
+    # When run-4's cleanup keeps one previous model
+    report = clean_up(aws.sagemaker, records, aws.settings, _state_with_package("run-4", "x"))
+    # Then run-1's package is the rollback target and the model kept for it is the one that
+    # served, not the failed rollback's copy
+    assert report.rollback_packages == [first]
+    assert "job-run-1" in model_names(aws.sagemaker)
+    assert "job-rb-3" in report.deleted_models

@@ -31,7 +31,11 @@ def test_linear_shifts_in_steps_and_names_the_rollback_alarms() -> None:
 def test_all_at_once_bakes_and_still_rolls_back() -> None:
     policy = RolloutPolicy("AllAtOnce", 10, 300, 600, ("a",))
     config = policy.deployment_config()
-    assert config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {"Type": "ALL_AT_ONCE"}
+    # SageMaker requires WaitIntervalInSeconds for every type
+    assert config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
+        "Type": "ALL_AT_ONCE",
+        "WaitIntervalInSeconds": 300,
+    }
     assert config["BlueGreenUpdatePolicy"]["TerminationWaitInSeconds"] == 600
     assert config["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "a"}]}
     assert policy.shifting_seconds == 600

@@ -320,7 +320,9 @@ def _rollback_targets(
         return chosen
     report.rollback_packages = packages
     newest: dict[str, OwnedResources] = {}
-    for entry in indexed:  # newest first: the first entry of a package wins
+    # Newest first, promoted entries before the others: a package's model that served wins
+    # over a copy a failed rollback run created of it.
+    for entry in sorted(indexed, key=lambda e: not e.promoted):
         if entry.model_package_arn:
             newest.setdefault(entry.model_package_arn, entry)
     chosen = [newest[arn] for arn in packages if arn in newest]

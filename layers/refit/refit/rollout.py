@@ -56,12 +56,17 @@ class RolloutPolicy:
 
     def deployment_config(self) -> dict[str, Any]:
         """UpdateEndpoint's ``DeploymentConfig``."""
-        routing: dict[str, Any] = {"Type": _TRAFFIC_ROUTING_TYPES[self.mode]}
+        # WaitIntervalInSeconds is required for every type (SageMaker refuses the update
+        # without it), even ALL_AT_ONCE, which has no step to wait between.
+        routing: dict[str, Any] = {
+            "Type": _TRAFFIC_ROUTING_TYPES[self.mode],
+            "WaitIntervalInSeconds": self.wait_seconds,
+        }
         size = {"Type": "CAPACITY_PERCENT", "Value": self.step_percent}
         if self.mode == "Canary":
-            routing.update(WaitIntervalInSeconds=self.wait_seconds, CanarySize=size)
+            routing["CanarySize"] = size
         elif self.mode == "Linear":
-            routing.update(WaitIntervalInSeconds=self.wait_seconds, LinearStepSize=size)
+            routing["LinearStepSize"] = size
         timeout = min(
             max(
                 self.shifting_seconds + _PROVISIONING_ALLOWANCE_SECONDS,
