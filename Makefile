@@ -29,8 +29,9 @@ demo: venv
 local-up: venv
 	$(BIN)/refit local up
 
+# One worker per core, each test file on one worker (module-scoped local clouds, ordered steps).
 test: venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 unit: venv
 	$(BIN)/pytest -q tests/unit tests/training

@@ -52,6 +52,7 @@ from local_cloud import moto_patches
 from local_cloud.lambda_result import UNHANDLED
 from local_cloud.sagemaker import LocalSageMaker
 from refit.cost import Window
+from refit.rollout import RolloutPolicy
 
 SM = "arn:aws:states:::sagemaker:"
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
@@ -871,6 +872,8 @@ def run_plan(
             "endpointConfigTags": tags,
             "pollSeconds": 1,
             "maxPolls": 20,
+            # UpdateEndpoint's blue/green policy, as refit.rollout builds it (switch at once)
+            "deploymentConfig": RolloutPolicy("AllAtOnce", 10, 0, 0).deployment_config(),
             "transform": {
                 "hasInput": True,
                 "TransformJobName": job,

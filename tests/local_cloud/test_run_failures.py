@@ -123,7 +123,7 @@ def test_a_training_job_out_of_memory_fails_the_run_and_leaves_the_endpoint_alon
     )
 
 
-def test_an_endpoint_update_that_rolls_back_fails_the_run_and_keeps_the_champion(
+def test_an_endpoint_update_that_rolls_back_is_recorded_and_keeps_the_champion(
     faults: Faults,
 ) -> None:
     runs = faults.runs
@@ -134,10 +134,13 @@ def test_an_endpoint_update_that_rolls_back_fails_the_run_and_keeps_the_champion
     # When a run's challenger wins (more data from the same source: a better model)
     run = runs.upload_run({"data/train/rollback.csv": csv(rows(200, seed=4))})
 
-    # Then the workflow saw the endpoint back on the champion's config and failed the run
+    # Then the workflow saw the endpoint back on the champion's config: the run is ROLLED_BACK,
+    # with the endpoint's reason, and its package rejected
     assert run.record["decision"] == "promote", run.record
     assert run.execution_status == "FAILED"
-    assert run.status == "FAILED"
+    assert run.status == "ROLLED_BACK"
+    assert run.record["rollbackReason"] == reason
+    assert run.record["modelPackageStatus"] == "Rejected"
     assert run.error["Error"] == "Refit.EndpointRolledBack"
     assert faults.champion_config in run.error["Cause"]
     entered = runs.states_entered(run.arn)
@@ -155,8 +158,8 @@ def test_an_endpoint_update_that_rolls_back_fails_the_run_and_keeps_the_champion
     assert owned[run.name].promoted is False
     # And the notification reports the rollback
     notification = faults.notifications.for_run(run.name)
-    assert notification["attributes"]["status"] == "FAILED"
-    assert "Refit.EndpointRolledBack" in notification["message"]
+    assert notification["attributes"]["status"] == "ROLLED_BACK"
+    assert f"The endpoint update was rolled back ({reason})" in notification["message"]
 
     # When the next run wins and its update succeeds
     after = runs.upload_run({"data/train/after.csv": csv(rows(200, seed=5))})
