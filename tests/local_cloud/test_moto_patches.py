@@ -874,6 +874,7 @@ def run_plan(
             "maxPolls": 20,
             # UpdateEndpoint's blue/green policy, as refit.rollout builds it (switch at once)
             "deploymentConfig": RolloutPolicy("AllAtOnce", 10, 0, 0).deployment_config(),
+            "rolloutSeconds": 0,
             "transform": {
                 "hasInput": True,
                 "TransformJobName": job,

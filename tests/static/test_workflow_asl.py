@@ -580,6 +580,10 @@ def test_endpoint_wait_loop_is_bounded_and_verifies_the_config(states: dict[str,
     }
     assert states["UpdateEndpoint"]["Next"] == states["CreateEndpoint"]["Next"]
     assert states["UpdateEndpoint"]["Next"] == "InitEndpointPolls"
+    # And an update's known rollout time is slept through once, before the first poll
+    assert states["InitEndpointPolls"]["Next"] == "WaitForRollout"
+    assert states["WaitForRollout"]["SecondsPath"] == "$.run.deploy.rolloutSeconds"
+    assert states["WaitForRollout"]["Next"] == "WaitForEndpoint"
     # And InService counts only if the endpoint serves the config this run created
     verify = states["VerifyEndpointConfig"]["Choices"][0]
     assert verify["Variable"] == "$.endpoint.configName"
@@ -669,6 +673,8 @@ def test_every_run_path_resolves_in_a_plan_built_by_refit(
                     assert isinstance(found, bool), (name, dotted)
                 if dotted.endswith((".pollSeconds", ".maxPolls")):
                     assert isinstance(found, int) and found > 0, (name, dotted)
+                if dotted.endswith(".rolloutSeconds"):
+                    assert isinstance(found, int) and found >= 0, (name, dotted)
 
 
 def _reachable(states: dict[str, Any], start: str) -> set[str]:

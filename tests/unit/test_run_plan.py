@@ -231,6 +231,8 @@ def test_deploy_block_names_everything_after_the_job() -> None:
     }
     # 120 polls (EndpointMaxPolls) for provisioning plus 600 s of rollout at 30 s per poll
     assert (deploy["pollSeconds"], deploy["maxPolls"]) == (30, 140)
+    # An update: WaitForRollout sleeps through the canary's 300 s and the bake's 300 s
+    assert deploy["rolloutSeconds"] == 600
     transform = deploy["transform"]
     assert transform["TransformJobName"] == "manual-1"
     assert transform["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/batch/output/manual-1/"
@@ -371,3 +373,11 @@ def test_without_a_split_the_test_channel_reads_the_whole_prefix() -> None:
 def test_a_forced_decision_reaches_the_plan() -> None:
     plan = build_run_plan(inputs(request=RunRequest(force_decision="reject")), settings())
     assert plan["forceDecision"] == "reject"
+
+
+def test_a_new_endpoint_has_no_rollout_to_wait_for() -> None:
+    # Given no champion and no endpoint: CreateEndpoint, which shifts no traffic
+    plan = build_run_plan(inputs(champion=None), settings())
+    # Then WaitForRollout sleeps 0 s
+    assert plan["deploy"]["endpointExists"] is False
+    assert plan["deploy"]["rolloutSeconds"] == 0

@@ -408,6 +408,8 @@ def _deploy(
             settings.endpoint_poll_seconds, settings.endpoint_max_polls
         ),
         "deploymentConfig": settings.rollout.deployment_config(),
+        # WaitForRollout sleeps through the shifts and the bake of an update in one transition.
+        "rolloutSeconds": settings.rollout.shifting_seconds if endpoint_exists else 0,
         "rollout": settings.rollout.to_dict(),
         "transform": {
             "hasInput": has_batch_input,
