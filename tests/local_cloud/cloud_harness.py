@@ -43,6 +43,20 @@ FAST_RUNTIME = RuntimeSettings(
     stop_grace_seconds=2.0,
     close_grace_seconds=1.0,
 )
+
+
+def fast_cloud(
+    tmp_path_factory: Any, name: str, *, runtime: RuntimeSettings = FAST_RUNTIME, **parameters: str
+) -> LocalCloud:
+    """A LocalCloud on FAST_PARAMETERS (``parameters`` override them) with its state in a test
+    directory named ``name``; use it as a context manager."""
+    return LocalCloud(
+        state_dir=tmp_path_factory.mktemp(name),
+        parameters={**FAST_PARAMETERS, **parameters},
+        runtime_settings=runtime,
+    )
+
+
 TRIGGER_TIMEOUT = 30.0
 RUN_TIMEOUT = 90.0
 

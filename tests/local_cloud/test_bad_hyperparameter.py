@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 from cloud_harness import (
-    FAST_PARAMETERS,
-    FAST_RUNTIME,
     TEST_KEY,
     CloudRuns,
     Notifications,
     csv,
+    fast_cloud,
     rows,
 )
 
@@ -32,12 +31,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    state_dir: Path = tmp_path_factory.mktemp("bad-hyperparameter")
-    with LocalCloud(
-        state_dir=state_dir,
-        parameters={**FAST_PARAMETERS, "Objective": "reg:bogus"},
-        runtime_settings=FAST_RUNTIME,
-    ) as started:
+    with fast_cloud(tmp_path_factory, "bad-hyperparameter", Objective="reg:bogus") as started:
         yield started
 
 

@@ -14,18 +14,16 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cloud_harness import (
-    FAST_PARAMETERS,
-    FAST_RUNTIME,
     TEST_KEY,
     CloudRuns,
     Notifications,
     Run,
     csv,
+    fast_cloud,
     rows,
 )
 
@@ -97,12 +95,7 @@ class BadInput:
 
 @pytest.fixture(scope="module")
 def bad_input(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadInput]:
-    state_dir: Path = tmp_path_factory.mktemp("bad-input")
-    with LocalCloud(
-        state_dir=state_dir,
-        parameters={**FAST_PARAMETERS, "MaxFileMB": MAX_FILE_MB},
-        runtime_settings=FAST_RUNTIME,
-    ) as cloud:
+    with fast_cloud(tmp_path_factory, "bad-input", MaxFileMB=str(MAX_FILE_MB)) as cloud:
         runs = CloudRuns(cloud)
         notifications = Notifications(cloud)
         runs.put(TEST_KEY, csv(rows(80, seed=1)))

@@ -11,18 +11,16 @@ old by more than ``MaxRetainedRegression``. The endpoint keeps serving the champ
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from cloud_harness import (
-    FAST_PARAMETERS,
-    FAST_RUNTIME,
     TEST_KEY,
     CloudRuns,
     Notifications,
     csv,
+    fast_cloud,
     rows,
 )
 
@@ -34,12 +32,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    state_dir: Path = tmp_path_factory.mktemp("gate")
-    with LocalCloud(
-        state_dir=state_dir,
-        parameters={**FAST_PARAMETERS, "MaxRetainedRegression": "0.05"},
-        runtime_settings=FAST_RUNTIME,
-    ) as started:
+    with fast_cloud(tmp_path_factory, "gate", MaxRetainedRegression="0.05") as started:
         yield started
 
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cloud_harness import (
-    FAST_PARAMETERS,
     FAST_RUNTIME,
     TEST_KEY,
     CloudRuns,
     csv,
+    fast_cloud,
     rows,
     wait_for,
 )
@@ -37,13 +36,13 @@ SPOT_WAIT_SECONDS = 2.0
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    state_dir: Path = tmp_path_factory.mktemp("pinned-data")
-    with LocalCloud(
-        state_dir=state_dir,
-        parameters={**FAST_PARAMETERS, "DeploymentMode": "batch", "UseSpotTraining": "true"},
-        runtime_settings=dataclasses.replace(
-            FAST_RUNTIME, spot_capacity_delay_seconds=SPOT_WAIT_SECONDS
-        ),
+    runtime = dataclasses.replace(FAST_RUNTIME, spot_capacity_delay_seconds=SPOT_WAIT_SECONDS)
+    with fast_cloud(
+        tmp_path_factory,
+        "pinned-data",
+        runtime=runtime,
+        DeploymentMode="batch",
+        UseSpotTraining="true",
     ) as started:
         yield started
 

@@ -22,22 +22,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from cloud_harness import (
-    FAST_PARAMETERS,
-    FAST_RUNTIME,
     TEST_KEY,
     CloudRuns,
     Notifications,
     csv,
+    fast_cloud,
     rows,
     wait_for,
 )
-from moto.sagemaker.models import sagemaker_backends
+from model_registry import insert_model_packages
 
 from local_cloud.cloud import LocalCloud
 from refit import layout, lineage
@@ -52,18 +50,14 @@ CANARY_SECONDS = 4
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    state_dir: Path = tmp_path_factory.mktemp("rollout")
-    with LocalCloud(
-        state_dir=state_dir,
-        parameters={
-            **FAST_PARAMETERS,
-            "RolloutMode": "Canary",
-            "RolloutStepPercent": str(CANARY_PERCENT),
-            "RolloutWaitSeconds": str(CANARY_SECONDS),
-            "RolloutBakeSeconds": "2",
-            "PreviousModelsToKeep": "1",
-        },
-        runtime_settings=FAST_RUNTIME,
+    with fast_cloud(
+        tmp_path_factory,
+        "rollout",
+        RolloutMode="Canary",
+        RolloutStepPercent=str(CANARY_PERCENT),
+        RolloutWaitSeconds=str(CANARY_SECONDS),
+        RolloutBakeSeconds="2",
+        PreviousModelsToKeep="1",
     ) as started:
         yield started
 
@@ -109,34 +103,20 @@ def package_count(runs: CloudRuns, group: str) -> int:
 
 
 def register_packages(cloud: LocalCloud, group: str, count: int) -> None:
-    """Past rejected models, straight into the emulator's registry (5,000 CreateModelPackage
-    calls over HTTP would take a minute; the handler's own backend call takes seconds)."""
-    backend = sagemaker_backends[cloud.stack.account_id][cloud.region]
-    for n in range(count):
-        backend.create_model_package(
-            model_package_name=None,
-            model_package_group_name=group,
-            model_package_description=f"past model {n}",
-            inference_specification={
+    """Past rejected models, straight into the emulator's registry (tests/model_registry.py)."""
+    requests = (
+        {
+            "ModelPackageGroupName": group,
+            "InferenceSpecification": {
                 "Containers": [{"Image": "image", "ModelDataUrl": f"s3://b/past/{n}.tar.gz"}],
                 "SupportedContentTypes": ["text/csv"],
                 "SupportedResponseMIMETypes": ["text/csv"],
             },
-            validation_specification=None,
-            source_algorithm_specification=None,
-            certify_for_marketplace=False,
-            tags=None,
-            model_approval_status=lineage.REJECTED,
-            metadata_properties=None,
-            model_metrics=None,
-            client_token=None,
-            customer_metadata_properties={"runId": f"past-{n}"},
-            drift_check_baselines=None,
-            domain=None,
-            task=None,
-            sample_payload_url=None,
-            additional_inference_specifications=None,
-        )
+            "CustomerMetadataProperties": {"runId": f"past-{n}"},
+        }
+        for n in range(count)
+    )
+    insert_model_packages(cloud.stack.account_id, cloud.region, requests, lineage.REJECTED)
 
 
 def lookup_calls(cloud: LocalCloud, runs: CloudRuns) -> tuple[list[str], str | None]:

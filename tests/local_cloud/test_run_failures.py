@@ -17,18 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from cloud_harness import (
-    FAST_PARAMETERS,
-    FAST_RUNTIME,
     TEST_KEY,
     CloudRuns,
     Notifications,
     csv,
+    fast_cloud,
     rows,
 )
 
@@ -53,10 +51,7 @@ class Faults:
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
-    state_dir: Path = tmp_path_factory.mktemp("run-failures")
-    with LocalCloud(
-        state_dir=state_dir, parameters=FAST_PARAMETERS, runtime_settings=FAST_RUNTIME
-    ) as cloud:
+    with fast_cloud(tmp_path_factory, "run-failures") as cloud:
         runs = CloudRuns(cloud)
         notifications = Notifications(cloud)
         runs.put(TEST_KEY, csv(rows(80, seed=1)))

@@ -21,16 +21,14 @@ import argparse
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cloud_harness import (
-    FAST_PARAMETERS,
-    FAST_RUNTIME,
     TEST_KEY,
     CloudRuns,
     csv,
+    fast_cloud,
     rows,
     wait_for,
 )
@@ -52,12 +50,7 @@ PART_BYTES = 5 * 1024 * 1024  # S3's minimum size of every part but the last
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    state_dir: Path = tmp_path_factory.mktemp("upload-kinds")
-    with LocalCloud(
-        state_dir=state_dir,
-        parameters={**FAST_PARAMETERS, "DeploymentMode": "batch"},
-        runtime_settings=FAST_RUNTIME,
-    ) as started:
+    with fast_cloud(tmp_path_factory, "upload-kinds", DeploymentMode="batch") as started:
         yield started
 
 

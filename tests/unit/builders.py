@@ -132,6 +132,24 @@ class FakeLambdaContext:
         return 60_000
 
 
+#: What the ASL's PrepareRun state passes as executionArn, minus the execution name.
+PREPARE_EXECUTION_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:refit-test-retrain:"
+
+
+def run_prepare(
+    app: Any, execution_input: Any, name: str, start_time: str = "2026-11-28T09:20:00.123Z"
+) -> dict[str, Any]:
+    """PrepareRun's handler called with the payload the ASL's PrepareRun state sends."""
+    event = {
+        "input": execution_input,
+        "executionName": name,
+        "executionArn": PREPARE_EXECUTION_ARN + name,
+        "startTime": start_time,
+    }
+    plan: dict[str, Any] = app.lambda_handler(event, FakeLambdaContext())
+    return plan
+
+
 # --- moto resources -----------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from builders import deploy_endpoint
+from model_registry import insert_model_packages
 from moto.sagemaker.models import sagemaker_backends
 from moto_stack import ACCOUNT, GROUP, REGION, STACK, TABLE, Aws
 from state_builders import (
@@ -167,36 +168,15 @@ ENDPOINT = "refit-test-endpoint"
 
 
 def _insert_past_packages(first: int, count: int) -> None:
-    """``count`` refit-shaped packages (runs past-<n>), straight into moto's backend.
+    """``count`` refit-shaped packages (runs past-<n>), straight into moto's backend."""
 
-    Through boto3, 5,000 registrations take about 20 s in moto; the backend's own
-    create_model_package (the one its CreateModelPackage handler calls) about 2 s.
-    """
-    backend = sagemaker_backends[ACCOUNT][REGION]
-    for n in range(first, first + count):
+    def request(n: int) -> dict[str, Any]:
         run_id = f"past-{n:05d}"
         event = {"run": run_plan(run_id), "training": training_result(run_id)}
-        request = lineage.package_request(GROUP, event, evaluation_result("reject"))
-        backend.create_model_package(
-            model_package_name=None,
-            model_package_group_name=GROUP,
-            model_package_description=request["ModelPackageDescription"],
-            inference_specification=request["InferenceSpecification"],
-            validation_specification=None,
-            source_algorithm_specification=None,
-            certify_for_marketplace=False,
-            tags=None,
-            model_approval_status=lineage.REJECTED,
-            metadata_properties=None,
-            model_metrics=None,
-            client_token=request["ClientToken"],
-            customer_metadata_properties=request["CustomerMetadataProperties"],
-            drift_check_baselines=None,
-            domain=None,
-            task=None,
-            sample_payload_url=None,
-            additional_inference_specifications=None,
-        )
+        return lineage.package_request(GROUP, event, evaluation_result("reject"))
+
+    requests = (request(n) for n in range(first, first + count))
+    insert_model_packages(ACCOUNT, REGION, requests, lineage.REJECTED)
 
 
 def _promote(aws: Aws, run_id: str, *, replacing: bool = False) -> str:

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 from builders import (
+    PREPARE_EXECUTION_ARN,
     FakeLambdaContext,
     csv_rows,
     deploy_endpoint,
     keys_under,
     load_event,
     put,
+    run_prepare,
     set_endpoint_status,
     write_training_code,
 )
@@ -30,8 +32,6 @@ from refit.run_records import ChampionPointer, RunRecords
 # Failed runs publish no application metric; Powertools warns about that, which is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
-EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:refit-test-retrain:"
-
 
 @pytest.fixture
 def app(aws: Aws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
@@ -41,15 +41,7 @@ def app(aws: Aws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType
 
 
 def prepare(app: ModuleType, execution_input: Any, name: str = "run-1") -> dict[str, Any]:
-    # The payload the ASL's PrepareRun state sends
-    event = {
-        "input": execution_input,
-        "executionName": name,
-        "executionArn": EXECUTION_ARN + name,
-        "startTime": "2026-11-28T09:20:00.123Z",
-    }
-    plan: dict[str, Any] = app.lambda_handler(event, FakeLambdaContext())
-    return plan
+    return run_prepare(app, execution_input, name)
 
 
 def records(aws: Aws) -> RunRecords:
@@ -79,7 +71,7 @@ def test_a_manual_prefix_run_is_planned_and_recorded(app: ModuleType, aws: Aws) 
     record = records(aws).get_run("run-1")
     assert record is not None
     assert record["status"] == "RUNNING"
-    assert record["executionArn"] == EXECUTION_ARN + "run-1"
+    assert record["executionArn"] == PREPARE_EXECUTION_ARN + "run-1"
     assert record["startedAt"] == "2026-11-28T09:20:00.123Z"
     assert record["data"]["accepted"] == 2
     assert record["manifestUri"] == f"s3://{BUCKET}/runs/run-1/manifest.json"

@@ -13,7 +13,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from builders import FakeLambdaContext, csv_rows, deploy_endpoint, put, write_training_code
+from builders import (
+    csv_rows,
+    deploy_endpoint,
+    put,
+    run_prepare,
+    write_training_code,
+)
 from lambda_handlers import load_handler
 from moto_stack import BUCKET, GROUP, STACK, TABLE, Aws
 from state_builders import IMAGE, model_data_url
@@ -29,7 +35,6 @@ from refit.run_report import RESTORED, ROLLED_BACK, record_run
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
 ENDPOINT = "refit-test-endpoint"
-EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:refit-test-retrain:"
 APPROVED, REJECTED, PENDING = lineage.APPROVED, lineage.REJECTED, lineage.PENDING
 
 
@@ -179,14 +184,7 @@ def app(aws: Aws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType
 
 
 def _prepare(app: ModuleType, execution_input: Any, name: str = "manual-rb") -> dict[str, Any]:
-    event = {
-        "input": execution_input,
-        "executionName": name,
-        "executionArn": EXECUTION_ARN + name,
-        "startTime": "2026-11-28T09:20:00.123Z",
-    }
-    plan: dict[str, Any] = app.lambda_handler(event, FakeLambdaContext())
-    return plan
+    return run_prepare(app, execution_input, name)
 
 
 def _records(aws: Aws) -> RunRecords:

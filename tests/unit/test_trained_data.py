@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from builders import FakeLambdaContext, csv_rows, put, write_training_code
+from builders import (
+    FakeLambdaContext,
+    csv_rows,
+    put,
+    run_prepare,
+    write_training_code,
+)
 from lambda_handlers import load_handler
 from moto_stack import BUCKET, STACK, TABLE, Aws
 from state_builders import evaluation_json, put_job_output
@@ -22,8 +28,6 @@ from state_builders import evaluation_json, put_job_output
 from refit import datasets, layout, trained_data
 from refit.run_input import RunRequest
 from refit.run_records import RunRecords
-
-EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:refit-test-retrain:"
 
 
 @pytest.fixture
@@ -39,14 +43,7 @@ def evaluate_app(aws: Aws) -> ModuleType:
 
 
 def prepare(app: ModuleType, execution_input: Any, name: str) -> dict[str, Any]:
-    event = {
-        "input": execution_input,
-        "executionName": name,
-        "executionArn": EXECUTION_ARN + name,
-        "startTime": "2026-11-28T09:20:00Z",
-    }
-    plan: dict[str, Any] = app.lambda_handler(event, FakeLambdaContext())
-    return plan
+    return run_prepare(app, execution_input, name, start_time="2026-11-28T09:20:00Z")
 
 
 def train(aws: Aws, app: ModuleType, plan: dict[str, Any], challenger: float = 0.41) -> Any:
