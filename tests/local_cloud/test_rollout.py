@@ -10,7 +10,7 @@ baking) and one previous model kept. In order:
    auto-rollback puts B back, the run is ROLLED_BACK, C's package is rejected;
 4. ``refit rollback`` puts A back through the same path: RESTORED, A's predictions, B's
    package rejected, the champion pointer on A's package; retention keeps exactly what the
-   registry says;
+   registry says, and an untagged endpoint named like the stack's survives;
 5. the champion lookup makes the same API calls with 5 and with 5,000 registered models.
 
 Models differ by their training data (each run trains on everything under data/train/), so
@@ -133,6 +133,37 @@ def lookup_calls(cloud: LocalCloud, runs: CloudRuns) -> tuple[list[str], str | N
     return calls, live
 
 
+def serve_untagged(runs: CloudRuns, name: str, model_data_url: str) -> None:
+    """A model, config and endpoint named ``name``, made by hand: no refit:stack tag."""
+    container = runs.sagemaker.describe_model(ModelName=owned_models(runs).pop())[
+        "PrimaryContainer"
+    ]
+    runs.sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={**container, "ModelDataUrl": model_data_url},
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/someone-else",
+    )
+    runs.sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    runs.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    wait_for(
+        lambda: (
+            runs.sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+        ),
+        30,
+        f"endpoint {name} in service",
+    )
+
+
 def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
     runs = CloudRuns(cloud)
     notifications = Notifications(cloud)
@@ -205,6 +236,10 @@ def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
     pointer = runs.records.get_champion()
     assert pointer is not None and pointer.model_name == second.name
 
+    # Meanwhile someone made an endpoint whose name shares the stack's prefix, untagged
+    lookalike = f"{runs.info.endpoint_name}-lookalike"
+    serve_untagged(runs, lookalike, first.record["modelDataUrl"])
+
     # 4. `refit rollback`: the approved model before B (A) comes back through the same path
     fourth = runs.finished(start(runs, rollback_execution_input(None)))
     record = fourth.record
@@ -230,6 +265,11 @@ def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
     # and C are rejected, so nothing older is a rollback target: only the live model remains
     assert owned_models(runs) == {fourth.name}, record["cleanup"]
     assert record["cleanup"]["kept"]["rollbackPackages"] == []
+    # And cleanup left the untagged lookalike alone: it still serves, its model and config exist
+    described = runs.sagemaker.describe_endpoint(EndpointName=lookalike)
+    assert described["EndpointStatus"] == "InService"
+    assert lookalike not in record["cleanup"]["deleted"]["endpoints"]
+    assert lookalike in runs.model_names() and lookalike in runs.endpoint_config_names()
 
     # And with nothing approved before A, another rollback is refused with the reason
     refused = runs.finished(start(runs, rollback_execution_input(None)))
