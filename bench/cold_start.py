@@ -184,6 +184,7 @@ def stand_in(name: str, value: Any) -> str:
         "DATA_BUCKET": "refit-data",
         "RUNS_TABLE": "refit-runs",
         "ENDPOINT_NAME": "refit-endpoint",
+        "ROLLBACK_ALARMS": "refit-endpoint-5xx,refit-endpoint-latency",
         "POWERTOOLS_SERVICE_NAME": defaults["ProjectName"],
         "POWERTOOLS_METRICS_NAMESPACE": defaults["ProjectName"],
         "LOG_LEVEL": defaults["LogLevel"],
