@@ -4,8 +4,9 @@ Starts the local cloud (moto on 127.0.0.1 with the real template deployed, the r
 the real state machine, a local SageMaker that really trains and serves XGBoost), then plays
 :mod:`local_cloud.scenario`: initial data → endpoint; new data → incremental spot training with
 one interruption → endpoint updated in place, stale resources deleted; a corrupted batch →
-rejected; a batch-mode run → prediction files. It prints progress, a table of the runs and where
-to look next, and exits 1 if any step did not happen as described (2 if the cloud cannot start).
+rejected; a batch-mode run → prediction files; `refit rollback` → the first model back. It
+prints progress, a table of the runs and where to look next, and exits 1 if any step did not
+happen as described (2 if the cloud cannot start).
 
 Options: ``--port`` (default: a free one), ``--state-dir`` (default: a new temporary directory,
 kept: job and function logs), ``--keep-running`` (serve the cloud after the scenario until
@@ -46,6 +47,7 @@ STEPS: Sequence[tuple[str, Callable[[Scenario], object]]] = (
     ),
     ("corrupted labels → challenger rejected, endpoint unchanged", Scenario.step_corrupted),
     ("batch mode (started by hand) → prediction files", Scenario.step_batch),
+    ("refit rollback → step 1's model back on the endpoint", Scenario.step_rollback),
 )
 
 
@@ -144,6 +146,7 @@ def where_to_look(
         "                     refit run <run id>               # one run: data, job, metrics, cost",
         "                     refit predict rows.csv           # the endpoint (CSV, no label)",
         "                     refit start --full --mode batch  # batch mode for one run",
+        "                     refit rollback                   # the previous approved model back",
         "                     aws stepfunctions list-executions --state-machine-arn <arn>",
         "                     aws stepfunctions get-execution-history --execution-arn <arn>",
         "                     aws s3 ls s3://<bucket>/ --recursive",

@@ -1,10 +1,11 @@
-"""The demo scenario: four refit runs through the local cloud, each step checked as it happens.
+"""The demo scenario: five refit runs through the local cloud, each step checked as it happens.
 
 ``python -m local_cloud.demo`` prints its progress and a table; ``tests/e2e`` asserts on the
 evidence each step returns. Both drive the application only through its public interfaces:
 
 - runs are started by **uploads** (``data/train/`` → EventBridge → SQS → StartRetrain → Step
-  Functions), except step 4, which is started by hand exactly as ``refit start`` does;
+  Functions), except steps 4 and 5, started by hand exactly as ``refit start`` and
+  ``refit rollback`` do;
 - the scenario waits on the Step Functions API (``list_executions``, ``describe_execution``,
   ``get_execution_history``), reads run records with :class:`refit.run_records.RunRecords`,
   calls the endpoint through ``sagemaker-runtime`` and inspects SageMaker and S3 with boto3.
@@ -30,6 +31,10 @@ binary label), shuffled with a fixed seed and delivered in batches:
    parameter sets the default for every run). It retrains from scratch (``trainingMode: full``)
    on the trusted source only (``prefix: data/train/clinic-a/``), passes the same gate against
    the champion, and its transform writes one prediction per record. The endpoint is untouched.
+5. **rollback**: a run started by hand exactly as ``refit rollback`` does puts step 1's model
+   (the newest approved one older than the live step 2 model) back on the endpoint through the
+   promotion path, without training: the endpoint answers with step 1's predictions again and
+   step 2's package is rejected.
 
 Outcomes are deterministic: fixed seed, fixed data order, XGBoost's exact CPU algorithm without
 sampling (a job resumed from a checkpoint builds the same trees as an uninterrupted one). With
@@ -60,7 +65,7 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped,unuse
 from local_cloud.cloud import LocalCloud
 from local_cloud.sagemaker import RuntimeSettings
 from refit import layout
-from refit.cli import build_execution_input, manual_execution_name
+from refit.cli import build_execution_input, manual_execution_name, rollback_execution_input
 from refit.run_records import RunRecords
 
 Matrix = npt.NDArray[np.float64]
@@ -244,6 +249,9 @@ class Run:
 
     @property
     def training_mode(self) -> str:
+        # A rollback run trains nothing: its "mode" is the rollback itself.
+        if self.record.get("kind") == "rollback":
+            return "rollback"
         return str(self.record.get("trainingMode"))
 
     @property
@@ -358,12 +366,24 @@ class BatchStep:
     artifact_predictions: Matrix  # the run's model.tar.gz on the same records
 
 
+@dataclass(frozen=True)
+class RollbackStep:
+    run: Run
+    execution_input: Mapping[str, Any]
+    endpoint_before: Endpoint
+    endpoint: Endpoint
+    predictions_before: Matrix  # step 2's model, live before the rollback
+    predictions: Matrix  # served after it
+    restored_predictions: Matrix  # step 1's model.tar.gz loaded directly
+    package_statuses: Mapping[str, str]  # run id -> its package's approval after the rollback
+
+
 # --- The scenario ------------------------------------------------------------------------------
 
 
 @dataclass
 class Scenario:
-    """The four steps, in order, against a running :class:`LocalCloud`."""
+    """The five steps, in order, against a running :class:`LocalCloud`."""
 
     cloud: LocalCloud
     data: ScenarioData = field(default_factory=load_data)
@@ -372,6 +392,7 @@ class Scenario:
     update: UpdateStep | None = None
     rejected: RejectedStep | None = None
     batch: BatchStep | None = None
+    rollback: RollbackStep | None = None
 
     def __post_init__(self) -> None:
         self.info = self.cloud.connection_info()
@@ -386,7 +407,7 @@ class Scenario:
 
     @property
     def runs(self) -> list[Run]:
-        steps: list[Any] = [self.initial, self.update, self.rejected, self.batch]
+        steps: list[Any] = [self.initial, self.update, self.rejected, self.batch, self.rollback]
         return [step.run for step in steps if step is not None]
 
     # -- steps -------------------------------------------------------------------------------
@@ -613,6 +634,72 @@ class Scenario:
         )
         self.batch = BatchStep(run, document, before, endpoint, output_keys, predictions, artifact)
         return self.batch
+
+    def step_rollback(self) -> RollbackStep:
+        """`refit rollback` → step 1's model back on the endpoint, through the promotion path."""
+        initial = self._require(self.initial, "step 1")
+        update = self._require(self.update, "step 2")
+        self._require(self.batch, "step 4")
+        before = self.endpoint()
+        predictions_before = self.predict(self.data.probe)
+        document = rollback_execution_input(None)  # what `refit rollback` sends
+        name = manual_execution_name(time.time())
+        started_at = time.monotonic()
+        arn = self.sfn.start_execution(
+            stateMachineArn=self.info.state_machine_arn, name=name, input=json.dumps(document)
+        )["executionArn"]
+        self.progress(f"started run {name} by hand (= refit rollback): {json.dumps(document)}")
+        run = self._finished_run("5 rollback", arn, started_at)
+        self._expect_run(
+            run, status="RESTORED", training_mode="rollback", deployment_mode="endpoint"
+        )
+        target = initial.run.record.get("modelPackageArn")
+        replaced = update.run.record.get("modelPackageArn")
+        expect(
+            run.record.get("modelPackageArn") == target
+            and run.record.get("replacedModelPackageArn") == replaced,
+            f"step 5: restored {run.record.get('modelPackageArn')} replacing "
+            f"{run.record.get('replacedModelPackageArn')}; expected step 1's package {target} "
+            f"replacing step 2's {replaced}",
+        )
+        endpoint = self.endpoint()
+        expect(
+            endpoint.status == "InService"
+            and endpoint.arn == before.arn
+            and endpoint.config_name == run.record.get("endpointConfigName") == run.run_id,
+            f"step 5: endpoint {endpoint.name} is {endpoint.status} on {endpoint.config_name}; "
+            f"expected the same endpoint InService on the rollback's config {run.run_id}",
+        )
+        predictions = self.predict(self.data.probe)
+        restored = self.artifact_predictions(initial.run.model_data_url, self.data.probe)
+        self._expect_same_predictions("step 5", predictions, restored, initial.run.model_data_url)
+        statuses = {
+            step_run.run_id: str(
+                self.sagemaker.describe_model_package(
+                    ModelPackageName=str(step_run.record.get("modelPackageArn"))
+                )["ModelApprovalStatus"]
+            )
+            for step_run in (initial.run, update.run)
+        }
+        expect(
+            statuses == {initial.run.run_id: "Approved", update.run.run_id: "Rejected"},
+            f"step 5: packages {statuses}: expected step 1's Approved and step 2's Rejected",
+        )
+        self.progress(
+            f"ok: step 1's model is back on {endpoint.name} (config {endpoint.config_name}), "
+            "its predictions match its model.tar.gz; step 2's package is Rejected"
+        )
+        self.rollback = RollbackStep(
+            run,
+            document,
+            before,
+            endpoint,
+            predictions_before,
+            predictions,
+            restored,
+            statuses,
+        )
+        return self.rollback
 
     # -- runs --------------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """End to end through the local cloud: the demo's scenario, one test per step, in order.
 
 Runs start the way they do in AWS: uploads to ``data/train/`` (S3 → EventBridge → SQS →
-StartRetrain → Step Functions), and step 4 by hand with a per-run ``deploymentMode``. Each test
-asserts what really happened, from the public APIs: the run record, the endpoint's description
-and answers, the model artifact loaded directly with xgboost, SageMaker's resources, S3 objects.
+StartRetrain → Step Functions), step 4 by hand with a per-run ``deploymentMode`` and step 5 as
+``refit rollback`` does. Each test asserts what really happened, from the public APIs: the run
+record, the endpoint's description and answers, the model artifact loaded directly with xgboost,
+SageMaker's resources, S3 objects.
 :mod:`local_cloud.scenario` checks the same things as it goes (so ``make demo`` fails loudly);
 these tests state them again, independently, on the evidence it returns.
 """
@@ -23,6 +24,7 @@ from local_cloud.scenario import (
     BatchStep,
     InitialStep,
     RejectedStep,
+    RollbackStep,
     Scenario,
     UpdateStep,
 )
@@ -258,3 +260,48 @@ def test_every_trained_model_is_in_the_registry_with_its_runs_verdict(scenario: 
     assert all(run.record.get("modelPackageArn") == by_run[run.run_id] for run in scenario.runs)
     champion = scenario.records.get_champion()
     assert champion is not None and champion.model_package_arn == by_run[scenario.batch.run.run_id]
+
+
+def test_step5_refit_rollback_puts_the_first_model_back_through_the_promotion_path(
+    scenario: Scenario,
+) -> None:
+    initial, update = scenario.initial, scenario.update
+    after(scenario.batch, "step 4")
+    assert initial is not None and update is not None
+    # When `refit rollback` runs (the endpoint serves step 2's model; step 4's batch model moved
+    # the champion pointer but never served)
+    step: RollbackStep = scenario.step_rollback()
+
+    # Then it trained nothing and deployed step 1's package through the promotion's states
+    run = step.run
+    assert step.execution_input == {"source": "manual", "rollback": {}}
+    assert (run.status, run.training_mode, run.deployment_mode) == (
+        "RESTORED",
+        "rollback",
+        "endpoint",
+    )
+    events = scenario.sfn.get_execution_history(executionArn=run.execution_arn, maxResults=1000)
+    entered = {
+        e["stateEnteredEventDetails"]["name"]
+        for e in events["events"]
+        if "stateEnteredEventDetails" in e
+    }
+    assert {"StartRollback", "CreateModel", "UpdateEndpoint", "VerifyEndpointConfig"} <= entered
+    assert not {"Train", "EvaluateModels"} & entered
+    # And the same endpoint answers with step 1's predictions again
+    assert step.endpoint.arn == step.endpoint_before.arn
+    np.testing.assert_array_equal(step.predictions_before, update.predictions)
+    np.testing.assert_allclose(step.predictions, initial.predictions, rtol=1e-5, atol=1e-6)
+    # And the registry and the champion pointer say so: step 1 live again, step 2 rejected
+    assert step.package_statuses == {initial.run.run_id: "Approved", update.run.run_id: "Rejected"}
+    champion = scenario.records.get_champion()
+    assert champion is not None
+    assert (champion.model_name, champion.run_id, champion.model_package_arn) == (
+        run.run_id,
+        initial.run.run_id,
+        initial.run.record["modelPackageArn"],
+    )
+    # And the demo's table ends with the rollback
+    table = runs_table(scenario.runs).splitlines()
+    assert len(table) == 2 + 5
+    assert "rollback → endpoint" in table[-1] and "RESTORED" in table[-1]

@@ -75,6 +75,23 @@ def test_the_live_model_is_the_champion_even_when_the_pointer_disagrees(aws: Aws
     )
 
 
+def test_a_live_model_the_pointer_left_finds_its_package_through_its_run_tag(aws: Aws) -> None:
+    # Given the endpoint serving run-5's model (tagged refit:run = run-5, whose record names its
+    # package) while the pointer moved on to a batch-mode run's model
+    deploy_endpoint(
+        aws.sagemaker, ENDPOINT, "run-5", "s3://refit-test-data/models/run-5/output/model.tar.gz"
+    )
+    model_arn = aws.sagemaker.describe_model(ModelName="run-5")["ModelArn"]
+    aws.sagemaker.add_tags(ResourceArn=model_arn, Tags=[{"Key": "refit:run", "Value": "run-5"}])
+    records = ledger(aws)
+    package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/refit-test-models/5"
+    records.put_started("run-5", {"modelPackageArn": package})
+    # When the champion is resolved
+    state = resolve_champion(aws.sagemaker, records, ENDPOINT, "endpoint")
+    # Then the live model's package is known (refit models marks it, refit rollback starts there)
+    assert state.champion is not None and state.champion.model_package_arn == package
+
+
 def test_the_pointer_adds_the_feature_count_of_the_live_model(aws: Aws) -> None:
     deploy_endpoint(aws.sagemaker, ENDPOINT, "run-7", POINTER.model_data_url)
     state = resolve_champion(aws.sagemaker, ledger(aws), ENDPOINT, "endpoint")

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
+from refit import layout
 from refit.config import DeploymentMode
 from refit.run_records import ChampionPointer, RunRecords
 
@@ -86,11 +88,14 @@ def resolve_champion(
             f": delete it (aws sagemaker delete-endpoint --endpoint-name {endpoint_name}) and the "
             "next run creates it again"
         )
-    return ChampionState(_live_model(sagemaker, endpoint, pointer), endpoint_exists=True)
+    return ChampionState(_live_model(sagemaker, records, endpoint, pointer), endpoint_exists=True)
 
 
 def _live_model(
-    sagemaker: SageMakerClient, endpoint: Any, pointer: ChampionPointer | None
+    sagemaker: SageMakerClient,
+    records: RunRecords,
+    endpoint: Any,
+    pointer: ChampionPointer | None,
 ) -> Champion | None:
     config_name = endpoint["EndpointConfigName"]
     config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
@@ -116,7 +121,28 @@ def _live_model(
     if not model_data_url:
         logger.warning("live model has no ModelDataUrl: no warm start", extra={"model": model_name})
         return None
+    if known is None and model.get("ModelArn"):
+        # The pointer moved elsewhere (a batch-mode run of an endpoint stack): the live model's
+        # own refit:run tag still leads to its run and package (two calls, this case only).
+        package_arn = _package_of_model(sagemaker, records, str(model["ModelArn"]))
     return Champion(model_name, model_data_url, config_name, feature_count, "endpoint", package_arn)
+
+
+def _package_of_model(
+    sagemaker: SageMakerClient, records: RunRecords, model_arn: str
+) -> str | None:
+    """The package of the run that created a model refit tagged, else None (never raises)."""
+    try:
+        tags = sagemaker.list_tags(ResourceArn=model_arn).get("Tags", [])
+        run_id = next((t["Value"] for t in tags if t.get("Key") == layout.TAG_RUN), None)
+        run = records.get_run(run_id) if run_id else None
+    except (ClientError, BotoCoreError) as error:
+        logger.warning(
+            "live model's package unknown", extra={"model": model_arn, "error": str(error)}
+        )
+        return None
+    arn = (run or {}).get("modelPackageArn")
+    return str(arn) if arn else None
 
 
 def _describe_endpoint(sagemaker: SageMakerClient, name: str) -> Any | None:
