@@ -648,7 +648,7 @@ class _Deployment:
                 self._publish_layer(logical_id, resource, packaged, resolver)
         # What deploy creates itself comes first: the others' properties may Ref it.
         for logical_id in sorted(
-            expected, key=lambda k: resources[k]["Type"] not in CREATED_BY_DEPLOY
+            expected, key=lambda k: (resources[k]["Type"] not in CREATED_BY_DEPLOY, k)
         ):
             resource = resources[logical_id]
             filler = _FILLERS.get(resource["Type"])

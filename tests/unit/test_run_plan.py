@@ -229,8 +229,8 @@ def test_deploy_block_names_everything_after_the_job() -> None:
             "MaximumExecutionTimeoutInSeconds": 2400,
         }
     }
-    # 120 polls (EndpointMaxPolls) for provisioning plus 600 s of rollout at 30 s per poll
-    assert (deploy["pollSeconds"], deploy["maxPolls"]) == (30, 140)
+    # Polls (EndpointMaxPolls) cover provisioning; WaitForRollout sleeps through the rollout
+    assert (deploy["pollSeconds"], deploy["maxPolls"]) == (30, 120)
     # An update: WaitForRollout sleeps through the canary's 300 s and the bake's 300 s
     assert deploy["rolloutSeconds"] == 600
     transform = deploy["transform"]

@@ -167,6 +167,21 @@ def set_approval(
     return None
 
 
+def decide(
+    sagemaker: SageMakerClient | None, arn: str, status: ApprovalStatus, reason: str
+) -> dict[str, Any]:
+    """Set a package's approval (without a client: record only) and return the run record's
+    package keys: ``modelPackageArn``, ``modelPackageVersion``, ``modelPackageStatus`` (None when
+    not set) and ``modelPackageError``. RecordRun and StartRetrain (run_ended) both use it."""
+    problem = set_approval(sagemaker, arn, status, reason) if sagemaker is not None else None
+    return {
+        "modelPackageArn": arn,
+        "modelPackageVersion": package_version(arn),
+        "modelPackageStatus": None if problem or sagemaker is None else status,
+        "modelPackageError": problem,
+    }
+
+
 @dataclass(frozen=True)
 class LineageEntry:
     """One row of ``refit models``: the package joined with its run record."""

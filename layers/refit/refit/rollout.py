@@ -8,8 +8,8 @@ fleet for the baking period, and rolls back by itself when an alarm goes off: th
 then ``InService`` on the old config, which the workflow's VerifyEndpointConfig notices (the run
 is recorded ``ROLLED_BACK``).
 
-The workflow polls DescribeEndpoint until the update ends, so the poll budget grows with the
-rollout's own duration (:meth:`RolloutPolicy.max_polls`).
+The workflow's WaitForRollout sleeps through :attr:`RolloutPolicy.shifting_seconds` once; the
+DescribeEndpoint polls after it (EndpointMaxPolls) only cover the new fleet's provisioning.
 """
 
 from __future__ import annotations
@@ -86,17 +86,3 @@ class RolloutPolicy:
                 "Alarms": [{"AlarmName": name} for name in self.alarm_names]
             }
         return config
-
-    def max_polls(self, poll_seconds: int, base_polls: int) -> int:
-        """DescribeEndpoint polls the workflow allows: ``base_polls`` for provisioning (the
-        EndpointMaxPolls parameter) plus enough to cover the shifts and the baking period."""
-        return base_polls + math.ceil(self.shifting_seconds / max(poll_seconds, 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "stepPercent": self.step_percent,
-            "waitSeconds": self.wait_seconds,
-            "bakeSeconds": self.bake_seconds,
-            "alarms": list(self.alarm_names),
-        }

@@ -160,21 +160,14 @@ def _reject_package(
     arn = record.get("modelPackageArn")
     if not isinstance(arn, str) or not arn:
         return {}
-    problem = None
-    if sagemaker is not None:
-        reason = f"run {run_id} {status} before it was recorded: {error['Error']}: {error['Cause']}"
-        problem = lineage.set_approval(sagemaker, arn, lineage.REJECTED, reason)
-        if problem:
-            logger.warning(
-                "the package of an unrecorded run stays pending",
-                extra={"runId": run_id, "arn": arn, "error": problem},
-            )
-    return {
-        "modelPackageArn": arn,
-        "modelPackageVersion": lineage.package_version(arn),
-        "modelPackageStatus": None if problem or sagemaker is None else lineage.REJECTED,
-        "modelPackageError": problem,
-    }
+    reason = f"run {run_id} {status} before it was recorded: {error['Error']}: {error['Cause']}"
+    decided = lineage.decide(sagemaker, arn, lineage.REJECTED, reason)
+    if decided["modelPackageError"]:
+        logger.warning(
+            "the package of an unrecorded run stays pending",
+            extra={"runId": run_id, "arn": arn, "error": decided["modelPackageError"]},
+        )
+    return decided
 
 
 def _package_lines(package: Mapping[str, Any]) -> list[str]:

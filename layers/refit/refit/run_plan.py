@@ -403,14 +403,11 @@ def _deploy(
         "modelTags": _tags(settings, run_id, "model"),
         "endpointConfigTags": _tags(settings, run_id, "endpoint-config"),
         "pollSeconds": settings.endpoint_poll_seconds,
-        # Provisioning plus the rollout's own shifts and baking period (refit.rollout).
-        "maxPolls": settings.rollout.max_polls(
-            settings.endpoint_poll_seconds, settings.endpoint_max_polls
-        ),
+        # Polls for provisioning only: WaitForRollout sleeps through the shifts and the bake of
+        # an update (refit.rollout) in one transition before the first poll.
+        "maxPolls": settings.endpoint_max_polls,
         "deploymentConfig": settings.rollout.deployment_config(),
-        # WaitForRollout sleeps through the shifts and the bake of an update in one transition.
         "rolloutSeconds": settings.rollout.shifting_seconds if endpoint_exists else 0,
-        "rollout": settings.rollout.to_dict(),
         "transform": {
             "hasInput": has_batch_input,
             "TransformJobName": job_name,

@@ -116,7 +116,7 @@ class RunOutcome:
 
     @property
     def is_rollback_run(self) -> bool:
-        return bool(self.state.run and self.state.run.kind == "rollback")
+        return bool(self.state.run and self.state.run.is_rollback)
 
     @property
     def rolled_back(self) -> bool:
@@ -229,7 +229,7 @@ def _described_training(
 def training_usage(state: RunState) -> tuple[list[cost.TrainingJobUsage], list[str]]:
     """Every training job the run paid for, oldest first, and any it may have paid for unseen."""
     run, training = state.run, state.training
-    if run is not None and run.kind == "rollback":
+    if run is not None and run.is_rollback:
         # $.training of a rollback run is the restored package's artifact: no job ran.
         return [], []
     fleet = cost.Fleet(
@@ -505,13 +505,7 @@ def model_package_attributes(
         elif outcome.outcome == "failed":
             cause = text(error, "Error") if error else None
             reason = f"run failed after training: {cause or 'unknown error'}"
-    problem = lineage.set_approval(sagemaker, arn, status, reason) if sagemaker else None
-    return {
-        "modelPackageArn": arn,
-        "modelPackageVersion": lineage.package_version(arn),
-        "modelPackageStatus": None if problem or sagemaker is None else status,
-        "modelPackageError": problem,
-    }
+    return lineage.decide(sagemaker, arn, status, reason)
 
 
 def _rollback_package_attributes(
@@ -529,14 +523,12 @@ def _rollback_package_attributes(
         f"taken off the endpoint by rollback run {outcome.run_id} "
         f"(back to version {lineage.package_version(arn)})"
     )
-    problem = (
-        lineage.set_approval(sagemaker, replaced, lineage.REJECTED, reason) if sagemaker else None
-    )
+    decided = lineage.decide(sagemaker, replaced, lineage.REJECTED, reason)
     attributes.update(
         replacedModelPackageArn=replaced,
-        replacedModelPackageVersion=lineage.package_version(replaced),
-        replacedModelPackageStatus=None if problem or sagemaker is None else lineage.REJECTED,
-        modelPackageError=problem,
+        replacedModelPackageVersion=decided["modelPackageVersion"],
+        replacedModelPackageStatus=decided["modelPackageStatus"],
+        modelPackageError=decided["modelPackageError"],
     )
     return attributes
 

@@ -137,6 +137,11 @@ class RunSection:
     kind: str | None = None
     replaced_package_arn: str | None = None
 
+    @property
+    def is_rollback(self) -> bool:
+        """A rollback run (refit.rollback): it redeploys a registered model, trains nothing."""
+        return self.kind == "rollback"
+
     @classmethod
     def parse(cls, run: Mapping[str, Any]) -> RunSection:
         mode = text(run, "deploymentMode")
