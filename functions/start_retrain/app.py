@@ -6,6 +6,7 @@ Closing a run that ended unrecorded also rejects its registered model package (S
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import boto3  # type: ignore[import-untyped, unused-ignore]
@@ -27,14 +28,20 @@ logger = Logger()
 metrics = Metrics()
 dynamodb = boto3.client("dynamodb")
 sns = boto3.client("sns")
-sagemaker = boto3.client("sagemaker")
 queue = RunQueue(dynamodb, settings.runs_table, settings.stack_name)
 records = RunRecords(dynamodb, settings.runs_table, settings.stack_name)
 executions = StepFunctionsExecutions(boto3.client("stepfunctions"), settings.state_machine_arn)
 
 
+@cache
+def _sagemaker() -> Any:
+    # Only a run that ended unrecorded needs it: SageMaker's large service model stays off the
+    # trigger's cold start.
+    return boto3.client("sagemaker")
+
+
 def _record_ended(ended: ExecutionEnded) -> bool:
-    return record_ended_run(ended, records, sns, topic, settings.stack_name, sagemaker=sagemaker)
+    return record_ended_run(ended, records, sns, topic, settings.stack_name, sagemaker=_sagemaker())
 
 
 @logger.inject_lambda_context
