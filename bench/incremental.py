@@ -64,6 +64,7 @@ def measure(quick: bool = False, progress: Any = print) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="refit-bench-incremental-") as temp:
         work = Path(temp)
         champion: bytes | None = None
+        replay: bytes | None = None
         for number, body in enumerate(files):
             mode = "full" if champion is None else "incremental"
             result = run_job(
@@ -72,9 +73,10 @@ def measure(quick: bool = False, progress: Any = print) -> list[Row]:
                 test=test,
                 hyperparameters=hyperparameters(mode, defaults),
                 champion_archive=champion,
+                replay_archive=replay,
             )
             chain.append(result)
-            champion = result.archive()
+            champion, replay = result.archive(), result.output
             progress(
                 f"  batch {number} ({mode}, {len(dataset.batches[number])} rows): "
                 f"{result.cpu_seconds:.2f} CPU s, {metric} {result.evaluation['challenger']:.4f}"
@@ -92,6 +94,7 @@ def measure(quick: bool = False, progress: Any = print) -> list[Row]:
         # The other engineers' load on 2 shared cores makes one sample noisy: the last
         # incremental job and the full job run again, alternately, and each keeps its minimum.
         previous = chain[-2].archive() if len(chain) > 1 else None
+        previous_replay = chain[-2].output if len(chain) > 1 else None
         last_samples, full_samples = [chain[-1].cpu_seconds], [full.cpu_seconds]
         for repeat in range(REPEATS):
             again = run_job(
@@ -100,6 +103,7 @@ def measure(quick: bool = False, progress: Any = print) -> list[Row]:
                 test=test,
                 hyperparameters=hyperparameters("incremental", defaults),
                 champion_archive=previous,
+                replay_archive=previous_replay,
             )
             last_samples.append(again.cpu_seconds)
             full_samples.append(

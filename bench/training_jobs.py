@@ -32,6 +32,7 @@ class JobResult:
     max_rss_mb: float
     evaluation: dict[str, Any]
     model: bytes  # the challenger, UBJSON
+    output: bytes  # output.tar.gz as SageMaker packs /opt/ml/output/data (the replay sample too)
 
     def archive(self) -> bytes:
         """``model.tar.gz`` as SageMaker packs the model dir: the next job's champion."""
@@ -41,6 +42,15 @@ class JobResult:
             member.size = len(self.model)
             tar.addfile(member, io.BytesIO(self.model))
         return buffer.getvalue()
+
+
+def _tar_gz(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(directory).as_posix())
+    return buffer.getvalue()
 
 
 class TrainingFailed(RuntimeError):
@@ -54,6 +64,7 @@ def run_job(
     test: bytes,
     hyperparameters: dict[str, Any],
     champion_archive: bytes | None = None,
+    replay_archive: bytes | None = None,
 ) -> JobResult:
     """Lay out one job under ``work`` (must not exist yet), run train.py, measure it."""
     root = work / "opt" / "ml"
@@ -71,6 +82,8 @@ def run_job(
     _write(channels / "test" / "holdout.csv", test)
     if champion_archive is not None:
         _write(channels / "model" / "model.tar.gz", champion_archive)
+    if replay_archive is not None:  # the champion's output.tar.gz, as PrepareRun plans it
+        _write(channels / "replay" / "output.tar.gz", replay_archive)
     failure = work / "failure.txt"
     log = work / "job.log"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "REFIT_"))}
@@ -92,6 +105,7 @@ def run_job(
         max_rss_mb=usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20,
         evaluation=json.loads((root / "output" / "data" / "evaluation.json").read_text()),
         model=(root / "model" / MODEL_FILE).read_bytes(),
+        output=_tar_gz(root / "output" / "data"),
     )
 
 

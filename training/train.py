@@ -55,8 +55,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+# xgboost imports scikit-learn and pandas when they are installed (the SageMaker XGBoost image
+# has both) for APIs this script never uses: ~0.6 CPU s of every job. None in sys.modules makes
+# that import fail, which xgboost.compat handles as "not installed". Only when run as the job:
+# a process that imports this module (a test) keeps its own packages.
+if __name__ == "__main__":
+    for _unused in ("sklearn", "pandas"):
+        if _unused not in sys.modules:
+            sys.modules[_unused] = None  # type: ignore[assignment]
+
 import numpy as np
 import numpy.typing as npt
+import refit_incremental as incremental
 import xgboost as xgb
 
 # Shared with layers/refit/refit/layout.py, their source: this script runs in the SageMaker image,
@@ -66,6 +76,7 @@ CHANNEL_VALIDATION = "validation"
 CHANNEL_TEST = "test"
 CHANNEL_TEST_RETAINED = "test_retained"
 CHANNEL_MODEL = "model"
+CHANNEL_REPLAY = "replay"
 MODEL_FILE = "xgboost-model"
 EVALUATION_FILE = "evaluation.json"
 IGNORED_NAME_PREFIXES = ("_", ".")
@@ -84,8 +95,21 @@ OWN_HYPERPARAMETERS = frozenset(
         "refit_mode",
         "checkpoint_interval",
         "early_stopping_rounds",
+        "incremental_eta",
+        "replay_rows",
+        "validation_fraction",
+        "drift_threshold",
+        "refresh_leaves",
     }
 )
+# Incremental jobs: appended rounds stop after this many without a better validation score.
+INCREMENTAL_EARLY_STOPPING_ROUNDS = 10
+DEFAULT_INCREMENTAL_ETA = 0.1
+DEFAULT_REPLAY_ROWS = 50_000
+DEFAULT_VALIDATION_FRACTION = 0.1
+# The champion this much worse on the new rows than on the replay sample: the relationship moved.
+DEFAULT_DRIFT_THRESHOLD = 0.5
+HIGHER_IS_BETTER = frozenset({"auc", "aucpr", "accuracy"})
 SINGLE_OUTPUT_METRICS = frozenset({"rmse", "mae", "logloss", "auc", "aucpr", "error"})
 MULTICLASS_METRICS = frozenset({"merror", "mlogloss"})
 SUPPORTED_METRICS = SINGLE_OUTPUT_METRICS | MULTICLASS_METRICS | {"accuracy"}
@@ -128,6 +152,7 @@ class JobPaths:
     test: Path
     test_retained: Path
     champion: Path
+    replay: Path
     model_dir: Path
     output_data_dir: Path
     checkpoint_dir: Path
@@ -144,6 +169,12 @@ class TrainingConfig:
     checkpoint_interval: int
     early_stopping_rounds: int | None
     extra_params: dict[str, Any]  # every other hyperparameter, for xgboost
+    # Incremental jobs (training/incremental.py): appended rounds, replay, drift.
+    incremental_eta: float = DEFAULT_INCREMENTAL_ETA
+    replay_rows: int = DEFAULT_REPLAY_ROWS
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    drift_threshold: float = DEFAULT_DRIFT_THRESHOLD
+    refresh_leaves: bool = True
 
     @property
     def booster_params(self) -> dict[str, Any]:
@@ -152,6 +183,18 @@ class TrainingConfig:
             "objective": self.objective,
             "eval_metric": self.xgboost_metric,
         }
+
+    @property
+    def eta(self) -> float:
+        return float(self.extra_params.get("eta", self.extra_params.get("learning_rate", 0.3)))
+
+    @property
+    def reg_lambda(self) -> float:
+        return float(self.extra_params.get("lambda", self.extra_params.get("reg_lambda", 1.0)))
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
 
     @property
     def multiclass(self) -> bool:
@@ -173,8 +216,12 @@ class ColumnCount:
 
 @dataclass(frozen=True)
 class ChannelData:
-    matrix: xgb.DMatrix
+    rows: Matrix  # label first
     columns: ColumnCount
+
+    @property
+    def matrix(self) -> xgb.DMatrix:
+        return incremental.matrix(self.rows)
 
 
 class StopSignal:
@@ -220,6 +267,7 @@ def job_paths(env: Mapping[str, str]) -> JobPaths:
         test=channel(CHANNEL_TEST),
         test_retained=channel(CHANNEL_TEST_RETAINED),
         champion=channel(CHANNEL_MODEL),
+        replay=channel(CHANNEL_REPLAY),
         model_dir=Path(env.get("SM_MODEL_DIR") or root / "model"),
         output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR") or root / "output" / "data"),
         checkpoint_dir=checkpoint_dir(env, root),
@@ -283,6 +331,30 @@ def positive_int(hyperparameters: Mapping[str, Any], name: str, default: int | N
     return value
 
 
+def positive_float(hyperparameters: Mapping[str, Any], name: str, default: float) -> float:
+    value = coerce(hyperparameters.get(name, default))
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise TrainingError(f"hyperparameter {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def fraction(
+    hyperparameters: Mapping[str, Any], name: str, default: float, *, below_one: bool = False
+) -> float:
+    value = positive_float(hyperparameters, name, default)
+    if value > 1 or (below_one and value == 1):
+        bound = "below 1" if below_one else "at most 1"
+        raise TrainingError(f"hyperparameter {name} must be above 0 and {bound}, got {value!r}")
+    return value
+
+
+def non_negative_int(hyperparameters: Mapping[str, Any], name: str, default: int) -> int:
+    value = coerce(hyperparameters.get(name, default))
+    if value == 0:
+        return 0
+    return positive_int(hyperparameters, name, default)
+
+
 def training_config(hyperparameters: Mapping[str, Any]) -> TrainingConfig:
     objective = str(coerce(hyperparameters.get("objective", "reg:squarederror")))
     metric = str(coerce(hyperparameters.get("eval_metric", "rmse"))).lower()
@@ -306,6 +378,13 @@ def training_config(hyperparameters: Mapping[str, Any]) -> TrainingConfig:
             if early_stopping in (None, "")
             else positive_int(hyperparameters, "early_stopping_rounds", None)
         ),
+        incremental_eta=fraction(hyperparameters, "incremental_eta", DEFAULT_INCREMENTAL_ETA),
+        replay_rows=non_negative_int(hyperparameters, "replay_rows", DEFAULT_REPLAY_ROWS),
+        validation_fraction=fraction(
+            hyperparameters, "validation_fraction", DEFAULT_VALIDATION_FRACTION, below_one=True
+        ),
+        drift_threshold=positive_float(hyperparameters, "drift_threshold", DEFAULT_DRIFT_THRESHOLD),
+        refresh_leaves=bool(non_negative_int(hyperparameters, "refresh_leaves", 1)),
         extra_params={
             key: coerce(value)
             for key, value in hyperparameters.items()
@@ -456,7 +535,7 @@ def has_data(directory: Path) -> bool:
 
 
 def load_channel(channel: str, directory: Path, expected: ColumnCount | None) -> ChannelData:
-    """The channel's files as one DMatrix; every file must have the ``expected`` columns."""
+    """The channel's files as one table; every file must have the ``expected`` columns."""
     files = data_files(directory) if directory.is_dir() else []
     if not files:
         raise TrainingError(f"channel {channel} has no data files (looked in {directory})")
@@ -473,8 +552,7 @@ def load_channel(channel: str, directory: Path, expected: ColumnCount | None) ->
             )
         blocks.append(rows)
     data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    del blocks  # only ``data`` from here: the channel is in memory once, then once in the DMatrix
-    matrix = xgb.DMatrix(data[:, 1:], label=data[:, 0], missing=np.nan)
+    del blocks  # only ``data`` from here: the channel is in memory once, then once in a DMatrix
     log.info(
         "channel %s: %d rows, %d features, %d files",
         channel,
@@ -482,7 +560,7 @@ def load_channel(channel: str, directory: Path, expected: ColumnCount | None) ->
         data.shape[1] - 1,
         len(files),
     )
-    return ChannelData(matrix, ColumnCount(data.shape[1], names[0]))
+    return ChannelData(data, ColumnCount(data.shape[1], names[0]))
 
 
 def describe_columns(columns: int) -> str:
@@ -628,7 +706,7 @@ class RoundDelay(xgb.callback.TrainingCallback):
 
 
 def with_class_count(
-    config: TrainingConfig, champion: xgb.Booster | None, matrices: list[xgb.DMatrix | None]
+    config: TrainingConfig, champion: xgb.Booster | None, labels: list[npt.NDArray[np.float32]]
 ) -> TrainingConfig:
     """Fill in ``num_class`` for multi:* objectives when the stack did not pass it.
 
@@ -642,7 +720,7 @@ def with_class_count(
         learner = json.loads(champion.save_config())["learner"]
         count = int(learner["learner_model_param"].get("num_class", 0))
     if count < 1:
-        count = 1 + int(max(float(m.get_label().max()) for m in matrices if m is not None))
+        count = 1 + int(max(float(column.max()) for column in labels))
     return dataclasses.replace(config, extra_params={**config.extra_params, "num_class": count})
 
 
@@ -688,6 +766,7 @@ def resolve_mode(
 
 
 def boost(
+    params: dict[str, Any],
     config: TrainingConfig,
     train: xgb.DMatrix,
     validation: xgb.DMatrix | None,
@@ -696,8 +775,9 @@ def boost(
     checkpoint_callback: CheckpointCallback,
     stop: StopSignal,
     round_delay: float,
+    early_stopping_rounds: int | None,
 ) -> xgb.Booster:
-    """Add ``rounds`` rounds to ``start`` (a fresh booster when None)."""
+    """Add up to ``rounds`` rounds to ``start`` (a fresh booster when None)."""
     evals = [(train, "train")]
     callbacks: list[xgb.callback.TrainingCallback] = []
     if round_delay > 0:
@@ -705,21 +785,21 @@ def boost(
     callbacks.append(checkpoint_callback)  # before EarlyStopping, whose stop skips later callbacks
     if validation is not None:
         evals.append((validation, "validation"))
-        if config.early_stopping_rounds:
+        if early_stopping_rounds:
             callbacks.append(
                 xgb.callback.EarlyStopping(
-                    rounds=config.early_stopping_rounds,
+                    rounds=early_stopping_rounds,
                     metric_name=config.xgboost_metric,
                     data_name="validation",
                     save_best=True,
                 )
             )
-    elif config.early_stopping_rounds:
+    elif early_stopping_rounds:
         log.warning("early_stopping_rounds ignored: there is no validation channel")
     stop.defer = True
     try:
         booster = xgb.train(
-            config.booster_params,
+            params,
             train,
             num_boost_round=rounds,
             evals=evals,
@@ -902,12 +982,215 @@ def score_champion(
         return None, f"the champion cannot be scored on this data: {first_line(error)}"
 
 
+@dataclass(frozen=True)
+class Job:
+    """What every training path needs: inputs, settings and the checkpoint machinery."""
+
+    config: TrainingConfig
+    checkpoints: Checkpoints
+    stop: StopSignal
+    round_delay: float
+    features: int
+
+
+@dataclass(frozen=True)
+class Trained:
+    challenger: xgb.Booster
+    base_rounds: int  # the warm start's rounds (0 from scratch)
+    resumed_from: int
+    tree_etas: npt.NDArray[np.float64]
+    details: dict[str, Any]  # evaluation.json's "incremental" section, or {}
+
+
+def train_from_scratch(
+    job: Job, train: xgb.DMatrix, validation: xgb.DMatrix | None, rounds: int
+) -> Trained:
+    start, resumed_from = starting_point(job.checkpoints, None, rounds, job.features)
+    remaining = rounds - (start.num_boosted_rounds() if start is not None else 0)
+    log.info("training from scratch: %d rounds, %d to boost", rounds, remaining)
+    if start is not None and remaining == 0:
+        challenger = start  # the job was stopped after its last checkpoint
+    else:
+        callback = CheckpointCallback(job.checkpoints, job.config.checkpoint_interval, 0, job.stop)
+        challenger = boost(
+            job.config.booster_params,
+            job.config,
+            train,
+            validation,
+            start,
+            remaining,
+            callback,
+            job.stop,
+            job.round_delay,
+            job.config.early_stopping_rounds,
+        )
+    trees = challenger.num_boosted_rounds() * trees_per_round(challenger)
+    return Trained(challenger, 0, resumed_from, np.full(trees, job.config.eta), {})
+
+
+def train_incremental(
+    job: Job,
+    champion: xgb.Booster,
+    new_rows: Matrix,
+    replay: incremental.ReplaySample | None,
+    replay_problem: str | None,
+) -> Trained:
+    """Refresh the champion's leaves, then append early-stopped rounds at ``incremental_eta``.
+
+    New and replay rows are split alike into fit and validation rows (seeded: a resumed job
+    splits the same way). The challenger is the best of the refreshed champion alone and the
+    refreshed champion plus the appended rounds, on that validation set: a delivery that adds
+    nothing adds no trees.
+    """
+    config = job.config
+    seed = len(new_rows)
+    new_fit, new_validation = incremental.split_rows(new_rows, config.validation_fraction, seed)
+    fit_parts, validation_parts = [new_fit], [new_validation]
+    if replay is not None:
+        old_fit, old_validation = incremental.split_rows(
+            replay.rows, config.validation_fraction, seed + 1
+        )
+        fit_parts.append(old_fit)
+        validation_parts.append(old_validation)
+    fit = incremental.matrix(np.concatenate(fit_parts))
+    validation = incremental.matrix(np.concatenate(validation_parts))
+    base_rounds = champion.num_boosted_rounds()
+    planned_rounds = base_rounds + config.num_round
+    champion_etas = incremental.tree_etas(champion)
+    refresh = (
+        incremental.refresh_problem(champion, config.objective)
+        if config.refresh_leaves
+        else "leaf refresh switched off (refresh_leaves=0)"
+    )
+    newest = job.checkpoints.newest()
+    if newest is not None:
+        start, resumed_from = starting_point(
+            job.checkpoints, champion, planned_rounds, job.features
+        )
+        assert start is not None
+        # The checkpoint holds the refreshed champion's trees first: no second refresh.
+        refreshed = start[:base_rounds] if base_rounds else champion
+    else:
+        resumed_from = 0
+        refreshed = (
+            incremental.refresh_leaves(
+                champion, incremental.matrix(new_fit), config.objective, config.reg_lambda
+            )
+            if refresh is None
+            else champion
+        )
+        start = refreshed
+    remaining = planned_rounds - start.num_boosted_rounds()
+    log.info(
+        "incremental: %d new + %d replay rows (%d for validation), leaf refresh %s, "
+        "up to %d rounds at eta %g, %d to boost",
+        len(new_rows),
+        len(replay.rows) if replay is not None else 0,
+        validation.num_row(),
+        "done" if refresh is None else f"skipped ({refresh})",
+        config.num_round,
+        config.incremental_eta,
+        remaining,
+    )
+    boosted = start
+    if remaining > 0:
+        callback = CheckpointCallback(
+            job.checkpoints, config.checkpoint_interval, base_rounds, job.stop
+        )
+        boosted = boost(
+            {**config.booster_params, "eta": config.incremental_eta},
+            config,
+            fit,
+            validation,
+            start,
+            remaining,
+            callback,
+            job.stop,
+            job.round_delay,
+            config.early_stopping_rounds or INCREMENTAL_EARLY_STOPPING_ROUNDS,
+        )
+    scores = {
+        "championValidation": score(champion, validation, config),
+        "refreshedValidation": score(refreshed, validation, config),
+        "boostedValidation": score(boosted, validation, config),
+    }
+    appended = boosted.num_boosted_rounds() - base_rounds
+    gain = scores["boostedValidation"] - scores["refreshedValidation"]
+    improved = gain > 0 if config.higher_is_better else gain < 0
+    challenger = boosted if appended and improved else refreshed
+    rounds_added = challenger.num_boosted_rounds() - base_rounds
+    added_trees = (challenger.num_boosted_rounds() - base_rounds) * trees_per_round(challenger)
+    etas = np.concatenate([champion_etas, np.full(added_trees, config.incremental_eta)])
+    details = {
+        "newRows": len(new_rows),
+        "replayRows": len(replay.rows) if replay is not None else 0,
+        "replaySeenRows": replay.seen_rows if replay is not None else None,
+        "replayProblem": replay_problem,
+        "fitRows": fit.num_row(),
+        "validationRows": validation.num_row(),
+        "leafRefresh": "blended" if refresh is None else None,
+        "leafRefreshSkipped": refresh,
+        "eta": config.incremental_eta,
+        "maxRounds": config.num_round,
+        "roundsBoosted": appended,
+        "roundsAdded": rounds_added,
+        # Fewer rounds kept than allowed: early stopping (or the no-gain rule) ended them.
+        "earlyStoppedRound": rounds_added if rounds_added < config.num_round else None,
+        **scores,
+    }
+    return Trained(challenger, base_rounds, resumed_from, etas, details)
+
+
+def trees_per_round(booster: xgb.Booster) -> int:
+    learner = json.loads(booster.save_config())["learner"]["learner_model_param"]
+    return max(1, int(learner.get("num_class", 0)))
+
+
+def load_replay(
+    directory: Path, features: int
+) -> tuple[incremental.ReplaySample | None, str | None]:
+    """The champion's replay sample, or None and why not (a missing channel is no problem)."""
+    try:
+        replay = incremental.read_replay(directory)
+    except incremental.ReplayUnreadable as error:
+        log.warning("training without replay: %s", error)
+        return None, str(error)
+    if replay is not None and replay.rows.shape[1] - 1 != features:
+        problem = (
+            f"the replay sample has {replay.rows.shape[1] - 1} features, the data has {features}"
+        )
+        log.warning("training without replay: %s", problem)
+        return None, problem
+    return replay, None
+
+
+def check_drift(
+    champion: xgb.Booster,
+    new_rows: Matrix,
+    replay: incremental.ReplaySample,
+    config: TrainingConfig,
+) -> incremental.DriftCheck | None:
+    """The champion on the new rows vs on the test data when it was trained (both unseen)."""
+    reference = replay.reference_score
+    if reference is None or replay.metric != config.metric:
+        return None  # a sample from another metric (or none recorded): nothing to compare with
+    try:
+        on_new = score(champion, incremental.matrix(new_rows), config)
+    except TrainingError as error:
+        log.warning("no drift check: %s", error)
+        return None
+    worse = incremental.degradation(on_new, reference, config.higher_is_better)
+    return incremental.DriftCheck(
+        worse > config.drift_threshold, on_new, reference, config.drift_threshold
+    )
+
+
 def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     paths = job_paths(env)
     config = training_config(load_hyperparameters(env, paths))
     champion, champion_problem = read_champion(paths.champion)
     train = load_channel(CHANNEL_TRAIN, paths.train, None)
-    test = load_channel(CHANNEL_TEST, paths.test, train.columns)
+    test = load_channel(CHANNEL_TEST, paths.test, train.columns).matrix
     # Older test data (see docs/architecture.md, "The gate"): optional, same columns.
     retained = (
         load_channel(CHANNEL_TEST_RETAINED, paths.test_retained, train.columns).matrix
@@ -929,54 +1212,68 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
             "it cannot be scored on this data"
         )
         champion = None
-    config = with_class_count(config, champion, [train.matrix, test.matrix, retained, validation])
+    config = with_class_count(config, champion, [train.rows[:, 0], test.get_label()])
 
-    warm_start = champion if mode == "incremental" else None
-    base_rounds = warm_start.num_boosted_rounds() if warm_start is not None else 0
-    new_rounds = config.full_num_round if mode_fallback is not None else config.num_round
-    planned_rounds = base_rounds + new_rounds
-    checkpoints = Checkpoints(paths.checkpoint_dir)
-    start, resumed_from = starting_point(checkpoints, warm_start, planned_rounds, features)
-    remaining = planned_rounds - (start.num_boosted_rounds() if start is not None else 0)
-    log.info(
-        "mode %s: %d rounds planned (%d from the champion + %d new), %d to boost",
-        mode,
-        planned_rounds,
-        base_rounds,
-        new_rounds,
-        remaining,
+    replay, replay_problem = (None, None)
+    drift = None
+    if mode == "incremental":
+        assert champion is not None
+        replay, replay_problem = load_replay(paths.replay, features)
+        drift = check_drift(champion, train.rows, replay, config) if replay is not None else None
+        if drift is not None and drift.detected:
+            mode, mode_fallback = "full", drift.reason
+            log.warning("%s", drift.reason)
+    job = Job(
+        config,
+        Checkpoints(paths.checkpoint_dir),
+        stop,
+        float(env.get("REFIT_TEST_ROUND_DELAY") or 0),
+        features,
     )
-    if start is not None and remaining == 0:
-        challenger = start  # the job was stopped after its last checkpoint
+    if mode == "incremental":
+        assert champion is not None
+        trained = train_incremental(job, champion, train.rows, replay, replay_problem)
+        history = replay
     else:
-        callback = CheckpointCallback(checkpoints, config.checkpoint_interval, base_rounds, stop)
-        round_delay = float(env.get("REFIT_TEST_ROUND_DELAY") or 0)
-        challenger = boost(
-            config, train.matrix, validation, start, remaining, callback, stop, round_delay
+        rounds = config.full_num_round if mode_fallback is not None else config.num_round
+        # A drift restart learns the new relationship alone: no validation of the old one.
+        trained = train_from_scratch(
+            job, train.matrix, None if drift is not None else validation, rounds
         )
+        history = None
+    challenger = trained.challenger
+    incremental.record_tree_etas(challenger, trained.tree_etas)
+    next_replay = incremental.updated_replay(
+        history, train.rows, config.replay_rows, seed=len(train.rows)
+    )
 
-    champion_score, unscored = score_champion(champion, test.matrix, config)
+    champion_score, unscored = score_champion(champion, test, config)
     retained_champion, _ = (
         score_champion(champion, retained, config) if retained is not None else (None, None)
     )
+    challenger_score = score(challenger, test, config)
     evaluation = {
         "metric": config.metric,
-        "challenger": score(challenger, test.matrix, config),
+        "challenger": challenger_score,
         "champion": champion_score,
-        "testRows": test.matrix.num_row(),
+        "testRows": test.num_row(),
         "retainedChallenger": score(challenger, retained, config) if retained is not None else None,
         "retainedChampion": retained_champion if champion_score is not None else None,
         "retainedTestRows": retained.num_row() if retained is not None else None,
         "objective": config.objective,
         "modeFallback": mode_fallback,
         "championProblem": champion_problem or unscored,
-        "trainRows": train.matrix.num_row(),
+        "trainRows": len(train.rows),
         "mode": mode,
         "championRounds": champion.num_boosted_rounds() if champion is not None else None,
         "challengerRounds": challenger.num_boosted_rounds(),
-        "resumedFromRound": resumed_from,
+        "resumedFromRound": trained.resumed_from,
         "features": features,
+        "incremental": trained.details or None,
+        "drift": drift.to_dict() if drift is not None else None,
+        "replaySample": next_replay.info(),
     }
+    incremental.write_replay(paths.output_data_dir, next_replay, challenger_score, config.metric)
     write_outputs(paths, challenger, evaluation, config.metric)
     return evaluation
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from typing import Any
@@ -21,6 +22,7 @@ from static_helpers import (
 
 from refit import layout
 from refit.config import ConfigError, Settings
+from refit.run_input import parse_run_input
 
 # cfn-lint findings accepted on purpose: rule id -> why. Empty: the template lints clean.
 CFN_LINT_ALLOWED: dict[str, str] = {}
@@ -517,6 +519,10 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "Objective": "reg:squarederror",
         "NumRoundsFull": 100,
         "NumRoundsIncremental": 50,
+        "IncrementalLearningRate": 0.1,
+        "ReplaySampleRows": 50000,
+        "FullRetrainSchedule": "",
+        "FullRetrainScheduleTimezone": "UTC",
         "MaxFileMB": 512,
         "MaxObjectsPerRun": 1000,
         "BatchingWindowSeconds": 30,
@@ -570,3 +576,31 @@ def test_samconfig_deploys_with_iam_capability_only() -> None:
     # Then it needs no named IAM resources and holds no secrets or account ids
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert not any(re.search(r"\d{12}", str(v)) for v in walk(config))
+
+
+def test_the_scheduled_full_retrain_is_off_by_default_and_starts_a_full_run(
+    template: dict[str, Any],
+) -> None:
+    # Given the schedule, its role and the parameter that switches them on
+    resources = template["Resources"]
+    schedule, role = resources["ScheduledFullRetrain"], resources["FullRetrainScheduleRole"]
+    assert template["Parameters"]["FullRetrainSchedule"]["Default"] == ""
+    assert template["Conditions"]["HasFullRetrainSchedule"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "FullRetrainSchedule"}, ""]}]
+    }
+    # Then both exist only when a schedule expression is given
+    assert schedule["Condition"] == role["Condition"] == "HasFullRetrainSchedule"
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "FullRetrainSchedule"}
+    # And the target is the state machine, with an input refit reads as a scheduled full retrain
+    target = props["Target"]
+    assert target["Arn"] == {"Ref": "RetrainStateMachine"}
+    request = parse_run_input(json.loads(target["Input"]))
+    assert (request.source, request.training_mode) == ("schedule", "full")
+    # And its role may start executions of this state machine and nothing else
+    statements = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert [(s["Action"], s["Resource"]) for s in statements] == [
+        ("states:StartExecution", {"Ref": "RetrainStateMachine"})
+    ]
+    principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert principal == {"Service": "scheduler.amazonaws.com"}

@@ -48,8 +48,9 @@ def test_translation_produces_the_expected_resources(translated: dict[str, Any])
     # uploads and ends of runs, both into StartRetrain
     assert types["AWS::Lambda::EventSourceMapping"] == 2
     assert types["AWS::StepFunctions::StateMachine"] == 1
-    # one role per function, plus the workflow's and SageMaker's
-    assert types["AWS::IAM::Role"] == 7
+    # one role per function, plus the workflow's, SageMaker's and the full-retrain schedule's
+    assert types["AWS::IAM::Role"] == 8
+    assert types["AWS::Scheduler::Schedule"] == 1
     for kind in (
         "AWS::S3::Bucket",
         "AWS::S3::BucketPolicy",

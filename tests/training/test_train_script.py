@@ -21,6 +21,7 @@ from training_harness import (
     predict,
     regression_rows,
     rmse,
+    split_structure,
     train_booster,
 )
 
@@ -43,6 +44,9 @@ EVALUATION_FIELDS = {
     "objective",
     "modeFallback",
     "championProblem",
+    "incremental",
+    "drift",
+    "replaySample",
 }
 
 
@@ -69,6 +73,10 @@ def test_full_training_writes_the_model_and_an_evaluation_that_beats_the_mean(jo
         "objective": "reg:squarederror",
         "modeFallback": None,
         "championProblem": None,
+        "incremental": None,
+        "drift": None,
+        # Every job writes the replay sample of what it trained on for the next one.
+        "replaySample": {"rows": 400, "seenRows": 400, "columns": FEATURES + 1},
     }
     test = regression_rows(200, seed=2)
     assert evaluation["challenger"] < 0.5 * float(np.std(test[:, 0]))  # the mean scores the std
@@ -94,14 +102,27 @@ def test_incremental_training_continues_the_previous_jobs_model(
 
     assert run.returncode == 0, run.output
     challenger = follow_up.model()
-    assert challenger.num_boosted_rounds() == 12 + 5
-    test = regression_rows(200, seed=2)
-    np.testing.assert_array_equal(
-        predict(challenger, test, iteration_range=(0, 12)), predict(champion, test)
-    )
     evaluation = follow_up.evaluation()
+    details = evaluation["incremental"]
+    added = details["roundsAdded"]
+    assert 0 <= added <= 5 and challenger.num_boosted_rounds() == 12 + added
+    # The champion's trees are kept (same splits); only their leaves were refreshed.
+    assert split_structure(challenger)[:12] == split_structure(champion)
+    assert details | {"roundsAdded": None, "earlyStoppedRound": None} == details | {
+        "newRows": 300,
+        "replayRows": 0,  # no replay channel: the new rows alone
+        "replaySeenRows": None,
+        "replayProblem": None,
+        "leafRefresh": "blended",
+        "leafRefreshSkipped": None,
+        "eta": 0.1,
+        "maxRounds": 5,
+        "roundsAdded": None,
+        "earlyStoppedRound": None,
+    }
+    test = regression_rows(200, seed=2)
     assert evaluation["mode"] == "incremental"
-    assert (evaluation["championRounds"], evaluation["challengerRounds"]) == (12, 17)
+    assert (evaluation["championRounds"], evaluation["challengerRounds"]) == (12, 12 + added)
     assert evaluation["champion"] == pytest.approx(rmse(predict(champion, test), test[:, 0]))
     assert evaluation["challenger"] == pytest.approx(rmse(predict(challenger, test), test[:, 0]))
     assert logged_metric(run.output, "champion-test-rmse") == pytest.approx(evaluation["champion"])
@@ -242,11 +263,24 @@ def test_early_stopping_on_validation_keeps_the_best_rounds(job: Job) -> None:
 
 
 def test_killed_incremental_job_resumes_from_its_checkpoint_without_a_second_warm_start(
-    job: Job,
+    job: Job, new_job: Callable[[], Job]
 ) -> None:
     champion = train_booster(regression_rows(200, seed=5), rounds=8)
+    # Patience beyond the rounds: early stopping cannot change how many rounds are kept.
+    hyperparameters = {
+        "num_round": 40,
+        "refit_mode": "incremental",
+        "checkpoint_interval": 5,
+        "early_stopping_rounds": 100,
+    }
+    uninterrupted = new_job()
+    uninterrupted.write_table("train", regression_rows(400, seed=1))
+    uninterrupted.write_table("test", regression_rows(200, seed=2))
+    uninterrupted.add_champion(champion)
+    uninterrupted.set_hyperparameters(**hyperparameters)
+    assert uninterrupted.run().returncode == 0
     job.add_champion(champion)
-    job.set_hyperparameters(num_round=40, refit_mode="incremental", checkpoint_interval=5)
+    job.set_hyperparameters(**hyperparameters)
     first = job.start(REFIT_TEST_ROUND_DELAY="0.05")
     job.wait_for_checkpoint(first)
     first.send_signal(signal.SIGKILL)
@@ -262,9 +296,11 @@ def test_killed_incremental_job_resumes_from_its_checkpoint_without_a_second_war
     assert f"resuming from checkpoint round {interrupted_at}" in run.output
     challenger = job.model()
     assert challenger.num_boosted_rounds() == 8 + 40
+    # The champion's trees were refreshed once, as in a job nobody interrupted.
     test = regression_rows(200, seed=2)
     np.testing.assert_array_equal(
-        predict(challenger, test, iteration_range=(0, 8)), predict(champion, test)
+        predict(challenger, test, iteration_range=(0, 8)),
+        predict(uninterrupted.model(), test, iteration_range=(0, 8)),
     )
     assert len(job.checkpoints()) <= 3
 

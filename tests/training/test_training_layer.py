@@ -13,6 +13,10 @@ def test_layer_holds_only_the_runtime_scripts(tmp_path: Path) -> None:
     subprocess.run(["make", "-s", "-C", str(TRAINING_DIR), *target], check=True)
 
     shipped = tmp_path / "refit_training"
-    assert sorted(path.name for path in shipped.iterdir()) == ["inference.py", "train.py"]
+    assert sorted(path.name for path in shipped.iterdir()) == [
+        "inference.py",
+        "refit_incremental.py",
+        "train.py",
+    ]
     for script in shipped.iterdir():
         assert script.read_bytes() == (TRAINING_DIR / script.name).read_bytes()

@@ -152,6 +152,12 @@ class Job:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(archive)
 
+    def add_replay_archive(self, archive: bytes) -> None:
+        """The champion's ``output.tar.gz`` in the ``replay`` channel, as PrepareRun plans it."""
+        path = self.channel("replay") / "output.tar.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(archive)
+
     # --- running --------------------------------------------------------------------------
 
     def env(self, extra: dict[str, str]) -> dict[str, str]:
@@ -206,6 +212,16 @@ class Job:
         """This job's model as SageMaker uploads it: the next job's champion."""
         return model_archive(self.model_file.read_bytes())
 
+    def output_archive(self) -> bytes:
+        """``output.tar.gz`` as SageMaker packs ``/opt/ml/output/data``: the next job's replay."""
+        buffer = io.BytesIO()
+        data = self.root / "output" / "data"
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for path in sorted(data.rglob("*")):
+                if path.is_file():
+                    tar.add(path, arcname=path.relative_to(data).as_posix())
+        return buffer.getvalue()
+
     def evaluation(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(
             (self.root / "output" / "data" / "evaluation.json").read_text()
@@ -214,3 +230,18 @@ class Job:
 
     def failure(self) -> str:
         return self.failure_file.read_text() if self.failure_file.exists() else ""
+
+
+def split_structure(booster: xgb.Booster) -> list[list[tuple[int, float]]]:
+    """Per tree, the (feature, threshold) of each split node: what a leaf refresh must keep."""
+    trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+    return [
+        [
+            (feature, threshold)
+            for feature, threshold, left in zip(
+                tree["split_indices"], tree["split_conditions"], tree["left_children"], strict=True
+            )
+            if left != -1
+        ]
+        for tree in trees
+    ]

@@ -179,6 +179,7 @@ def executions(stepfunctions: Any, state_machine_arn: str) -> list[dict[str, Any
 def write_training_code(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "train.py").write_text("print('train')\n")
+    (directory / "refit_incremental.py").write_text("REPLAY_DIR = 'replay'\n")
     (directory / "inference.py").write_text("def model_fn(model_dir):\n    return None\n")
     return directory
 

@@ -287,6 +287,8 @@ def test_decision_dict_follows_the_state_contract() -> None:
         "objective": None,
         "modeFallback": None,
         "championProblem": None,
+        "incremental": None,
+        "drift": None,
         "trainedData": None,
     }
 

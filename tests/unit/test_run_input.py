@@ -60,7 +60,7 @@ def test_trigger_input_keeps_each_object_version() -> None:
     [
         ([], "must be a JSON object"),
         ({"prefx": "data/train/"}, "unknown field(s) prefx in execution input; allowed: source"),
-        ({"source": "cron"}, "source must be one of s3, manual; got 'cron'"),
+        ({"source": "cron"}, "source must be one of s3, manual, schedule; got 'cron'"),
         ({"trainingMode": "warm"}, "trainingMode must be one of auto, full, incremental"),
         ({"deploymentMode": "serverless"}, "deploymentMode must be one of endpoint, batch"),
         ({"forceDecision": "yes"}, "forceDecision must be one of promote, reject; got 'yes'"),

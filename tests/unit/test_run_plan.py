@@ -97,6 +97,8 @@ def test_an_incremental_run_warm_starts_from_the_champion() -> None:
         "refit_mode": "incremental",
         "checkpoint_interval": "10",
         "full_num_round": "100",
+        "incremental_eta": "0.1",
+        "replay_rows": "50000",
     }
     # And it runs on spot with a wait limit and checkpoints
     assert job["EnableManagedSpotTraining"] is True

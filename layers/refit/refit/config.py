@@ -108,6 +108,8 @@ class Settings:
     objective: str
     num_rounds_full: int
     num_rounds_incremental: int
+    incremental_learning_rate: float
+    replay_sample_rows: int
     max_file_mb: int
     max_objects_per_run: int
     endpoint_poll_seconds: int
@@ -147,6 +149,9 @@ class Settings:
             objective=env.text("OBJECTIVE", "reg:squarederror"),
             num_rounds_full=env.integer("NUM_ROUNDS_FULL", 100, minimum=1),
             num_rounds_incremental=env.integer("NUM_ROUNDS_INCREMENTAL", 50, minimum=1),
+            # training/refit_incremental.py: the appended rounds' eta and the replay sample.
+            incremental_learning_rate=env.number("INCREMENTAL_LEARNING_RATE", 0.1),
+            replay_sample_rows=env.integer("REPLAY_SAMPLE_ROWS", 50000, minimum=0),
             max_file_mb=env.integer("MAX_FILE_MB", 512, minimum=1),
             max_objects_per_run=env.integer("MAX_OBJECTS_PER_RUN", 1000, minimum=1),
             endpoint_poll_seconds=env.integer("ENDPOINT_POLL_SECONDS", 30, minimum=1),
@@ -165,6 +170,11 @@ class Settings:
             raise ConfigError(
                 "ROLLOUT_STEP_PERCENT must be 1-50 for a canary and 10-50 for linear steps "
                 f"(SageMaker's limits), got {rollout.step_percent} for {rollout.mode}"
+            )
+        if not 0 < settings.incremental_learning_rate <= 1:
+            raise ConfigError(
+                "INCREMENTAL_LEARNING_RATE must be above 0 and at most 1, "
+                f"got {settings.incremental_learning_rate}"
             )
         if settings.use_spot_training and settings.max_wait_seconds < settings.max_runtime_seconds:
             raise ConfigError(

@@ -68,9 +68,12 @@ CHANNEL_VALIDATION = "validation"
 CHANNEL_TEST = "test"
 CHANNEL_TEST_RETAINED = "test_retained"  # older test data: the gate's forgetting check
 CHANNEL_MODEL = "model"
+# The champion's output.tar.gz, whose replay/ sample an incremental job trains on with the new data.
+CHANNEL_REPLAY = "replay"
 MODEL_FILE = "xgboost-model"
 EVALUATION_FILE = "evaluation.json"
 TRAINING_ENTRY_POINT = "train.py"
+TRAINING_HELPER_MODULE = "refit_incremental.py"  # imported by train.py
 INFERENCE_ENTRY_POINT = "inference.py"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 

@@ -34,7 +34,7 @@ from aws_lambda_powertools import Logger
 
 from refit import layout, trained_data
 from refit import metrics as metric_rules
-from refit.run_state import RunState, integer, text
+from refit.run_state import RunState, integer, section, text
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -77,6 +77,10 @@ class Evaluation:
     # Why an incremental job trained from scratch, and why the champion has no score.
     mode_fallback: str | None = None
     champion_problem: str | None = None
+    # How an incremental job learnt (replay, leaf refresh, rounds added, early stop) and the
+    # drift check: recorded as train.py wrote them (training/refit_incremental.py).
+    incremental: Mapping[str, Any] | None = None
+    drift: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, data: Any, source: str) -> Evaluation:
@@ -108,6 +112,8 @@ class Evaluation:
             objective=text(data, "objective"),
             mode_fallback=text(data, "modeFallback"),
             champion_problem=text(data, "championProblem"),
+            incremental=section(data, "incremental"),
+            drift=section(data, "drift"),
         )
 
 
@@ -268,6 +274,8 @@ class Decision:
             "objective": e.objective,
             "modeFallback": e.mode_fallback,
             "championProblem": e.champion_problem,
+            "incremental": dict(e.incremental) if e.incremental is not None else None,
+            "drift": dict(e.drift) if e.drift is not None else None,
             "trainedData": dict(self.trained_data) if self.trained_data is not None else None,
         }
 

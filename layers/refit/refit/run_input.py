@@ -7,7 +7,7 @@ the field and what it accepts, so a typo never silently trains on the wrong data
 Schema (JSON object, every field optional, no other keys)::
 
     {
-      "source":         "s3" | "manual"                    default "manual"
+      "source":         "s3" | "manual" | "schedule"       default "manual"
       "objects":        [                                   non-empty; excludes "prefix"
         {"key":       string, required, non-empty
          "etag":      string | null
@@ -40,9 +40,10 @@ from typing import Any, Literal, TypeVar
 from refit import layout
 from refit.config import DEPLOYMENT_MODES, DeploymentMode
 
-Source = Literal["s3", "manual"]
+# "schedule": the template's FullRetrainSchedule (a full retrain, otherwise a manual run).
+Source = Literal["s3", "manual", "schedule"]
 TrainingMode = Literal["auto", "full", "incremental"]
-SOURCES: tuple[Source, ...] = ("s3", "manual")
+SOURCES: tuple[Source, ...] = ("s3", "manual", "schedule")
 TRAINING_MODES: tuple[TrainingMode, ...] = ("auto", "full", "incremental")
 ForcedDecision = Literal["promote", "reject"]
 FORCED_DECISIONS: tuple[ForcedDecision, ...] = ("promote", "reject")

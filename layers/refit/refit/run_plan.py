@@ -54,9 +54,13 @@ class PlanInputs:
     test_sets: HoldoutSplit | None = None
 
 
-def choose_training_mode(requested: TrainingMode, champion: Champion | None) -> tuple[Mode, str]:
+def choose_training_mode(
+    requested: TrainingMode, champion: Champion | None, source: str = "manual"
+) -> tuple[Mode, str]:
     """Full or incremental, and why (recorded with the run)."""
     if requested == "full":
+        if source == "schedule":
+            return "full", "scheduled full retrain (FullRetrainSchedule)"
         return "full", "full retraining requested"
     if champion is None:
         if requested == "incremental":
@@ -89,7 +93,9 @@ def metric_definitions(metric: str) -> list[dict[str, str]]:
 
 def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
     champion = inputs.champion.champion
-    mode, reason = choose_training_mode(inputs.request.training_mode, champion)
+    mode, reason = choose_training_mode(
+        inputs.request.training_mode, champion, inputs.request.source
+    )
     mode, reason = _unless_warm_start_is_unsafe(mode, reason, inputs.warm_start)
     deployment_mode: DeploymentMode = inputs.request.deployment_mode or settings.deployment_mode
     status: PlanStatus = "ready" if inputs.selection.accepted else "rejected-input"
@@ -235,6 +241,10 @@ def _training_job(
                 layout.CHANNEL_MODEL, champion.model_data_url, "application/x-sagemaker-model"
             )
         )
+    replay_uri = inputs.warm_start.replay_uri if inputs.warm_start else None
+    if mode == "incremental" and replay_uri is not None:
+        # The champion's output.tar.gz: train.py reads its replay/ sample (old rows to learn with).
+        channels.append(_prefix_channel(layout.CHANNEL_REPLAY, replay_uri, "application/x-tar"))
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.max_runtime_seconds}
     if settings.use_spot_training:
         stopping["MaxWaitTimeInSeconds"] = settings.max_wait_seconds
@@ -257,6 +267,10 @@ def _training_job(
             "eval_metric": settings.evaluation_metric,
             "refit_mode": mode,
             "checkpoint_interval": str(settings.checkpoint_interval_rounds),
+            # Incremental jobs: the appended rounds' eta (early-stopped, at most num_round), and
+            # the rows of replay sample every job writes for the next one.
+            "incremental_eta": str(settings.incremental_learning_rate),
+            "replay_rows": str(settings.replay_sample_rows),
         },
         "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath": _s3(settings, layout.MODELS_PREFIX)},

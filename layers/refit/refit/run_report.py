@@ -342,6 +342,37 @@ def _trained_data(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None
     }
 
 
+def _incremental(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    details = section(evaluation, "incremental") if evaluation is not None else None
+    if details is None:
+        return None
+    return {
+        "newRows": integer(details, "newRows"),
+        "replayRows": integer(details, "replayRows"),
+        "replaySeenRows": integer(details, "replaySeenRows"),
+        "replayProblem": text(details, "replayProblem"),
+        "validationRows": integer(details, "validationRows"),
+        "leafRefresh": text(details, "leafRefresh"),
+        "leafRefreshSkipped": text(details, "leafRefreshSkipped"),
+        "eta": number(details, "eta"),
+        "maxRounds": integer(details, "maxRounds"),
+        "roundsAdded": integer(details, "roundsAdded"),
+        "earlyStoppedRound": integer(details, "earlyStoppedRound"),
+    }
+
+
+def _drift(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    drift = section(evaluation, "drift") if evaluation is not None else None
+    if drift is None:
+        return None
+    return {
+        "detected": flag(drift, "detected"),
+        "championNew": number(drift, "championNew"),
+        "championReference": number(drift, "championReference"),
+        "threshold": number(drift, "threshold"),
+    }
+
+
 def _evaluation_metrics(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if evaluation is None:
         return None
@@ -417,6 +448,9 @@ def run_attributes(
         "manifestUri": data.manifest_uri if data else None,
         # EvaluateModels' update of the cumulative data manifest (refit.trained_data).
         "trainedData": _trained_data(state.evaluation),
+        # How the challenger learnt: replay rows, leaf refresh, rounds added, early stop, drift.
+        "incremental": _incremental(state.evaluation),
+        "drift": _drift(state.evaluation),
         "previousChampion": run.champion_model_name if run else None,
         "trainingJobName": (training.job_name if training else None) or planned_job,
         "trainingJobStatus": training.status if training else None,

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 
-REQUIRED_FILES = (layout.TRAINING_ENTRY_POINT, layout.INFERENCE_ENTRY_POINT)
+# train.py imports refit_incremental (replay, leaf refresh, drift): a layer without it would fail
+# every job, so PrepareRun refuses it first.
+REQUIRED_FILES = (
+    layout.TRAINING_ENTRY_POINT,
+    layout.TRAINING_HELPER_MODULE,
+    layout.INFERENCE_ENTRY_POINT,
+)
 
 
 class TrainingCodeMissing(RuntimeError):
@@ -51,7 +57,7 @@ def build_sourcedir(code_dir: str | Path) -> SourceDir:
     if missing:
         raise TrainingCodeMissing(
             f"{', '.join(missing)} not found in {directory} (TRAINING_CODE_DIR): "
-            "the training code layer must provide train.py and inference.py"
+            "the training code layer must provide " + ", ".join(REQUIRED_FILES)
         )
     tar_bytes = io.BytesIO()
     with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.GNU_FORMAT) as tar:

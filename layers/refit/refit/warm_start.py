@@ -11,6 +11,10 @@ PrepareRun asks before it plans an incremental run. A full retrain replaces it w
 4. the last ``FULL_RETRAIN_AFTER_REJECTIONS`` incremental challengers of this champion were all
    rejected by the gate (0 turns this off): one GetItem on the streak item RecordRun keeps.
 
+Otherwise the run continues the champion, and its job's ``replay`` channel is the champion's
+``output.tar.gz``: the replay sample of the data behind the champion (one HeadObject; see
+``training/refit_incremental.py``).
+
 The reason becomes ``trainingModeReason`` in the plan and the run record. What PrepareRun cannot
 see without reading the model (an unreadable artifact, a champion without a recorded objective)
 ``train.py`` checks again: it trains from scratch instead and says why (``modeFallback``).
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from refit.champion import Champion
+from refit.promotion import output_archive_url
 from refit.run_records import RunRecords
 
 if TYPE_CHECKING:
@@ -36,6 +41,9 @@ class WarmStart:
 
     full_retrain_reason: str | None = None
     champion_problem: str | None = None  # the champion cannot be scored at all: leave it out
+    # The champion's output.tar.gz (its replay sample): the job's replay channel. None when the
+    # archive is gone: the job then trains on the new data alone and says so.
+    replay_uri: str | None = None
 
 
 def check_warm_start(
@@ -76,7 +84,8 @@ def check_warm_start(
                 f"full retrain: the last {streak} incremental challengers of "
                 f"{champion.model_name} were rejected (FullRetrainAfterRejections {limit})"
             )
-    return WarmStart()
+    replay = output_archive_url(champion.model_data_url)
+    return WarmStart(replay_uri=replay if _artifact_exists(s3, replay) else None)
 
 
 def _artifact_exists(s3: S3Client, url: str) -> bool:

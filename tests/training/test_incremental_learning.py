@@ -1,0 +1,186 @@
+"""Incremental jobs learn what a delivery adds: replay, blended leaf refresh, early stop, drift.
+
+The job-level tests run train.py as SageMaker does; the refresh arithmetic is checked
+in-process against the Newton step it must equal (training/refit_incremental.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from types import ModuleType
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from training_harness import Job, predict, regression_rows, rmse, train_booster
+
+pytestmark = pytest.mark.slow
+
+
+def chained(first: Job, follow_up: Job, train: np.ndarray, **hyperparameters: object) -> Job:
+    """``follow_up`` continues ``first``'s model with its replay sample, as PrepareRun plans."""
+    follow_up.write_table("train", train)
+    follow_up.write_table("test", regression_rows(200, seed=2))
+    follow_up.add_champion_archive(first.model_archive())
+    follow_up.add_replay_archive(first.output_archive())
+    follow_up.set_hyperparameters(refit_mode="incremental", **hyperparameters)
+    return follow_up
+
+
+def test_the_replay_sample_travels_with_each_model_and_stays_uniform_and_bounded(
+    job: Job, new_job: Callable[[], Job]
+) -> None:
+    # Given a first job on 400 rows and a second on 300 new rows with a 500-row sample
+    job.set_hyperparameters(num_round=12, max_depth=3, replay_rows=500)
+    assert job.run().returncode == 0
+    assert job.evaluation()["replaySample"] == {"rows": 400, "seenRows": 400, "columns": 7}
+    second = chained(job, new_job(), regression_rows(300, seed=3), num_round=5, replay_rows=500)
+
+    run = second.run()
+
+    # Then the second job trained on the new rows and the first job's sample
+    assert run.returncode == 0, run.output
+    details = second.evaluation()["incremental"]
+    assert (details["newRows"], details["replayRows"], details["replaySeenRows"]) == (300, 400, 400)
+    assert details["validationRows"] == 30 + 40  # a tenth of each, mixing new and old rows
+    # And it wrote a sample of 500 of the 700 rows seen, as a float32 table, label first
+    assert second.evaluation()["replaySample"] == {"rows": 500, "seenRows": 700, "columns": 7}
+    sample = np.load(second.root / "output" / "data" / "replay" / "replay.npy")
+    assert sample.shape == (500, 7) and sample.dtype == np.float32
+    seen = np.concatenate([regression_rows(400, seed=1), regression_rows(300, seed=3)])
+    seen_rows = {tuple(row) for row in seen.astype(np.float32)}
+    assert all(tuple(row) in seen_rows for row in sample)
+
+
+def test_a_delivery_that_adds_nothing_adds_no_trees(job: Job, new_job: Callable[[], Job]) -> None:
+    # Given a champion fit well on 2,000 rows, and new rows from the same source
+    job.write_table("train", regression_rows(2000, seed=1))
+    job.set_hyperparameters(num_round=300, max_depth=3)
+    assert job.run().returncode == 0
+    second = chained(job, new_job(), regression_rows(300, seed=3), num_round=50, max_depth=3)
+
+    run = second.run()
+
+    # Then early stopping ended the appended rounds long before the 50 allowed
+    assert run.returncode == 0, run.output
+    details = second.evaluation()["incremental"]
+    assert details["roundsAdded"] < 50
+    assert details["earlyStoppedRound"] == details["roundsAdded"]
+    assert second.model().num_boosted_rounds() == 300 + details["roundsAdded"]
+
+
+def test_drift_trains_from_scratch_on_the_new_rows_and_restarts_the_sample(
+    job: Job, new_job: Callable[[], Job]
+) -> None:
+    # Given a champion, then new rows whose label relationship is reversed
+    job.set_hyperparameters(num_round=12, max_depth=3)
+    assert job.run().returncode == 0
+    reversed_rows = regression_rows(300, seed=3)
+    reversed_rows[:, 0] *= -1
+    second = chained(job, new_job(), reversed_rows, num_round=5, full_num_round=20)
+
+    run = second.run()
+
+    # Then the job saw the champion fail on the new rows and learnt them from scratch
+    assert run.returncode == 0, run.output
+    evaluation = second.evaluation()
+    assert evaluation["drift"]["detected"] is True
+    assert evaluation["drift"]["championNew"] > 2 * evaluation["drift"]["championReference"]
+    assert evaluation["mode"] == "full"
+    assert evaluation["modeFallback"].startswith("drift: the champion scores")
+    assert second.model().num_boosted_rounds() == 20
+    # And the next sample holds the new relationship only
+    assert evaluation["replaySample"] == {"rows": 300, "seenRows": 300, "columns": 7}
+
+
+def test_an_unreadable_replay_sample_is_reported_and_the_job_trains_without_it(
+    job: Job, new_job: Callable[[], Job]
+) -> None:
+    job.set_hyperparameters(num_round=12, max_depth=3)
+    assert job.run().returncode == 0
+    second = chained(job, new_job(), regression_rows(300, seed=3), num_round=5)
+    (second.channel("replay") / "output.tar.gz").write_bytes(b"not a tarball")
+
+    run = second.run()
+
+    assert run.returncode == 0, run.output
+    details = second.evaluation()["incremental"]
+    assert details["replayRows"] == 0
+    assert details["replayProblem"].startswith("the replay sample is unreadable")
+
+
+# --- The blended refresh, in-process -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refresh(train_module: ModuleType) -> ModuleType:
+    import refit_incremental
+
+    return refit_incremental
+
+
+def matrix(table: np.ndarray) -> xgb.DMatrix:
+    return xgb.DMatrix(table[:, 1:], label=table[:, 0])
+
+
+def test_refreshing_on_the_training_data_itself_changes_nothing(refresh: ModuleType) -> None:
+    rows = regression_rows(500, seed=1)
+    booster = train_booster(rows, rounds=6, params={"lambda": 0.0})
+
+    refreshed = refresh.refresh_leaves(booster, matrix(rows), "reg:squarederror", 0.0)
+
+    np.testing.assert_allclose(predict(refreshed, rows), predict(booster, rows), atol=1e-4)
+
+
+def test_a_refreshed_leaf_is_the_newton_step_on_old_and_new_rows_together(
+    refresh: ModuleType,
+) -> None:
+    # Given one tree fit on old rows (eta 1, no regularisation, base score 0): leaf = mean label
+    old, new = regression_rows(400, seed=1), regression_rows(300, seed=2)
+    params = {"lambda": 0.0, "eta": 1.0, "base_score": 0.0, "max_depth": 2}
+    booster = train_booster(old, rounds=1, params=params)
+
+    refreshed = refresh.refresh_leaves(booster, matrix(new), "reg:squarederror", 0.0)
+
+    # Then each leaf holds the mean label of old and new rows in that leaf
+    both = np.concatenate([old, new])
+    leaves = booster.predict(matrix(both), pred_leaf=True).astype(int).ravel()
+    expected = {leaf: both[leaves == leaf, 0].mean() for leaf in np.unique(leaves)}
+    got = predict(refreshed, both)
+    for leaf, mean in expected.items():
+        np.testing.assert_allclose(got[leaves == leaf], mean, rtol=1e-4)
+    # And the covers add up: old + new rows per leaf
+    tree = json.loads(refreshed.save_raw("json"))["learner"]["gradient_booster"]["model"]
+    assert tree["trees"][0]["sum_hessian"][0] == pytest.approx(len(both))
+
+
+def test_the_etas_of_every_tree_travel_with_the_model(refresh: ModuleType) -> None:
+    booster = train_booster(regression_rows(200, seed=1), rounds=4, params={"eta": 0.3})
+    refresh.record_tree_etas(booster, np.array([0.3] * 3 + [0.1]))
+    reloaded = xgb.Booster()
+    reloaded.load_model(booster.save_raw("ubj"))
+
+    assert refresh.tree_etas(reloaded).tolist() == [0.3, 0.3, 0.3, 0.1]
+    unrecorded = train_booster(regression_rows(200, seed=1), rounds=2, params={"eta": 0.2})
+    assert refresh.tree_etas(unrecorded).tolist() == pytest.approx([0.2, 0.2])
+
+
+def test_rmse_of_a_refreshed_chain_improves(job: Job, new_job: Callable[[], Job]) -> None:
+    """Three deliveries from one source: each challenger beats its champion on the holdout."""
+    job.write_table("train", regression_rows(600, seed=1))
+    job.set_hyperparameters(num_round=30, max_depth=3)
+    assert job.run().returncode == 0
+    scores = [job.evaluation()["challenger"]]
+    previous = job
+    for seed in (3, 4, 5):
+        follow_up = chained(previous, new_job(), regression_rows(600, seed=seed), num_round=30)
+        assert follow_up.run().returncode == 0
+        evaluation = follow_up.evaluation()
+        assert evaluation["champion"] == pytest.approx(scores[-1])
+        scores.append(evaluation["challenger"])
+        previous = follow_up
+    assert all(later < earlier for earlier, later in itertools.pairwise(scores)), scores
+    test = regression_rows(200, seed=2)
+    assert scores[-1] == pytest.approx(rmse(predict(previous.model(), test), test[:, 0]))

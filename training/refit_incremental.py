@@ -1,0 +1,321 @@
+"""What an incremental job adds to the champion: replay, leaf refresh, drift check (train.py's).
+
+Continuing a booster on the new batch alone fits that batch's noise (bench figure 1 before this
+module: the holdout RMSE rose with every delivery). What practitioners and the literature use
+instead (../shared/notes/incremental-training.md), and what this module does:
+
+- **Replay.** A bounded, uniform sample of every row the champion's lineage trained on travels
+  with each model: ``replay/replay.npy`` in the job's ``output.tar.gz`` (beside
+  ``evaluation.json``). The next incremental job gets the champion's archive as its ``replay``
+  channel, fits its new trees on new + replay rows and writes the updated sample: reservoir
+  sampling over batches (the number of new rows kept is hypergeometric), so the sample stays
+  uniform over all history while each job reads O(sample) old rows. A full job samples its own
+  training data. The sample is float32 ``.npy`` (label first): exact, compact, and read without
+  parsing; refit writes and reads it, nobody else.
+- **Leaf refresh, blended.** Before trees are appended, every existing tree's leaf values are
+  re-estimated on the new rows *and* the statistics the leaf already holds: the new value is the
+  Newton step over old and new data together, ``w = (w_old (H_old + lambda) - eta G_new) /
+  (H_old + H_new + lambda)``, with ``H`` the leaf's cover (``sum_hessian``) and ``G`` the
+  gradient sum, tree after tree as boosting computes them. So the champion's trees keep what
+  they learnt and sharpen with each delivery (XGBoost's own ``updater=refresh`` replaces leaves
+  with the new batch's estimate alone; LightGBM's ``refit_decay_rate`` blends by a constant).
+  Supported for ``reg:squarederror``, ``reg:logistic`` and ``binary:logistic``; any other
+  objective skips the refresh and says so.
+- **Drift.** Each sample also carries its model's score on the held-out test data when it was
+  trained (out of sample, unlike the replay rows, which that model was fit on). When the
+  champion scores much worse on the new rows than that (the ``drift_threshold`` fraction,
+  direction-aware), the old relationship no longer holds and replay would teach it again: the
+  job trains from scratch on the new rows only and restarts the sample from them (``drift`` in
+  ``evaluation.json`` says so, with both scores).
+
+Hyperparameter ``refit_tree_etas`` is not one: the booster attribute ``refit_tree_etas`` (JSON
+``[[trees, eta], ...]``) records the learning rate of each run of trees, which the blend needs;
+a champion without it used the eta in its saved config for every tree.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xgboost as xgb
+
+REPLAY_DIR = "replay"
+REPLAY_DATA = "replay.npy"
+REPLAY_INFO = "replay.json"
+OUTPUT_ARCHIVE = "output.tar.gz"
+# Keeps the sample (and so the next job's download and EvaluateModels' read of output.tar.gz,
+# which streams past it) small whatever the feature count.
+REPLAY_MAX_BYTES = 32 * 1024 * 1024
+TREE_ETAS_ATTRIBUTE = "refit_tree_etas"
+DEFAULT_ETA = 0.3  # xgboost's
+REFRESHABLE_OBJECTIVES = frozenset({"reg:squarederror", "reg:logistic", "binary:logistic"})
+HESSIAN_FLOOR = 1e-16  # xgboost's own floor for the logistic hessian
+
+Matrix = npt.NDArray[np.float32]
+log = logging.getLogger("refit.train")
+
+
+class ReplayUnreadable(ValueError):
+    """The replay channel holds something refit did not write: the job trains without it."""
+
+
+@dataclass(frozen=True)
+class ReplaySample:
+    rows: Matrix  # label first, float32
+    seen_rows: int  # rows of history it is a uniform sample of
+    # The score of the model this sample travels with on the test data, and its metric.
+    reference_score: float | None = None
+    metric: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {"rows": len(self.rows), "seenRows": self.seen_rows, "columns": self.rows.shape[1]}
+
+    def document(self) -> dict[str, Any]:
+        return {**self.info(), "referenceScore": self.reference_score, "metric": self.metric}
+
+
+# --- Replay sample -------------------------------------------------------------------------
+
+
+def read_replay(directory: Path) -> ReplaySample | None:
+    """The sample in the ``replay`` channel: the champion's ``output.tar.gz`` or its two files."""
+    if not directory.is_dir():
+        return None
+    archive = directory / OUTPUT_ARCHIVE
+    try:
+        if archive.is_file():
+            members = _archive_members(archive, (REPLAY_DATA, REPLAY_INFO))
+            if members is None:
+                return None  # a champion trained before replay existed
+            data, info = members
+        elif (directory / REPLAY_DIR / REPLAY_DATA).is_file():
+            data = (directory / REPLAY_DIR / REPLAY_DATA).read_bytes()
+            info = (directory / REPLAY_DIR / REPLAY_INFO).read_bytes()
+        else:
+            return None
+        rows = np.load(io.BytesIO(data), allow_pickle=False)
+        document = json.loads(info)
+        seen = int(document["seenRows"])
+        reference = document.get("referenceScore")
+        metric = document.get("metric")
+    except (OSError, tarfile.TarError, ValueError, KeyError, TypeError) as error:
+        raise ReplayUnreadable(f"the replay sample is unreadable: {error}") from None
+    if rows.ndim != 2 or rows.dtype != np.float32 or seen < len(rows):
+        raise ReplayUnreadable(f"the replay sample has shape {rows.shape}, dtype {rows.dtype}")
+    return ReplaySample(
+        rows,
+        seen,
+        float(reference) if isinstance(reference, int | float) else None,
+        metric if isinstance(metric, str) else None,
+    )
+
+
+def _archive_members(archive: Path, names: tuple[str, str]) -> tuple[bytes, bytes] | None:
+    wanted = {f"{REPLAY_DIR}/{name}": name for name in names}
+    found: dict[str, bytes] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if member.isfile() and name in wanted:
+                content = tar.extractfile(member)
+                assert content is not None  # regular files always have content
+                found[wanted[name]] = content.read()
+    if not found:
+        return None
+    return found[names[0]], found[names[1]]
+
+
+def updated_replay(
+    previous: ReplaySample | None, new_rows: Matrix, capacity: int, seed: int
+) -> ReplaySample:
+    """A uniform sample of ``capacity`` rows of history + ``new_rows`` (reservoir, by batch).
+
+    Of the next sample, the number of new rows is hypergeometric: ``capacity`` draws without
+    replacement from ``seen`` old rows and ``len(new_rows)`` new ones; the old rows kept are a
+    uniform subset of the old sample, which is itself uniform over the old history.
+    """
+    capacity = min(capacity, max(1, REPLAY_MAX_BYTES // (4 * new_rows.shape[1])))
+    rng = np.random.default_rng(seed)
+    seen = previous.seen_rows if previous is not None else 0
+    total = seen + len(new_rows)
+    if previous is None or total <= capacity:
+        kept_new = min(len(new_rows), capacity)
+    else:
+        kept_new = int(rng.hypergeometric(len(new_rows), seen, min(capacity, total)))
+    parts = [new_rows[rng.choice(len(new_rows), kept_new, replace=False)]]
+    if previous is not None:
+        kept_old = min(capacity - kept_new, len(previous.rows))
+        parts.insert(0, previous.rows[rng.choice(len(previous.rows), kept_old, replace=False)])
+    return ReplaySample(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), total)
+
+
+def write_replay(output_data_dir: Path, sample: ReplaySample, score: float, metric: str) -> None:
+    directory = output_data_dir / REPLAY_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.save(buffer, sample.rows, allow_pickle=False)
+    (directory / REPLAY_DATA).write_bytes(buffer.getvalue())
+    document = {**sample.info(), "referenceScore": score, "metric": metric}
+    (directory / REPLAY_INFO).write_text(json.dumps(document) + "\n")
+
+
+# --- Validation split ----------------------------------------------------------------------
+
+
+def split_rows(rows: Matrix, fraction: float, seed: int) -> tuple[Matrix, Matrix]:
+    """(fit, validation): a seeded random split, the same on a resumed job."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = max(1, round(len(rows) * fraction))
+    return rows[order[cut:]], rows[order[:cut]]
+
+
+def matrix(rows: Matrix) -> xgb.DMatrix:
+    return xgb.DMatrix(rows[:, 1:], label=rows[:, 0], missing=np.nan)
+
+
+# --- Learning rates per tree ---------------------------------------------------------------
+
+
+def tree_etas(booster: xgb.Booster) -> npt.NDArray[np.float64]:
+    """The learning rate each tree was boosted with (see the module docstring)."""
+    trees = booster.num_boosted_rounds() * _trees_per_round(booster)
+    recorded = booster.attr(TREE_ETAS_ATTRIBUTE)
+    if recorded:
+        etas = np.concatenate([np.full(int(n), float(eta)) for n, eta in json.loads(recorded)])
+        if len(etas) == trees:
+            return etas
+        log.warning(
+            "%s covers %d of %d trees; using the config", TREE_ETAS_ATTRIBUTE, len(etas), trees
+        )
+    config = json.loads(booster.save_config())["learner"]["gradient_booster"]
+    eta = float(config.get("tree_train_param", {}).get("eta", DEFAULT_ETA))
+    return np.full(trees, eta)
+
+
+def record_tree_etas(booster: xgb.Booster, etas: npt.NDArray[np.float64]) -> None:
+    runs: list[list[float]] = []
+    for eta in etas.tolist():
+        if runs and runs[-1][1] == eta:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, eta])
+    booster.set_attr(**{TREE_ETAS_ATTRIBUTE: json.dumps([[int(n), e] for n, e in runs])})
+
+
+def _trees_per_round(booster: xgb.Booster) -> int:
+    learner = json.loads(booster.save_config())["learner"]["learner_model_param"]
+    return max(1, int(learner.get("num_class", 0)))
+
+
+# --- Blended leaf refresh ------------------------------------------------------------------
+
+
+def refresh_problem(booster: xgb.Booster, objective: str) -> str | None:
+    """Why the leaves of ``booster`` cannot be refreshed, or None."""
+    if objective not in REFRESHABLE_OBJECTIVES:
+        return f"leaf refresh supports {', '.join(sorted(REFRESHABLE_OBJECTIVES))}, not {objective}"
+    booster_type = json.loads(booster.save_config())["learner"]["gradient_booster"]["name"]
+    if booster_type != "gbtree":
+        return f"leaf refresh needs a gbtree booster, not {booster_type}"
+    return None
+
+
+def refresh_leaves(
+    booster: xgb.Booster, rows: xgb.DMatrix, objective: str, reg_lambda: float
+) -> xgb.Booster:
+    """``booster`` with every leaf re-estimated on old statistics + ``rows`` (module docstring)."""
+    model = json.loads(booster.save_raw("json"))
+    trees = model["learner"]["gradient_booster"]["model"]["trees"]
+    etas = tree_etas(booster)
+    leaves = booster.predict(rows, pred_leaf=True).astype(np.int64).reshape(rows.num_row(), -1)
+    labels = rows.get_label().astype(np.float64)
+    margin = booster.predict(rows, output_margin=True).astype(np.float64)
+    old_values = [np.asarray(tree["split_conditions"], dtype=np.float64) for tree in trees]
+    # The margin before the first tree: the total minus every tree's contribution.
+    for t, values in enumerate(old_values):
+        margin -= values[leaves[:, t]]
+    for t, tree in enumerate(trees):
+        nodes = leaves[:, t]
+        gradient, hessian = _gradients(objective, margin, labels)
+        size = len(tree["split_conditions"])
+        g_new = np.bincount(nodes, gradient, minlength=size).astype(np.float64)
+        h_new = np.bincount(nodes, hessian, minlength=size).astype(np.float64)
+        h_old = np.asarray(tree["sum_hessian"], dtype=np.float64)
+        is_leaf = np.asarray(tree["left_children"]) == -1
+        value = old_values[t]
+        blended = (value * (h_old + reg_lambda) - etas[t] * g_new) / (h_old + h_new + reg_lambda)
+        value = np.where(is_leaf, blended, value)
+        tree["split_conditions"] = value.tolist()
+        base_weights = np.asarray(tree["base_weights"], dtype=np.float64)
+        tree["base_weights"] = np.where(is_leaf, value, base_weights).tolist()  # leaves: the value
+        tree["sum_hessian"] = _covers(tree, h_old, h_new, is_leaf).tolist()
+        margin += value[nodes]
+    refreshed = xgb.Booster()
+    refreshed.load_model(bytearray(json.dumps(model).encode()))
+    record_tree_etas(refreshed, etas)
+    return refreshed
+
+
+def _gradients(
+    objective: str, margin: npt.NDArray[np.float64], labels: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    if objective == "reg:squarederror":
+        return margin - labels, np.ones_like(margin)
+    probability = 1.0 / (1.0 + np.exp(-margin))
+    return probability - labels, np.maximum(probability * (1.0 - probability), HESSIAN_FLOOR)
+
+
+def _covers(
+    tree: dict[str, Any],
+    h_old: npt.NDArray[np.float64],
+    h_new: npt.NDArray[np.float64],
+    is_leaf: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.float64]:
+    """Each node's cover after the refresh: leaves add the new hessian, parents their children's."""
+    covers = np.where(is_leaf, h_old + h_new, 0.0)
+    parents = tree["parents"]
+    # Children come after their parent in xgboost's node order: sum up from the end.
+    for node in range(len(covers) - 1, 0, -1):
+        covers[parents[node]] += covers[node]
+    return covers
+
+
+# --- Drift ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    detected: bool
+    champion_new: float  # the champion on this job's new rows
+    champion_reference: float  # the champion on the test data when it was trained
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detected": self.detected,
+            "championNew": self.champion_new,
+            "championReference": self.champion_reference,
+            "threshold": self.threshold,
+        }
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"drift: the champion scores {self.champion_new:.6g} on the new rows, "
+            f"{self.champion_reference:.6g} on the test data when it was trained (more than "
+            f"{self.threshold:.0%} worse): trained from scratch on the new rows"
+        )
+
+
+def degradation(on_new: float, reference: float, higher_is_better: bool) -> float:
+    """How much worse the new rows score than the reference, as a fraction of it."""
+    worse = reference - on_new if higher_is_better else on_new - reference
+    return worse / abs(reference) if reference else (float("inf") if worse > 0 else 0.0)
