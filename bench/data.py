@@ -64,3 +64,42 @@ def csv_bytes(table: Table) -> bytes:
 def features_csv(table: Table) -> bytes:
     """Records to score: the features only, no label column."""
     return csv_bytes(table[:, 1:])
+
+
+def friedman_features(features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Friedman #1 of the first five columns (the same function make_friedman1 uses)."""
+    x = features
+    return np.asarray(
+        10 * np.sin(np.pi * x[:, 0] * x[:, 1])
+        + 20 * (x[:, 2] - 0.5) ** 2
+        + 10 * x[:, 3]
+        + 5 * x[:, 4],
+        dtype=np.float64,
+    )
+
+
+# The drift: the five relevant features become the five irrelevant ones, as river's
+# FriedmanDrift does in its global abrupt modes (Ikonomovska et al. 2011).
+DRIFTED_ORDER = [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+
+
+def drifting_deliveries(
+    initial: int, batch: int, count: int, holdout: int, drift_at: int, seed: int = SEED
+) -> Dataset:
+    """Like :func:`deliveries`, but from batch ``drift_at`` on the label follows the drifted
+    relationship; the holdout is drawn from the drifted one (what serving sees after it)."""
+    rng = np.random.default_rng(seed)
+    sizes = [initial] + [batch] * count
+    batches = []
+    for number, size in enumerate(sizes):
+        x = rng.uniform(size=(size, FEATURES))
+        drifted = number >= drift_at
+        y = friedman_features(x[:, DRIFTED_ORDER] if drifted else x) + NOISE * rng.normal(size=size)
+        batches.append(_table(y, x))
+    x = rng.uniform(size=(holdout, FEATURES))
+    y = friedman_features(x[:, DRIFTED_ORDER]) + NOISE * rng.normal(size=holdout)
+    return Dataset(holdout=_table(y, x), batches=tuple(batches))
+
+
+def _table(labels: npt.NDArray[np.float64], features: npt.NDArray[np.float64]) -> Table:
+    return np.asarray(np.round(np.column_stack([labels, features]), 4), dtype=np.float64)

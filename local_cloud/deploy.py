@@ -70,6 +70,8 @@ RESOURCE_TYPES: Mapping[str, str] = {
     "PutMetricAlarm (moto never evaluates alarms: a test trips one with SetAlarmState)",
     "AWS::StepFunctions::StateMachine": "created without a definition (moto ignores "
     "DefinitionS3Location and DefinitionSubstitutions): deploy substitutes and updates it",
+    "AWS::Scheduler::Schedule": "only with FullRetrainSchedule set; moto's CloudFormation skips "
+    "it and nothing fires schedules locally: `refit start --full` starts the same run",
 }
 
 # Layers with `BuildMethod: makefile`: the folder their Makefile fills in the layer (/opt/...).

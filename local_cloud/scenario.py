@@ -538,14 +538,19 @@ class Scenario:
         return self.update
 
     def step_corrupted(self) -> RejectedStep:
-        """A batch with inverted labels → challenger rejected, endpoint unchanged."""
+        """A batch with inverted labels → challenger rejected, endpoint unchanged.
+
+        The incremental job sees the champion fail on the new rows far worse than on its test
+        data (training/refit_incremental.py's drift check), so it learns them from scratch
+        instead of replaying the old relationship; the gate, on the true test data, rejects it.
+        """
         self._require(self.update, "step 2")
         before = self.endpoint()
         predictions_before = self.predict(self.data.probe)
         run = self._triggered_run("3 corrupted", [self.data.corrupted])
-        self._expect_run(
-            run, status="REJECTED", training_mode="incremental", deployment_mode="endpoint"
-        )
+        self._expect_run(run, status="REJECTED", training_mode="full", deployment_mode="endpoint")
+        reason = str(run.record.get("trainingModeReason") or "")
+        expect(reason.startswith("drift: "), f"step 3: no drift seen ({reason or 'no reason'})")
         challenger, champion = run.challenger, run.champion
         expect(
             challenger is not None and champion is not None and challenger > champion,

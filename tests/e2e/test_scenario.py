@@ -170,7 +170,9 @@ def test_step3_corrupted_labels_are_rejected_and_the_endpoint_is_unchanged(
 
     # Then its challenger is trained but scores far worse than the champion: rejected
     run = step.run
-    assert (run.status, run.training_mode) == ("REJECTED", "incremental")
+    # The job saw the inverted labels as drift and learnt them from scratch; the gate said no
+    assert (run.status, run.training_mode) == ("REJECTED", "full")
+    assert run.record["trainingModeReason"].startswith("drift: ")
     assert run.record["decision"] == "reject"
     assert run.challenger is not None and run.champion is not None
     assert run.champion == pytest.approx(update.run.challenger)

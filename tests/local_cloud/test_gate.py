@@ -3,7 +3,7 @@
 A first run trains on the old relationship, with ``data/test/holdout.csv`` as its test set. Then
 the relationship changes: a new test file and new training data arrive with it. PrepareRun splits
 ``data/test/`` at the champion's run start (the new file is fresh, the holdout retained), the
-real ``train.py`` continues the champion on the new data only and scores both models on both
+real ``train.py`` sees the champion fail on the new rows (drift), learns them from scratch and scores both models on both
 sets, and EvaluateModels rejects the challenger: it wins on the new data but regresses on the
 old by more than ``MaxRetainedRegression``. The endpoint keeps serving the champion.
 """
@@ -56,9 +56,12 @@ def test_a_forgetting_challenger_is_rejected(cloud: LocalCloud) -> None:
     runs.put(f"{layout.TEST_PREFIX}2026/new.csv", csv(shifted(rows(120, seed=3))))
     second = runs.upload_run({"data/train/new.csv": csv(shifted(rows(200, seed=4)))})
 
-    # Then the challenger continued the champion, won on the new data, lost on the old
+    # Then the job saw the champion fail on the new rows (drift) and learnt them from scratch,
+    # won on the new data, lost on the old
     record = second.record
-    assert record["trainingMode"] == "incremental", record
+    assert record["trainingMode"] == "full", record
+    assert record["trainingModeReason"].startswith("drift: "), record
+    assert record["drift"]["detected"] is True
     assert (record["testSets"]["freshFiles"], record["testSets"]["retainedFiles"]) == (1, 1)
     metrics = record["metrics"]
     assert metrics["challenger"] < metrics["champion"]
@@ -72,4 +75,5 @@ def test_a_forgetting_challenger_is_rejected(cloud: LocalCloud) -> None:
     assert record["reason"] in notifications.for_run(second.name)["message"]
     # And the champion keeps serving
     assert runs.endpoint_config_name() == serving
-    assert runs.records.rejection_streak(layout.sagemaker_name(first.name)) == 1
+    # A from-scratch challenger is no incremental one: FullRetrainAfterRejections counts none
+    assert runs.records.rejection_streak(layout.sagemaker_name(first.name)) == 0

@@ -1,0 +1,76 @@
+"""Deliveries through the real trigger path: each incremental run learns more and is promoted.
+
+Four uploads to ``data/train/``, one after the other, on one stationary relationship. The first
+run trains from scratch; each later one continues the champion with the new file plus the
+champion's replay sample (its ``output.tar.gz``, the job's ``replay`` channel), refreshes its
+leaves, appends early-stopped rounds, beats the champion on the holdout and is promoted. The run
+record says how it learnt: replay rows, rounds added, leaf refresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from cloud_harness import TEST_KEY, CloudRuns, csv, fast_cloud, rows
+
+from local_cloud.cloud import LocalCloud
+from refit import layout
+
+pytestmark = pytest.mark.slow
+
+DELIVERY_ROWS = 400
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    # Enough rounds for a model that gains from more data; the gate needs a strict improvement.
+    with fast_cloud(
+        tmp_path_factory,
+        "deliveries",
+        NumRoundsFull="40",
+        NumRoundsIncremental="40",
+        CheckpointIntervalRounds="20",
+    ) as started:
+        yield started
+
+
+def test_each_delivery_is_trained_incrementally_with_replay_and_promoted(
+    cloud: LocalCloud,
+) -> None:
+    runs = CloudRuns(cloud)
+    runs.put(TEST_KEY, csv(rows(400, seed=100)))
+    first = runs.upload_run({"data/train/delivery-0.csv": csv(rows(DELIVERY_ROWS, seed=0))})
+    assert first.status == "PROMOTED", first.record
+    scores = [first.record["metrics"]["challenger"]]
+    champion_job = first.record["trainingJobName"]
+
+    for delivery in range(1, 4):
+        run = runs.upload_run(
+            {f"data/train/delivery-{delivery}.csv": csv(rows(DELIVERY_ROWS, seed=delivery))}
+        )
+        record = run.record
+        # Then the run continued the champion on the new file plus everything seen before
+        assert record["trainingMode"] == "incremental", record
+        assert record["data"]["rows"] == DELIVERY_ROWS  # it read only the new file
+        learnt = record["incremental"]
+        assert learnt["newRows"] == DELIVERY_ROWS
+        assert learnt["replayRows"] == learnt["replaySeenRows"] == DELIVERY_ROWS * delivery
+        assert learnt["leafRefresh"] == "blended"
+        assert 1 <= learnt["roundsAdded"] <= 40
+        assert learnt["eta"] == pytest.approx(0.1)
+        assert record["drift"]["detected"] is False
+        # And the replay channel was the champion's own output.tar.gz
+        job = runs.sagemaker.describe_training_job(TrainingJobName=record["trainingJobName"])
+        channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
+        replay_uri = channels[layout.CHANNEL_REPLAY]["DataSource"]["S3DataSource"]["S3Uri"]
+        assert replay_uri == (
+            f"s3://{runs.bucket}/{layout.MODELS_PREFIX}{champion_job}/output/output.tar.gz"
+        )
+        # And it beat its champion on the holdout and was promoted
+        assert run.status == "PROMOTED", record
+        assert record["metrics"]["champion"] == pytest.approx(scores[-1])
+        assert record["metrics"]["challenger"] < scores[-1]
+        scores.append(record["metrics"]["challenger"])
+        champion_job = record["trainingJobName"]
+    assert scores == sorted(scores, reverse=True), scores
