@@ -5,7 +5,8 @@ the relationship changes: a new test file and new training data arrive with it. 
 ``data/test/`` at the champion's run start (the new file is fresh, the holdout retained), the
 real ``train.py`` sees the champion fail on the new rows (drift), learns them from scratch and
 scores both models on both sets, and EvaluateModels rejects the challenger: it wins on the new
-data but regresses on the old by more than ``MaxRetainedRegression``. The endpoint keeps serving the champion.
+data but regresses on the old by more than ``MaxRetainedRegression``. The endpoint keeps
+serving the champion.
 """
 
 from __future__ import annotations
