@@ -87,7 +87,8 @@ def drifting_deliveries(
     initial: int, batch: int, count: int, holdout: int, drift_at: int, seed: int = SEED
 ) -> Dataset:
     """Like :func:`deliveries`, but from batch ``drift_at`` on the label follows the drifted
-    relationship; the holdout is drawn from the drifted one (what serving sees after it)."""
+    relationship; the holdout is drawn from the drifted one (what serving sees after it).
+    ``before_drift_holdout`` gives the test data of the batches before it."""
     rng = np.random.default_rng(seed)
     sizes = [initial] + [batch] * count
     batches = []
@@ -99,6 +100,12 @@ def drifting_deliveries(
     x = rng.uniform(size=(holdout, FEATURES))
     y = friedman_features(x[:, DRIFTED_ORDER]) + NOISE * rng.normal(size=holdout)
     return Dataset(holdout=_table(y, x), batches=tuple(batches))
+
+
+def before_drift_holdout(rows: int, seed: int = SEED + 1) -> Table:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(rows, FEATURES))
+    return _table(friedman_features(x) + NOISE * rng.normal(size=rows), x)
 
 
 def _table(labels: npt.NDArray[np.float64], features: npt.NDArray[np.float64]) -> Table:

@@ -53,10 +53,16 @@ def hyperparameters(mode: str, defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_chain(
-    work: Path, dataset: data.Dataset, test: bytes, defaults: dict[str, Any], progress: Any
+    work: Path,
+    dataset: data.Dataset,
+    test: bytes,
+    defaults: dict[str, Any],
+    progress: Any,
+    tests: list[bytes] | None = None,
 ) -> list[JobResult]:
     """Every batch in order, as the stack trains them: the first in full, then incremental,
-    each with the previous model (``model`` channel) and its replay sample (``replay``)."""
+    each with the previous model (``model`` channel) and its replay sample (``replay``).
+    ``tests``: the test data current at each batch (users add test files as data arrives)."""
     chain: list[JobResult] = []
     champion: bytes | None = None
     replay: bytes | None = None
@@ -65,7 +71,7 @@ def run_chain(
         result = run_job(
             work / f"chain-{number}",
             train=[data.csv_bytes(table)],
-            test=test,
+            test=tests[number] if tests else test,
             hyperparameters=hyperparameters(mode, defaults),
             champion_archive=champion,
             replay_archive=replay,
@@ -116,7 +122,10 @@ def measure_drift(quick: bool = False, progress: Any = print) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="refit-bench-drift-") as temp:
         work = Path(temp)
         progress(f"  drifting stream: the relationship changes at batch {drift_at}")
-        chain = run_chain(work, dataset, test, defaults, progress)
+        # Test data of each batch's time: the old relationship before the drift, the new after.
+        old_test = data.csv_bytes(data.before_drift_holdout(holdout))
+        tests = [old_test if n < drift_at else test for n in range(len(dataset.batches))]
+        chain = run_chain(work, dataset, test, defaults, progress, tests)
         full_all = full_job(work / "full-all", list(dataset.batches), test, defaults)
         full_recent = full_job(
             work / "full-recent", list(dataset.batches[drift_at:]), test, defaults
