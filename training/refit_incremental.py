@@ -78,9 +78,6 @@ class ReplaySample:
     def info(self) -> dict[str, Any]:
         return {"rows": len(self.rows), "seenRows": self.seen_rows, "columns": self.rows.shape[1]}
 
-    def document(self) -> dict[str, Any]:
-        return {**self.info(), "referenceScore": self.reference_score, "metric": self.metric}
-
 
 # --- Replay sample -------------------------------------------------------------------------
 
@@ -186,7 +183,7 @@ def matrix(rows: Matrix) -> xgb.DMatrix:
 
 def tree_etas(booster: xgb.Booster) -> npt.NDArray[np.float64]:
     """The learning rate each tree was boosted with (see the module docstring)."""
-    trees = booster.num_boosted_rounds() * _trees_per_round(booster)
+    trees = booster.num_boosted_rounds() * trees_per_round(booster)
     recorded = booster.attr(TREE_ETAS_ATTRIBUTE)
     if recorded:
         etas = np.concatenate([np.full(int(n), float(eta)) for n, eta in json.loads(recorded)])
@@ -210,7 +207,7 @@ def record_tree_etas(booster: xgb.Booster, etas: npt.NDArray[np.float64]) -> Non
     booster.set_attr(**{TREE_ETAS_ATTRIBUTE: json.dumps([[int(n), e] for n, e in runs])})
 
 
-def _trees_per_round(booster: xgb.Booster) -> int:
+def trees_per_round(booster: xgb.Booster) -> int:
     learner = json.loads(booster.save_config())["learner"]["learner_model_param"]
     return max(1, int(learner.get("num_class", 0)))
 

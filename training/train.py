@@ -107,7 +107,8 @@ INCREMENTAL_EARLY_STOPPING_ROUNDS = 10
 DEFAULT_INCREMENTAL_ETA = 0.1
 DEFAULT_REPLAY_ROWS = 50_000
 DEFAULT_VALIDATION_FRACTION = 0.1
-# The champion this much worse on the new rows than on the replay sample: the relationship moved.
+# The champion this much worse on the new rows than on the test data when it was trained: the
+# relationship moved (refit_incremental.DriftCheck).
 DEFAULT_DRIFT_THRESHOLD = 0.5
 HIGHER_IS_BETTER = frozenset({"auc", "aucpr", "accuracy"})
 SINGLE_OUTPUT_METRICS = frozenset({"rmse", "mae", "logloss", "auc", "aucpr", "error"})
@@ -169,7 +170,7 @@ class TrainingConfig:
     checkpoint_interval: int
     early_stopping_rounds: int | None
     extra_params: dict[str, Any]  # every other hyperparameter, for xgboost
-    # Incremental jobs (training/incremental.py): appended rounds, replay, drift.
+    # Incremental jobs (training/refit_incremental.py): appended rounds, replay, drift.
     incremental_eta: float = DEFAULT_INCREMENTAL_ETA
     replay_rows: int = DEFAULT_REPLAY_ROWS
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
@@ -186,7 +187,8 @@ class TrainingConfig:
 
     @property
     def eta(self) -> float:
-        return float(self.extra_params.get("eta", self.extra_params.get("learning_rate", 0.3)))
+        default = self.extra_params.get("learning_rate", incremental.DEFAULT_ETA)
+        return float(self.extra_params.get("eta", default))
 
     @property
     def reg_lambda(self) -> float:
@@ -766,23 +768,25 @@ def resolve_mode(
 
 
 def boost(
+    job: Job,
     params: dict[str, Any],
-    config: TrainingConfig,
     train: xgb.DMatrix,
     validation: xgb.DMatrix | None,
     start: xgb.Booster | None,
     rounds: int,
-    checkpoint_callback: CheckpointCallback,
-    stop: StopSignal,
-    round_delay: float,
+    base_rounds: int,
     early_stopping_rounds: int | None,
 ) -> xgb.Booster:
-    """Add up to ``rounds`` rounds to ``start`` (a fresh booster when None)."""
+    """Add up to ``rounds`` rounds to ``start`` (a fresh booster when None), checkpointing every
+    ``checkpoint_interval`` rounds counted from ``base_rounds`` (the warm start's)."""
+    config, stop = job.config, job.stop
     evals = [(train, "train")]
     callbacks: list[xgb.callback.TrainingCallback] = []
-    if round_delay > 0:
-        callbacks.append(RoundDelay(round_delay))
-    callbacks.append(checkpoint_callback)  # before EarlyStopping, whose stop skips later callbacks
+    if job.round_delay > 0:
+        callbacks.append(RoundDelay(job.round_delay))
+    callbacks.append(
+        CheckpointCallback(job.checkpoints, config.checkpoint_interval, base_rounds, stop)
+    )  # before EarlyStopping, whose stop skips later callbacks
     if validation is not None:
         evals.append((validation, "validation"))
         if early_stopping_rounds:
@@ -996,7 +1000,6 @@ class Job:
 @dataclass(frozen=True)
 class Trained:
     challenger: xgb.Booster
-    base_rounds: int  # the warm start's rounds (0 from scratch)
     resumed_from: int
     tree_etas: npt.NDArray[np.float64]
     details: dict[str, Any]  # evaluation.json's "incremental" section, or {}
@@ -1011,21 +1014,18 @@ def train_from_scratch(
     if start is not None and remaining == 0:
         challenger = start  # the job was stopped after its last checkpoint
     else:
-        callback = CheckpointCallback(job.checkpoints, job.config.checkpoint_interval, 0, job.stop)
         challenger = boost(
+            job,
             job.config.booster_params,
-            job.config,
             train,
             validation,
             start,
             remaining,
-            callback,
-            job.stop,
-            job.round_delay,
-            job.config.early_stopping_rounds,
+            base_rounds=0,
+            early_stopping_rounds=job.config.early_stopping_rounds,
         )
-    trees = challenger.num_boosted_rounds() * trees_per_round(challenger)
-    return Trained(challenger, 0, resumed_from, np.full(trees, job.config.eta), {})
+    trees = challenger.num_boosted_rounds() * incremental.trees_per_round(challenger)
+    return Trained(challenger, resumed_from, np.full(trees, job.config.eta), {})
 
 
 def train_incremental(
@@ -1062,16 +1062,12 @@ def train_incremental(
         if config.refresh_leaves
         else "leaf refresh switched off (refresh_leaves=0)"
     )
-    newest = job.checkpoints.newest()
-    if newest is not None:
-        start, resumed_from = starting_point(
-            job.checkpoints, champion, planned_rounds, job.features
-        )
-        assert start is not None
+    checkpoint, resumed_from = starting_point(job.checkpoints, None, planned_rounds, job.features)
+    if checkpoint is not None:
         # The checkpoint holds the refreshed champion's trees first: no second refresh.
+        start = checkpoint
         refreshed = start[:base_rounds] if base_rounds else champion
     else:
-        resumed_from = 0
         refreshed = (
             incremental.refresh_leaves(
                 champion, incremental.matrix(new_fit), config.objective, config.reg_lambda
@@ -1094,23 +1090,18 @@ def train_incremental(
     )
     boosted = start
     if remaining > 0:
-        callback = CheckpointCallback(
-            job.checkpoints, config.checkpoint_interval, base_rounds, job.stop
-        )
         boosted = boost(
+            job,
             {**config.booster_params, "eta": config.incremental_eta},
-            config,
             fit,
             validation,
             start,
             remaining,
-            callback,
-            job.stop,
-            job.round_delay,
-            config.early_stopping_rounds or INCREMENTAL_EARLY_STOPPING_ROUNDS,
+            base_rounds=base_rounds,
+            early_stopping_rounds=config.early_stopping_rounds or INCREMENTAL_EARLY_STOPPING_ROUNDS,
         )
+    # Not the champion itself: the replay rows of the validation set are rows it was fit on.
     scores = {
-        "championValidation": score(champion, validation, config),
         "refreshedValidation": score(refreshed, validation, config),
         "boostedValidation": score(boosted, validation, config),
     }
@@ -1119,7 +1110,7 @@ def train_incremental(
     improved = gain > 0 if config.higher_is_better else gain < 0
     challenger = boosted if appended and improved else refreshed
     rounds_added = challenger.num_boosted_rounds() - base_rounds
-    added_trees = (challenger.num_boosted_rounds() - base_rounds) * trees_per_round(challenger)
+    added_trees = rounds_added * incremental.trees_per_round(challenger)
     etas = np.concatenate([champion_etas, np.full(added_trees, config.incremental_eta)])
     details = {
         "newRows": len(new_rows),
@@ -1138,12 +1129,7 @@ def train_incremental(
         "earlyStoppedRound": rounds_added if rounds_added < config.num_round else None,
         **scores,
     }
-    return Trained(challenger, base_rounds, resumed_from, etas, details)
-
-
-def trees_per_round(booster: xgb.Booster) -> int:
-    learner = json.loads(booster.save_config())["learner"]["learner_model_param"]
-    return max(1, int(learner.get("num_class", 0)))
+    return Trained(challenger, resumed_from, etas, details)
 
 
 def load_replay(

@@ -54,7 +54,7 @@ def test_the_replay_sample_travels_with_each_model_and_stays_uniform_and_bounded
     assert all(tuple(row) in seen_rows for row in sample)
 
 
-def test_a_delivery_that_adds_nothing_adds_no_trees(job: Job, new_job: Callable[[], Job]) -> None:
+def test_early_stopping_ends_rounds_that_stop_helping(job: Job, new_job: Callable[[], Job]) -> None:
     # Given a champion fit well on 2,000 rows, and new rows from the same source
     job.write_table("train", regression_rows(2000, seed=1))
     job.set_hyperparameters(num_round=300, max_depth=3)
