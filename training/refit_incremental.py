@@ -208,8 +208,11 @@ def record_tree_etas(booster: xgb.Booster, etas: npt.NDArray[np.float64]) -> Non
 
 
 def trees_per_round(booster: xgb.Booster) -> int:
-    learner = json.loads(booster.save_config())["learner"]["learner_model_param"]
-    return max(1, int(learner.get("num_class", 0)))
+    """Trees one boosting round adds: one per class, times ``num_parallel_tree``."""
+    learner = json.loads(booster.save_config())["learner"]
+    classes = max(1, int(learner["learner_model_param"].get("num_class", 0)))
+    forest = learner["gradient_booster"].get("gbtree_model_param", {}).get("num_parallel_tree", 1)
+    return classes * max(1, int(forest))
 
 
 # --- Blended leaf refresh ------------------------------------------------------------------
@@ -222,7 +225,19 @@ def refresh_problem(booster: xgb.Booster, objective: str) -> str | None:
     booster_type = json.loads(booster.save_config())["learner"]["gradient_booster"]["name"]
     if booster_type != "gbtree":
         return f"leaf refresh needs a gbtree booster, not {booster_type}"
+    if trees_per_round(booster) != 1:
+        # A forest's trees share one round's gradient (and its eta): not a sequence of steps.
+        return "leaf refresh needs one tree per round (num_parallel_tree=1)"
     return None
+
+
+def refresh_sample(rows: Matrix, booster: xgb.Booster, budget: int, seed: int) -> Matrix:
+    """``rows``, or a seeded uniform sample of them within ``budget`` rows x trees lookups."""
+    trees = booster.num_boosted_rounds() * trees_per_round(booster)
+    if not budget or len(rows) * trees <= budget:
+        return rows
+    keep = max(1, budget // max(1, trees))
+    return rows[np.sort(np.random.default_rng(seed).choice(len(rows), keep, replace=False))]
 
 
 def refresh_leaves(
@@ -232,22 +247,24 @@ def refresh_leaves(
     model = json.loads(booster.save_raw("json"))
     trees = model["learner"]["gradient_booster"]["model"]["trees"]
     etas = tree_etas(booster)
-    leaves = booster.predict(rows, pred_leaf=True).astype(np.int64).reshape(rows.num_row(), -1)
+    # One leaf index per row and tree, as (trees, rows) int32: each tree's column contiguous.
+    leaves = np.ascontiguousarray(
+        booster.predict(rows, pred_leaf=True).reshape(rows.num_row(), -1).T, dtype=np.int32
+    )
     labels = rows.get_label().astype(np.float64)
-    margin = booster.predict(rows, output_margin=True).astype(np.float64)
     old_values = [np.asarray(tree["split_conditions"], dtype=np.float64) for tree in trees]
-    # The margin before the first tree: the total minus every tree's contribution.
-    for t, values in enumerate(old_values):
-        margin -= values[leaves[:, t]]
+    # The margin before the first tree: after it (one cheap predict), minus its contribution.
+    margin = booster.predict(rows, output_margin=True, iteration_range=(0, 1)).astype(np.float64)
+    margin -= old_values[0][leaves[0]]
     for t, tree in enumerate(trees):
-        nodes = leaves[:, t]
+        nodes = leaves[t]
         gradient, hessian = _gradients(objective, margin, labels)
-        size = len(tree["split_conditions"])
+        value = old_values[t]
+        size = len(value)
         g_new = np.bincount(nodes, gradient, minlength=size).astype(np.float64)
         h_new = np.bincount(nodes, hessian, minlength=size).astype(np.float64)
         h_old = np.asarray(tree["sum_hessian"], dtype=np.float64)
         is_leaf = np.asarray(tree["left_children"]) == -1
-        value = old_values[t]
         blended = (value * (h_old + reg_lambda) - etas[t] * g_new) / (h_old + h_new + reg_lambda)
         value = np.where(is_leaf, blended, value)
         tree["split_conditions"] = value.tolist()

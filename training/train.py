@@ -100,6 +100,7 @@ OWN_HYPERPARAMETERS = frozenset(
         "validation_fraction",
         "drift_threshold",
         "refresh_leaves",
+        "refresh_budget",
     }
 )
 # Incremental jobs: appended rounds stop after this many without a better validation score.
@@ -107,6 +108,9 @@ INCREMENTAL_EARLY_STOPPING_ROUNDS = 10
 DEFAULT_INCREMENTAL_ETA = 0.1
 DEFAULT_REPLAY_ROWS = 50_000
 DEFAULT_VALIDATION_FRACTION = 0.1
+# Most leaf lookups (rows x trees) a leaf refresh makes: its cost stays flat as trees accumulate
+# (a uniform sample of the new rows past it; 0 = every new row).
+DEFAULT_REFRESH_BUDGET = 0
 # The champion this much worse on the new rows than on the test data when it was trained: the
 # relationship moved (refit_incremental.DriftCheck).
 DEFAULT_DRIFT_THRESHOLD = 0.5
@@ -176,6 +180,7 @@ class TrainingConfig:
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD
     refresh_leaves: bool = True
+    refresh_budget: int = DEFAULT_REFRESH_BUDGET
 
     @property
     def booster_params(self) -> dict[str, Any]:
@@ -387,6 +392,7 @@ def training_config(hyperparameters: Mapping[str, Any]) -> TrainingConfig:
         ),
         drift_threshold=positive_float(hyperparameters, "drift_threshold", DEFAULT_DRIFT_THRESHOLD),
         refresh_leaves=bool(non_negative_int(hyperparameters, "refresh_leaves", 1)),
+        refresh_budget=non_negative_int(hyperparameters, "refresh_budget", DEFAULT_REFRESH_BUDGET),
         extra_params={
             key: coerce(value)
             for key, value in hyperparameters.items()
@@ -1070,7 +1076,12 @@ def train_incremental(
     else:
         refreshed = (
             incremental.refresh_leaves(
-                champion, incremental.matrix(new_fit), config.objective, config.reg_lambda
+                champion,
+                incremental.matrix(
+                    incremental.refresh_sample(new_fit, champion, config.refresh_budget, seed)
+                ),
+                config.objective,
+                config.reg_lambda,
             )
             if refresh is None
             else champion

@@ -156,6 +156,28 @@ def test_a_refreshed_leaf_is_the_newton_step_on_old_and_new_rows_together(
     assert tree["trees"][0]["sum_hessian"][0] == pytest.approx(len(both))
 
 
+def test_a_forest_per_round_is_not_refreshed_and_its_etas_count_every_tree(
+    refresh: ModuleType,
+) -> None:
+    # A forest's trees share one round's gradient: refreshing them one by one would be wrong.
+    booster = train_booster(regression_rows(300, seed=1), rounds=3, params={"num_parallel_tree": 3})
+
+    assert "num_parallel_tree" in refresh.refresh_problem(booster, "reg:squarederror")
+    assert len(refresh.tree_etas(booster)) == 9
+
+
+def test_the_refresh_budget_bounds_rows_times_trees(refresh: ModuleType) -> None:
+    rows = regression_rows(1000, seed=1)
+    booster = train_booster(rows, rounds=10)
+
+    assert refresh.refresh_sample(rows, booster, 0, seed=1) is rows  # 0: every row
+    assert refresh.refresh_sample(rows, booster, 20_000, seed=1) is rows  # within the budget
+    sample = refresh.refresh_sample(rows, booster, 2_000, seed=1)  # 10 trees: 200 rows
+    assert sample.shape == (200, rows.shape[1])
+    assert {tuple(row) for row in sample} <= {tuple(row) for row in rows}
+    np.testing.assert_array_equal(sample, refresh.refresh_sample(rows, booster, 2_000, seed=1))
+
+
 def test_the_etas_of_every_tree_travel_with_the_model(refresh: ModuleType) -> None:
     booster = train_booster(regression_rows(200, seed=1), rounds=4, params={"eta": 0.3})
     refresh.record_tree_etas(booster, np.array([0.3] * 3 + [0.1]))
