@@ -30,6 +30,7 @@ TEST_KEY = f"{layout.TEST_PREFIX}holdout.csv"
 FAST_PARAMETERS: Mapping[str, str] = {
     "NumRoundsFull": "8",
     "NumRoundsIncremental": "4",
+    "LearningRate": "0.3",  # few rounds: larger steps
     "CheckpointIntervalRounds": "4",
     "BatchingWindowSeconds": "1",
     "EndpointPollSeconds": "1",

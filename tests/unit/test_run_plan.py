@@ -93,10 +93,11 @@ def test_an_incremental_run_warm_starts_from_the_champion() -> None:
         "sagemaker_submit_directory": CODE_URI,
         "objective": "reg:squarederror",
         "num_round": "50",
+        "eta": "0.1",
         "eval_metric": "rmse",
         "refit_mode": "incremental",
         "checkpoint_interval": "10",
-        "full_num_round": "100",
+        "full_num_round": "300",
         "incremental_eta": "0.1",
         "replay_rows": "50000",
     }
@@ -130,7 +131,7 @@ def test_a_first_run_trains_from_scratch_without_a_model_channel() -> None:
     assert "no champion" in plan["trainingModeReason"]
     assert plan["champion"] is None
     assert "model" not in channels(plan)
-    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "100"
+    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "300"
     assert plan["deploy"]["endpointExists"] is False
 
 
@@ -322,7 +323,7 @@ def test_an_unsafe_warm_start_makes_the_run_a_full_retrain_and_says_why() -> Non
         dataclasses.replace(inputs(), warm_start=WarmStart(full_retrain_reason=why)), settings()
     )
     assert (plan["trainingMode"], plan["trainingModeReason"]) == ("full", why)
-    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "100"
+    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "300"
     # The champion is still scored: the model channel stays
     assert layout.CHANNEL_MODEL in channels(plan)
 

@@ -108,6 +108,7 @@ class Settings:
     objective: str
     num_rounds_full: int
     num_rounds_incremental: int
+    learning_rate: float
     incremental_learning_rate: float
     replay_sample_rows: int
     max_file_mb: int
@@ -147,9 +148,11 @@ class Settings:
             # Approved models kept besides the live one (0: only the live one).
             previous_models_to_keep=env.integer("PREVIOUS_MODELS_TO_KEEP", 1, minimum=0),
             objective=env.text("OBJECTIVE", "reg:squarederror"),
-            num_rounds_full=env.integer("NUM_ROUNDS_FULL", 100, minimum=1),
+            num_rounds_full=env.integer("NUM_ROUNDS_FULL", 300, minimum=1),
             num_rounds_incremental=env.integer("NUM_ROUNDS_INCREMENTAL", 50, minimum=1),
-            # training/refit_incremental.py: the appended rounds' eta and the replay sample.
+            # eta of full trainings; training/refit_incremental.py: the appended rounds' eta
+            # and the replay sample.
+            learning_rate=env.number("LEARNING_RATE", 0.1),
             incremental_learning_rate=env.number("INCREMENTAL_LEARNING_RATE", 0.1),
             replay_sample_rows=env.integer("REPLAY_SAMPLE_ROWS", 50000, minimum=0),
             max_file_mb=env.integer("MAX_FILE_MB", 512, minimum=1),
@@ -171,11 +174,12 @@ class Settings:
                 "ROLLOUT_STEP_PERCENT must be 1-50 for a canary and 10-50 for linear steps "
                 f"(SageMaker's limits), got {rollout.step_percent} for {rollout.mode}"
             )
-        if not 0 < settings.incremental_learning_rate <= 1:
-            raise ConfigError(
-                "INCREMENTAL_LEARNING_RATE must be above 0 and at most 1, "
-                f"got {settings.incremental_learning_rate}"
-            )
+        for name, rate in (
+            ("LEARNING_RATE", settings.learning_rate),
+            ("INCREMENTAL_LEARNING_RATE", settings.incremental_learning_rate),
+        ):
+            if not 0 < rate <= 1:
+                raise ConfigError(f"{name} must be above 0 and at most 1, got {rate}")
         if settings.use_spot_training and settings.max_wait_seconds < settings.max_runtime_seconds:
             raise ConfigError(
                 "MAX_WAIT_SECONDS must be >= MAX_RUNTIME_SECONDS when USE_SPOT_TRAINING is true"

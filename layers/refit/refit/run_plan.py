@@ -262,6 +262,8 @@ def _training_job(
             "sagemaker_submit_directory": inputs.code_uri,
             "objective": settings.objective,
             "num_round": str(rounds),
+            # Full rounds' eta; the rounds an incremental job appends use incremental_eta.
+            "eta": str(settings.learning_rate),
             # If train.py finds the warm start unsafe after all, it trains from scratch this long.
             "full_num_round": str(settings.num_rounds_full),
             "eval_metric": settings.evaluation_metric,
