@@ -80,7 +80,8 @@ STACK_PARAMETERS: Mapping[str, str] = {
     "EvaluationMetric": "logloss",
     "NumRoundsFull": "20",
     "NumRoundsIncremental": "10",
-    "LearningRate": "0.3",  # few rounds: larger steps
+    "LearningRate": "0.3",  # few rounds: larger steps, full and appended
+    "IncrementalLearningRate": "0.3",
     "CheckpointIntervalRounds": "2",
     "UseSpotTraining": "true",
     # Only the live model/config pair survives a promotion: step 2 shows cleanup deleting.
