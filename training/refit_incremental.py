@@ -241,9 +241,17 @@ def refresh_sample(rows: Matrix, booster: xgb.Booster, budget: int, seed: int) -
 
 
 def refresh_leaves(
-    booster: xgb.Booster, rows: xgb.DMatrix, objective: str, reg_lambda: float
+    booster: xgb.Booster,
+    rows: xgb.DMatrix,
+    objective: str,
+    reg_lambda: float,
+    row_weight: float = 1.0,
 ) -> xgb.Booster:
-    """``booster`` with every leaf re-estimated on old statistics + ``rows`` (module docstring)."""
+    """``booster`` with every leaf re-estimated on old statistics + ``rows`` (module docstring).
+
+    ``row_weight``: how many new rows each of ``rows`` stands for (a sample of them), so the
+    new data weighs in the blend as much as if every row had been read.
+    """
     model = json.loads(booster.save_raw("json"))
     trees = model["learner"]["gradient_booster"]["model"]["trees"]
     etas = tree_etas(booster)
@@ -261,8 +269,8 @@ def refresh_leaves(
         gradient, hessian = _gradients(objective, margin, labels)
         value = old_values[t]
         size = len(value)
-        g_new = np.bincount(nodes, gradient, minlength=size).astype(np.float64)
-        h_new = np.bincount(nodes, hessian, minlength=size).astype(np.float64)
+        g_new = row_weight * np.bincount(nodes, gradient, minlength=size).astype(np.float64)
+        h_new = row_weight * np.bincount(nodes, hessian, minlength=size).astype(np.float64)
         h_old = np.asarray(tree["sum_hessian"], dtype=np.float64)
         is_leaf = np.asarray(tree["left_children"]) == -1
         blended = (value * (h_old + reg_lambda) - etas[t] * g_new) / (h_old + h_new + reg_lambda)

@@ -108,9 +108,10 @@ INCREMENTAL_EARLY_STOPPING_ROUNDS = 10
 DEFAULT_INCREMENTAL_ETA = 0.1
 DEFAULT_REPLAY_ROWS = 50_000
 DEFAULT_VALIDATION_FRACTION = 0.1
-# Most leaf lookups (rows x trees) a leaf refresh makes: its cost stays flat as trees accumulate
-# (a uniform sample of the new rows past it; 0 = every new row).
-DEFAULT_REFRESH_BUDGET = 0
+# Most leaf lookups (rows x trees) a leaf refresh makes, so its cost stays flat as trees
+# accumulate: past it, a uniform sample of the new rows, each weighted for the rows it stands
+# for (0 = every new row). Bench figure 1: 5M cut the refresh ~3x at no loss of quality.
+DEFAULT_REFRESH_BUDGET = 5_000_000
 # The champion this much worse on the new rows than on the test data when it was trained: the
 # relationship moved (refit_incremental.DriftCheck).
 DEFAULT_DRIFT_THRESHOLD = 0.5
@@ -1069,23 +1070,23 @@ def train_incremental(
         else "leaf refresh switched off (refresh_leaves=0)"
     )
     checkpoint, resumed_from = starting_point(job.checkpoints, None, planned_rounds, job.features)
+    refresh_rows: int | None = None  # new rows the refresh read (a resumed job reads none)
     if checkpoint is not None:
         # The checkpoint holds the refreshed champion's trees first: no second refresh.
         start = checkpoint
         refreshed = start[:base_rounds] if base_rounds else champion
     else:
-        refreshed = (
-            incremental.refresh_leaves(
+        refreshed = champion
+        if refresh is None:
+            sample = incremental.refresh_sample(new_fit, champion, config.refresh_budget, seed)
+            refresh_rows = len(sample)
+            refreshed = incremental.refresh_leaves(
                 champion,
-                incremental.matrix(
-                    incremental.refresh_sample(new_fit, champion, config.refresh_budget, seed)
-                ),
+                incremental.matrix(sample),
                 config.objective,
                 config.reg_lambda,
+                row_weight=len(new_fit) / len(sample),
             )
-            if refresh is None
-            else champion
-        )
         start = refreshed
     remaining = planned_rounds - start.num_boosted_rounds()
     log.info(
@@ -1132,6 +1133,7 @@ def train_incremental(
         "validationRows": validation.num_row(),
         "leafRefresh": "blended" if refresh is None else None,
         "leafRefreshSkipped": refresh,
+        "leafRefreshRows": refresh_rows,
         "eta": config.incremental_eta,
         "maxRounds": config.num_round,
         "roundsBoosted": appended,

@@ -178,6 +178,19 @@ def test_the_refresh_budget_bounds_rows_times_trees(refresh: ModuleType) -> None
     np.testing.assert_array_equal(sample, refresh.refresh_sample(rows, booster, 2_000, seed=1))
 
 
+def test_a_weighted_sample_refreshes_as_the_rows_it_stands_for(refresh: ModuleType) -> None:
+    # Each row of a sample weighted 2 counts as two rows: the same leaves as reading them twice.
+    old, new = regression_rows(400, seed=1), regression_rows(300, seed=2)
+    booster = train_booster(old, rounds=5)
+
+    weighted = refresh.refresh_leaves(booster, matrix(new), "reg:squarederror", 1.0, row_weight=2)
+    doubled = refresh.refresh_leaves(
+        booster, matrix(np.concatenate([new, new])), "reg:squarederror", 1.0
+    )
+
+    np.testing.assert_allclose(predict(weighted, old), predict(doubled, old), rtol=1e-5)
+
+
 def test_the_etas_of_every_tree_travel_with_the_model(refresh: ModuleType) -> None:
     booster = train_booster(regression_rows(200, seed=1), rounds=4, params={"eta": 0.3})
     refresh.record_tree_etas(booster, np.array([0.3] * 3 + [0.1]))

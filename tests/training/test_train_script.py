@@ -115,6 +115,7 @@ def test_incremental_training_continues_the_previous_jobs_model(
         "replayProblem": None,
         "leafRefresh": "blended",
         "leafRefreshSkipped": None,
+        "leafRefreshRows": 270,  # every fit row: 12 trees x 270 rows is within the budget
         "eta": 0.1,
         "maxRounds": 5,
         "roundsAdded": None,

@@ -354,6 +354,7 @@ def _incremental(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "validationRows": integer(details, "validationRows"),
         "leafRefresh": text(details, "leafRefresh"),
         "leafRefreshSkipped": text(details, "leafRefreshSkipped"),
+        "leafRefreshRows": integer(details, "leafRefreshRows"),
         "eta": number(details, "eta"),
         "maxRounds": integer(details, "maxRounds"),
         "roundsAdded": integer(details, "roundsAdded"),
