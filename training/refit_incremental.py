@@ -19,8 +19,11 @@ instead (../shared/notes/incremental-training.md), and what this module does:
   gradient sum, tree after tree as boosting computes them. So the champion's trees keep what
   they learnt and sharpen with each delivery (XGBoost's own ``updater=refresh`` replaces leaves
   with the new batch's estimate alone; LightGBM's ``refit_decay_rate`` blends by a constant).
-  Supported for ``reg:squarederror``, ``reg:logistic`` and ``binary:logistic``; any other
-  objective skips the refresh and says so.
+  Its cost is one leaf lookup per row and tree (``pred_leaf``); past ``refresh_budget`` lookups
+  it reads a seeded uniform sample of the new rows, each weighted (``row_weight``) for the rows
+  it stands for, so the new data weighs as much in the blend. Supported for
+  ``reg:squarederror``, ``reg:logistic`` and ``binary:logistic`` with one tree per round; any
+  other model skips the refresh and says so.
 - **Drift.** Each sample also carries its model's score on the held-out test data when it was
   trained (out of sample, unlike the replay rows, which that model was fit on). When the
   champion scores much worse on the new rows than that (the ``drift_threshold`` fraction,
@@ -236,7 +239,7 @@ def refresh_sample(rows: Matrix, booster: xgb.Booster, budget: int, seed: int) -
     trees = booster.num_boosted_rounds() * trees_per_round(booster)
     if not budget or len(rows) * trees <= budget:
         return rows
-    keep = max(1, budget // max(1, trees))
+    keep = max(1, budget // trees)
     return rows[np.sort(np.random.default_rng(seed).choice(len(rows), keep, replace=False))]
 
 
