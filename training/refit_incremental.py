@@ -237,9 +237,15 @@ def refresh_problem(booster: xgb.Booster, objective: str) -> str | None:
 def refresh_sample(rows: Matrix, booster: xgb.Booster, budget: int, seed: int) -> Matrix:
     """``rows``, or a seeded uniform sample of them within ``budget`` rows x trees lookups."""
     trees = booster.num_boosted_rounds() * trees_per_round(booster)
-    if not budget or len(rows) * trees <= budget:
+    if not budget:
         return rows
-    keep = max(1, budget // trees)
+    return uniform_sample(rows, max(1, budget // trees), seed)
+
+
+def uniform_sample(rows: Matrix, keep: int, seed: int) -> Matrix:
+    """``rows`` if there are at most ``keep``, else ``keep`` of them, seeded, in their order."""
+    if len(rows) <= keep:
+        return rows
     return rows[np.sort(np.random.default_rng(seed).choice(len(rows), keep, replace=False))]
 
 
@@ -315,6 +321,11 @@ def _covers(
 
 # --- Drift ---------------------------------------------------------------------------------
 
+# New rows the drift check scores the champion on (a seeded sample past it): a metric's
+# standard error on 10k rows is ~1 %, against a threshold of 50 %; the whole batch cost ~8 %
+# of an incremental job (bench figure 1, 50k rows).
+DRIFT_CHECK_ROWS = 10_000
+
 
 @dataclass(frozen=True)
 class DriftCheck:
@@ -322,6 +333,7 @@ class DriftCheck:
     champion_new: float  # the champion on this job's new rows
     champion_reference: float  # the champion on the test data when it was trained
     threshold: float
+    rows: int  # new rows scored: a seeded sample of at most DRIFT_CHECK_ROWS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -329,6 +341,7 @@ class DriftCheck:
             "championNew": self.champion_new,
             "championReference": self.champion_reference,
             "threshold": self.threshold,
+            "rows": self.rows,
         }
 
     @property

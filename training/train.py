@@ -1173,14 +1173,15 @@ def check_drift(
     reference = replay.reference_score
     if reference is None or replay.metric != config.metric:
         return None  # a sample from another metric (or none recorded): nothing to compare with
+    scored = incremental.uniform_sample(new_rows, incremental.DRIFT_CHECK_ROWS, len(new_rows))
     try:
-        on_new = score(champion, incremental.matrix(new_rows), config)
+        on_new = score(champion, incremental.matrix(scored), config)
     except TrainingError as error:
         log.warning("no drift check: %s", error)
         return None
     worse = incremental.degradation(on_new, reference, config.higher_is_better)
     return incremental.DriftCheck(
-        worse > config.drift_threshold, on_new, reference, config.drift_threshold
+        worse > config.drift_threshold, on_new, reference, config.drift_threshold, len(scored)
     )
 
 

@@ -60,6 +60,7 @@ def test_each_delivery_is_trained_incrementally_with_replay_and_promoted(
         assert 1 <= learnt["roundsAdded"] <= 40
         assert learnt["eta"] == pytest.approx(0.1)
         assert record["drift"]["detected"] is False
+        assert record["drift"]["rows"] == min(DELIVERY_ROWS, 10_000)  # DRIFT_CHECK_ROWS
         # And the replay channel was the champion's own output.tar.gz
         job = runs.sagemaker.describe_training_job(TrainingJobName=record["trainingJobName"])
         channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}

@@ -88,6 +88,7 @@ def test_drift_trains_from_scratch_on_the_new_rows_and_restarts_the_sample(
     evaluation = second.evaluation()
     assert evaluation["drift"]["detected"] is True
     assert evaluation["drift"]["championNew"] > 2 * evaluation["drift"]["championReference"]
+    assert evaluation["drift"]["rows"] == 300  # within DRIFT_CHECK_ROWS: every new row
     assert evaluation["mode"] == "full"
     assert evaluation["modeFallback"].startswith("drift: the champion scores")
     assert second.model().num_boosted_rounds() == 20
@@ -176,6 +177,18 @@ def test_the_refresh_budget_bounds_rows_times_trees(refresh: ModuleType) -> None
     assert sample.shape == (200, rows.shape[1])
     assert {tuple(row) for row in sample} <= {tuple(row) for row in rows}
     np.testing.assert_array_equal(sample, refresh.refresh_sample(rows, booster, 2_000, seed=1))
+
+
+def test_the_drift_check_scores_a_seeded_sample_of_a_large_batch(refresh: ModuleType) -> None:
+    rows = regression_rows(refresh.DRIFT_CHECK_ROWS + 500, seed=1)
+
+    sample = refresh.uniform_sample(rows, refresh.DRIFT_CHECK_ROWS, seed=7)
+
+    assert sample.shape == (refresh.DRIFT_CHECK_ROWS, rows.shape[1])
+    assert len({tuple(row) for row in sample}) == len(sample)  # drawn without replacement
+    np.testing.assert_array_equal(sample, refresh.uniform_sample(rows, len(sample), seed=7))
+    small = rows[:50]
+    assert refresh.uniform_sample(small, refresh.DRIFT_CHECK_ROWS, seed=7) is small
 
 
 def test_a_weighted_sample_refreshes_as_the_rows_it_stands_for(refresh: ModuleType) -> None:

@@ -371,6 +371,7 @@ def _drift(evaluation: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "championNew": number(drift, "championNew"),
         "championReference": number(drift, "championReference"),
         "threshold": number(drift, "threshold"),
+        "rows": integer(drift, "rows"),
     }
 
 
