@@ -261,15 +261,17 @@ def refresh_leaves(
     ``row_weight``: how many new rows each of ``rows`` stands for (a sample of them), so the
     new data weighs in the blend as much as if every row had been read.
     """
-    model = json.loads(booster.save_raw("json"))
-    trees = model["learner"]["gradient_booster"]["model"]["trees"]
+    # The model as UBJSON, its per-tree arrays written in place (the JSON round trip of a
+    # ~340-tree model cost ~0.35 CPU s, a tenth of an incremental job).
+    model = bytearray(booster.save_raw("ubj"))
+    trees = ubjson_trees(model)
     etas = tree_etas(booster)
     # One leaf index per row and tree, as (trees, rows) int32: each tree's column contiguous.
     leaves = np.ascontiguousarray(
         booster.predict(rows, pred_leaf=True).reshape(rows.num_row(), -1).T, dtype=np.int32
     )
     labels = rows.get_label().astype(np.float64)
-    old_values = [np.asarray(tree["split_conditions"], dtype=np.float64) for tree in trees]
+    old_values = [tree["split_conditions"].astype(np.float64) for tree in trees]
     # The margin before the first tree: after it (one cheap predict), minus its contribution.
     margin = booster.predict(rows, output_margin=True, iteration_range=(0, 1)).astype(np.float64)
     margin -= old_values[0][leaves[0]]
@@ -280,17 +282,17 @@ def refresh_leaves(
         size = len(value)
         g_new = row_weight * np.bincount(nodes, gradient, minlength=size).astype(np.float64)
         h_new = row_weight * np.bincount(nodes, hessian, minlength=size).astype(np.float64)
-        h_old = np.asarray(tree["sum_hessian"], dtype=np.float64)
-        is_leaf = np.asarray(tree["left_children"]) == -1
+        h_old = tree["sum_hessian"].astype(np.float64)
+        is_leaf = tree["left_children"] == -1
         blended = (value * (h_old + reg_lambda) - etas[t] * g_new) / (h_old + h_new + reg_lambda)
         value = np.where(is_leaf, blended, value)
-        tree["split_conditions"] = value.tolist()
-        base_weights = np.asarray(tree["base_weights"], dtype=np.float64)
-        tree["base_weights"] = np.where(is_leaf, value, base_weights).tolist()  # leaves: the value
-        tree["sum_hessian"] = _covers(tree, h_old, h_new, is_leaf).tolist()
-        margin += value[nodes]
+        tree["split_conditions"][:] = value
+        tree["base_weights"][is_leaf] = value[is_leaf]  # a leaf's weight is its value
+        tree["sum_hessian"][:] = _covers(tree["parents"], h_old, h_new, is_leaf)
+        # What the model now predicts: the stored float32 value, not the float64 one.
+        margin += tree["split_conditions"][nodes]
     refreshed = xgb.Booster()
-    refreshed.load_model(bytearray(json.dumps(model).encode()))
+    refreshed.load_model(model)
     record_tree_etas(refreshed, etas)
     return refreshed
 
@@ -305,18 +307,105 @@ def _gradients(
 
 
 def _covers(
-    tree: dict[str, Any],
+    parents: npt.NDArray[np.int32],
     h_old: npt.NDArray[np.float64],
     h_new: npt.NDArray[np.float64],
     is_leaf: npt.NDArray[np.bool_],
 ) -> npt.NDArray[np.float64]:
     """Each node's cover after the refresh: leaves add the new hessian, parents their children's."""
     covers = np.where(is_leaf, h_old + h_new, 0.0)
-    parents = tree["parents"]
+    parent_of = parents.tolist()
     # Children come after their parent in xgboost's node order: sum up from the end.
     for node in range(len(covers) - 1, 0, -1):
-        covers[parents[node]] += covers[node]
+        covers[parent_of[node]] += covers[node]
     return covers
+
+
+# --- The model's trees in UBJSON -------------------------------------------------------------
+
+# UBJSON (ubjson.org, as xgboost's UBJWriter writes it: big-endian, keys without the "S"
+# marker, arrays counted with "#", numeric arrays typed with "$"). Typed arrays are read as
+# numpy views of the buffer, so writing into one edits the model in place.
+_UBJ_NUMBERS: dict[int, np.dtype[Any]] = {
+    ord("i"): np.dtype("i1"),
+    ord("U"): np.dtype("u1"),
+    ord("I"): np.dtype(">i2"),
+    ord("l"): np.dtype(">i4"),
+    ord("L"): np.dtype(">i8"),
+    ord("d"): np.dtype(">f4"),
+    ord("D"): np.dtype(">f8"),
+}
+_UBJ_CONSTANTS = {ord("T"): True, ord("F"): False, ord("Z"): None}
+TREE_ARRAYS = ("base_weights", "split_conditions", "sum_hessian", "left_children", "parents")
+
+
+class ModelFormatError(ValueError):
+    """The booster's UBJSON is not what this reader knows (another xgboost's layout)."""
+
+
+def ubjson_trees(model: bytearray) -> list[dict[str, npt.NDArray[Any]]]:
+    """Each tree's ``TREE_ARRAYS`` as writable numpy views into ``model`` (xgboost UBJSON)."""
+    document, end = _ubj_value(model, 0)
+    if end != len(model):
+        raise ModelFormatError(f"{len(model) - end} bytes after the model document")
+    try:
+        trees = document["learner"]["gradient_booster"]["model"]["trees"]
+        found = [{name: tree[name] for name in TREE_ARRAYS} for tree in trees]
+    except (KeyError, TypeError) as error:
+        raise ModelFormatError(f"no tree array {error} in the model") from None
+    for tree in found:
+        sizes = {len(array) for array in tree.values()}
+        if len(sizes) != 1 or not all(isinstance(a, np.ndarray) for a in tree.values()):
+            raise ModelFormatError("a tree's arrays are not typed arrays of one length")
+    return found
+
+
+def _ubj_value(data: bytearray, position: int) -> tuple[Any, int]:
+    marker = data[position]
+    position += 1
+    if marker in _UBJ_NUMBERS:
+        dtype = _UBJ_NUMBERS[marker]
+        value = np.frombuffer(data, dtype, 1, position)[0].item()
+        return value, position + dtype.itemsize
+    if marker in _UBJ_CONSTANTS:
+        return _UBJ_CONSTANTS[marker], position
+    if marker == ord("S"):
+        length, position = _ubj_value(data, position)
+        return bytes(data[position : position + length]).decode(), position + length
+    if marker == ord("{"):
+        document: dict[str, Any] = {}
+        while data[position] != ord("}"):
+            length, position = _ubj_value(data, position)
+            key = bytes(data[position : position + length]).decode()
+            document[key], position = _ubj_value(data, position + length)
+        return document, position + 1
+    if marker == ord("["):
+        return _ubj_array(data, position)
+    raise ModelFormatError(f"unknown UBJSON marker {chr(marker)!r} at byte {position - 1}")
+
+
+def _ubj_array(data: bytearray, position: int) -> tuple[Any, int]:
+    dtype = None
+    if data[position] == ord("$"):
+        dtype = _UBJ_NUMBERS.get(data[position + 1])
+        if dtype is None or data[position + 2] != ord("#"):
+            raise ModelFormatError(f"unsupported typed array at byte {position}")
+        position += 2
+    if data[position] == ord("#"):
+        count, position = _ubj_value(data, position + 1)
+        if dtype is not None:
+            view = np.frombuffer(data, dtype, count, position)
+            return view, position + count * dtype.itemsize
+        items = []
+        for _ in range(count):
+            item, position = _ubj_value(data, position)
+            items.append(item)
+        return items, position
+    items = []
+    while data[position] != ord("]"):
+        item, position = _ubj_value(data, position)
+        items.append(item)
+    return items, position + 1
 
 
 # --- Drift ---------------------------------------------------------------------------------

@@ -1079,14 +1079,18 @@ def train_incremental(
         refreshed = champion
         if refresh is None:
             sample = incremental.refresh_sample(new_fit, champion, config.refresh_budget, seed)
-            refresh_rows = len(sample)
-            refreshed = incremental.refresh_leaves(
-                champion,
-                incremental.matrix(sample),
-                config.objective,
-                config.reg_lambda,
-                row_weight=len(new_fit) / len(sample),
-            )
+            try:
+                refreshed = incremental.refresh_leaves(
+                    champion,
+                    incremental.matrix(sample),
+                    config.objective,
+                    config.reg_lambda,
+                    row_weight=len(new_fit) / len(sample),
+                )
+                refresh_rows = len(sample)
+            except incremental.ModelFormatError as error:
+                refresh = f"the model's layout is unknown to the refresh: {error}"
+                log.warning("leaf refresh skipped: %s", refresh)
         start = refreshed
     remaining = planned_rounds - start.num_boosted_rounds()
     log.info(

@@ -179,6 +179,26 @@ def test_the_refresh_budget_bounds_rows_times_trees(refresh: ModuleType) -> None
     np.testing.assert_array_equal(sample, refresh.refresh_sample(rows, booster, 2_000, seed=1))
 
 
+def test_the_tree_arrays_read_from_ubjson_are_the_models_own(refresh: ModuleType) -> None:
+    booster = train_booster(regression_rows(500, seed=1), rounds=4)
+    trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+
+    read = refresh.ubjson_trees(bytearray(booster.save_raw("ubj")))
+
+    assert len(read) == len(trees) == 4
+    for arrays, tree in zip(read, trees, strict=True):
+        for name in refresh.TREE_ARRAYS:
+            np.testing.assert_allclose(arrays[name], np.asarray(tree[name]), rtol=1e-6)
+
+
+def test_a_model_layout_the_reader_does_not_know_is_refused(refresh: ModuleType) -> None:
+    model = bytearray(train_booster(regression_rows(200, seed=1), rounds=2).save_raw("ubj"))
+    with pytest.raises(refresh.ModelFormatError):
+        refresh.ubjson_trees(model + b"}")  # bytes after the document
+    with pytest.raises(refresh.ModelFormatError):
+        refresh.ubjson_trees(bytearray(model.replace(b"split_conditions", b"split_thresholds")))
+
+
 def test_the_drift_check_scores_a_seeded_sample_of_a_large_batch(refresh: ModuleType) -> None:
     rows = regression_rows(refresh.DRIFT_CHECK_ROWS + 500, seed=1)
 
