@@ -106,9 +106,9 @@ GROWTH_SIZES = {  # initial rows, rows per batch, earlier deliveries measured
 }
 GROWTH_FLAT = 1.5  # incremental CPU at the most deliveries ÷ at the fewest, at most
 FIXED_COST_NOTE = (
-    "a profile of the last job (CPU s): ~0.65 interpreter start and numpy/xgboost import, 0.15 "
-    "parsing, ~0.9 the leaf refresh at refresh_budget = 5M rows x trees lookups, ~1.3 the "
-    "appended rounds on new + replay rows, ~0.45 scoring; a smaller budget or patience lost "
+    "a profile of the last job (CPU s): ~0.6 interpreter start and numpy/xgboost import, 0.15 "
+    "parsing, ~0.5 the leaf refresh at refresh_budget = 5M rows x trees lookups, ~1.4 the "
+    "appended rounds on new + replay rows, ~0.5 scoring; a smaller budget or patience lost "
     "quality (README, 'Why the misses'); the ratio falls as data grows (see the growth row)"
 )
 
