@@ -11,7 +11,7 @@ SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY=0
 export AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: venv demo local-up test unit static e2e lint build clean bench
+.PHONY: venv toolkit-venv demo local-up test unit static e2e lint build clean bench
 
 venv: $(STAMP)
 
@@ -25,12 +25,30 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/python -m local_cloud.demo
 
+# The SageMaker XGBoost image's serving toolkit (sagemaker-containers under Flask 3.1) in a venv of
+# its own: it pins flask==1.1.1, which the image overrides, hence --no-deps and a full pin list.
+# tests/toolkits run refit's inference.py inside it.
+TOOLKIT_VENV := .venv-serving-toolkit
+TOOLKIT_REQUIREMENTS := tests/toolkits/serving-toolkit.txt
+TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
+
+toolkit-venv: $(TOOLKIT_STAMP)
+
+$(TOOLKIT_STAMP): $(TOOLKIT_REQUIREMENTS)
+	rm -rf $(TOOLKIT_VENV)
+	$(PYTHON) -m venv $(TOOLKIT_VENV)
+	$(TOOLKIT_VENV)/bin/pip install --quiet --no-deps -r $(TOOLKIT_REQUIREMENTS)
+	# The image's own patch (docker/3.0-5/final/Dockerfile.cpu): no collections.Mapping since 3.10
+	sed -i 's/collections\.Mapping/collections.abc.Mapping/g' \
+		$(TOOLKIT_VENV)/lib/python*/site-packages/sagemaker_containers/_mapping.py
+	touch $@
+
 # A local cloud to play with: prints the endpoint URL and how to use it; Ctrl-C stops it.
 local-up: venv
 	$(BIN)/refit local up
 
 # One worker per core, each test file on one worker (module-scoped local clouds, ordered steps).
-test: venv
+test: venv $(TOOLKIT_STAMP)
 	$(BIN)/pytest -q -n auto --dist loadfile
 
 unit: venv

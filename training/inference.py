@@ -1,7 +1,10 @@
 """Serving handlers for refit's models in the SageMaker XGBoost container (script mode).
 
-The container calls ``model_fn`` once, then for every request ``input_fn`` -> ``predict_fn`` ->
-``output_fn``. Requests carry features only (no label column):
+The container imports this module (``SAGEMAKER_PROGRAM``) and serves it through
+sagemaker_containers' Transformer (aws/sagemaker-xgboost-container,
+``serving.py::_user_module_transformer``): ``model_fn(model_dir)`` once, then
+``transform_fn(model, body, content_type, accept)`` for every request. Requests carry features
+only (no label column):
 
 - ``text/csv``: one row per line, CRLF or LF, blank lines skipped, an empty field is a missing
   value;
@@ -9,12 +12,17 @@ The container calls ``model_fn`` once, then for every request ``input_fn`` -> ``
   ``{"features": [...]}``), a list of rows, or one row; ``null`` is a missing value.
 
 Responses: ``text/csv`` has one prediction per line (a multiclass probability row comma-joined);
-``application/json`` is ``{"predictions": [...]}``. ``output_fn`` returns ``(body, content type)``,
-which both SageMaker serving toolkits accept, so an ``Accept: */*`` request learns what it got.
+``application/json`` is ``{"predictions": [...]}``. The toolkit turns a missing or ``*/*``
+Accept into ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` (refit's models set ``text/csv``) and a
+missing Content-Type into ``application/json``.
 
-Errors the client must fix raise ``RequestError`` (a ValueError) carrying the HTTP status a
-server should answer with: 400 for bad values, 415 for an unsupported content type, 406 for an
-unsupported Accept.
+Why ``transform_fn`` and not ``input_fn``/``predict_fn``/``output_fn``: the toolkit wraps every
+user function in ``error_wrapper(fn, ClientError)``, so *any* exception one raises is a 500
+(sagemaker_containers 2.8.6.post2 ``_transformer.py``, ``_functions.py``), and a 5XX counts in
+the endpoint's ``Invocation5XXErrors`` that rolls a canary back. Only a returned response sets
+another status: a request the client must fix (``RequestError``) is answered here with its 400,
+415 or 406, and only a fault of the model or this code is a 500. The module must not also define
+``input_fn``/``predict_fn``/``output_fn`` (the toolkit refuses a module with both).
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ Features = npt.NDArray[np.float32]
 
 
 class RequestError(ValueError):
-    """A request the client must fix; ``status_code`` is the HTTP status to answer with."""
+    """A request the client must fix; ``status_code`` is the HTTP status ``transform_fn``
+    answers with."""
 
     status_code = 400
 
@@ -80,7 +89,31 @@ def model_fn(model_dir: str) -> xgb.Booster:
     raise FileNotFoundError(f"{model_dir}/{MODEL_ARCHIVE} holds no {MODEL_FILE}")
 
 
-def input_fn(request_body: bytes | str, request_content_type: str | None) -> Features:
+def transform_fn(
+    model: xgb.Booster,
+    request_body: bytes | str,
+    request_content_type: str | None,
+    accept: str | None,
+) -> tuple[str, str] | Any:
+    """``(body, content type)`` for the toolkit to answer 200, or an error response."""
+    try:
+        features = parse_request(request_body, request_content_type)
+        return format_response(predict(features, model), accept)
+    except RequestError as error:
+        return error_response(error)
+
+
+def error_response(error: RequestError) -> Any:
+    """A Flask response with the error's status (what the toolkit's own 415/406 look like)."""
+    # Flask ships in the XGBoost image (its requirements.txt) and beside moto locally; imported
+    # here so a request that succeeds never pays for it.
+    from werkzeug.wrappers import Response
+
+    body = json.dumps({"error": type(error).__name__, "error-message": str(error)})
+    return Response(body, status=error.status_code, mimetype=JSON)
+
+
+def parse_request(request_body: bytes | str, request_content_type: str | None) -> Features:
     """Feature rows from a CSV or JSON request; a missing content type is read as CSV."""
     media_type = media_type_of(request_content_type or CSV)
     if media_type not in (CSV, JSON):
@@ -96,7 +129,7 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> Fea
     return rows
 
 
-def predict_fn(input_data: Features, model: xgb.Booster) -> npt.NDArray[np.float32]:
+def predict(input_data: Features, model: xgb.Booster) -> npt.NDArray[np.float32]:
     """Predictions for the rows; multiclass softprob models give one probability row each."""
     expected, got = model.num_features(), input_data.shape[1]
     if got != expected:
@@ -106,7 +139,7 @@ def predict_fn(input_data: Features, model: xgb.Booster) -> npt.NDArray[np.float
     return predictions
 
 
-def output_fn(prediction: npt.NDArray[np.float32], accept: str | None) -> tuple[str, str]:
+def format_response(prediction: npt.NDArray[np.float32], accept: str | None) -> tuple[str, str]:
     """``(body, content type)``: CSV lines, or ``{"predictions": [...]}`` for JSON."""
     media_type = negotiate(accept)
     if media_type == JSON:
@@ -145,7 +178,7 @@ def csv_rows(text: str) -> Features:
     """Rows of a CSV body: numpy's parser when every field is there, else line by line."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "no data": input_fn reports it
+            warnings.simplefilter("ignore", UserWarning)  # "no data": parse_request reports it
             rows: Features = np.loadtxt(
                 io.StringIO(text), delimiter=",", dtype=np.float32, ndmin=2, comments=None
             )

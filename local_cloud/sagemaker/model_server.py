@@ -8,23 +8,14 @@ container path such as ``/opt/ml/model/code`` inside the model) into a code dir;
 ``inference.py`` each never share a module); call ``model_fn(model_dir)``.
 
 Invoking (:meth:`LoadedModel.invoke`) is the ``/invocations`` contract, used both by the HTTP
-server and in-process by batch transform, so both answer alike:
+server and in-process by batch transform, so both answer alike: a body larger than 6 MiB is a
+413, a response larger than 6 MiB a 500; everything else follows the XGBoost image's serving
+toolkit (:mod:`.serving_toolkit`, with the source of each rule): the request's defaults, the
+handlers, and its statuses — any exception in a handler is a 500, only a returned response
+object answers another status.
 
-- body larger than 6 MiB → 413;
-- ``transform_fn(model, body, content_type, accept)`` when the script defines it, else
-  ``input_fn(body, content_type)`` → ``predict_fn(data, model)`` → ``output_fn(prediction,
-  accept)``; missing ``input_fn``/``predict_fn``/``output_fn`` fall back to simple defaults
-  (JSON or CSV in, ``model.predict`` or ``model(data)``, JSON or CSV out);
-- an exception with an integer ``status_code`` (4xx/5xx) answers with that status (the
-  sagemaker-inference toolkit convention; refit's ``RequestError`` uses it);
-- otherwise an exception from ``input_fn`` is 415 when its message mentions 415, an unsupported
-  media type or the content type, else 400; from ``predict_fn``/``output_fn`` it is 500;
-- ``output_fn`` may return the body (``bytes``/``str``; content type = ``Accept``) or a
-  ``(body, content_type)`` pair; a response over 6 MiB is a 500.
-
-The body is passed as ``bytes``; a missing ``Content-Type`` or ``Accept`` is passed as
-``None`` (the script picks its default). The 60 s per-request limit of SageMaker is not
-enforced (a Python call in a thread cannot be interrupted).
+The 60 s per-request limit of SageMaker is not enforced (a Python call in a thread cannot be
+interrupted).
 """
 
 from __future__ import annotations
@@ -37,7 +28,6 @@ import itertools
 import json
 import logging
 import random
-import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -46,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import s3io
+from . import s3io, serving_toolkit
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,7 +52,6 @@ INVOKED_VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
 # Local only (SageMaker has no such header): the endpoint config whose deployment answered, so a
 # test can tell the blue from the green fleet during a traffic shift.
 LOCAL_CONFIG_HEADER = "X-Local-Endpoint-Config"
-_UNSUPPORTED_TYPE = re.compile(r"415|unsupported media|content[ _-]?type", re.IGNORECASE)
 _module_numbers = itertools.count(1)
 
 
@@ -112,13 +101,6 @@ class InvocationResult(NamedTuple):
         return self.status == 200
 
 
-class _HandlerError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 class LoadedModel:
     """A model loaded through its script's handlers; :meth:`invoke` is thread-safe as long as
     the script's handlers are."""
@@ -144,74 +126,26 @@ class LoadedModel:
     def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> InvocationResult:
         if len(body) > MAX_PAYLOAD_BYTES:
             return _error(413, f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES} bytes")
+        content, content_type, accept = serving_toolkit.request_values(
+            body, content_type, accept, self.spec.environment
+        )
         try:
-            response, response_type = self._handle(body, content_type, accept)
-        except _HandlerError as error:
-            return _error(error.status, error.message)
+            result = serving_toolkit.transform(
+                self.module, self.model, content, content_type, accept, _DEFAULT_HANDLERS
+            )
+            status, response, response_type = serving_toolkit.response(result)
+        except Exception:
+            # As in the image: the traceback goes to the endpoint's log, the client gets a 500.
+            log.warning("model %s: exception on /invocations", self.spec.name, exc_info=True)
+            return InvocationResult(*serving_toolkit.internal_server_error())
         if len(response) > MAX_PAYLOAD_BYTES:
             return _error(500, f"response of {len(response)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-        return InvocationResult(200, response, response_type)
-
-    def _handle(
-        self, body: bytes, content_type: str | None, accept: str | None
-    ) -> tuple[bytes, str]:
-        handlers = self.module
-        if hasattr(handlers, "transform_fn"):
-            result = _call(500, handlers.transform_fn, self.model, body, content_type, accept)
-            return _response(result, accept, content_type)
-        input_fn = getattr(handlers, "input_fn", _default_input_fn)
-        predict_fn = getattr(handlers, "predict_fn", _default_predict_fn)
-        output_fn = getattr(handlers, "output_fn", _default_output_fn)
-        try:
-            data = input_fn(body, content_type)
-        except Exception as error:
-            status = _status_of(error)
-            if status is None:
-                status = 415 if _UNSUPPORTED_TYPE.search(str(error)) else 400
-            raise _HandlerError(status, _message(error)) from None
-        prediction = _call(500, predict_fn, data, self.model)
-        result = _call(500, output_fn, prediction, accept)
-        return _response(result, accept, content_type)
-
-
-def _call(default_status: int, function: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return function(*args)
-    except Exception as error:
-        log.debug("handler %s failed", getattr(function, "__name__", function), exc_info=True)
-        raise _HandlerError(_status_of(error) or default_status, _message(error)) from None
-
-
-def _status_of(error: BaseException) -> int | None:
-    status = getattr(error, "status_code", None)
-    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 600:
-        return status
-    return None
+        return InvocationResult(status, response, response_type)
 
 
 def _message(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _response(result: Any, accept: str | None, content_type: str | None) -> tuple[bytes, str]:
-    response_type: str | None = None
-    if isinstance(result, tuple) and len(result) == 2:
-        result, response_type = result[0], str(result[1])
-    if isinstance(result, str):
-        body = result.encode("utf-8")
-    elif isinstance(result, bytes | bytearray | memoryview):
-        body = bytes(result)
-    else:
-        raise _HandlerError(
-            500, f"output_fn returned {type(result).__name__}; expected bytes or str"
-        )
-    if response_type is None:
-        if accept and "*" not in accept:
-            response_type = accept
-        else:
-            response_type = content_type or "application/octet-stream"
-    return body, response_type
 
 
 def _error(status: int, message: str) -> InvocationResult:
@@ -220,16 +154,18 @@ def _error(status: int, message: str) -> InvocationResult:
 
 
 # --- Default handlers (for scripts that only define model_fn) ----------------------------
+# Simpler than the image's (which decode into a DMatrix): JSON or CSV in, ``model.predict`` or
+# ``model(data)``, JSON or CSV out; like the image's, any failure is a 500.
 
 
-def _default_input_fn(body: bytes, content_type: str | None) -> Any:
-    media_type = (content_type or "text/csv").split(";", 1)[0].strip().lower()
-    text = body.decode("utf-8")
+def _default_input_fn(body: bytes | str, content_type: str) -> Any:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    text = body if isinstance(body, str) else body.decode("utf-8")
     if media_type == "application/json":
         return json.loads(text)
     if media_type == "text/csv":
         return [[float(v) for v in line.split(",")] for line in text.splitlines() if line.strip()]
-    raise ValueError(f"415: unsupported content type {content_type!r}")
+    raise ValueError(f"Content type {content_type} is not supported by this framework")
 
 
 def _default_predict_fn(data: Any, model: Any) -> Any:
@@ -240,15 +176,24 @@ def _default_predict_fn(data: Any, model: Any) -> Any:
     raise TypeError("the model has no predict() and is not callable: define predict_fn")
 
 
-def _default_output_fn(prediction: Any, accept: str | None) -> tuple[str, str]:
-    media_type = (accept or "application/json").split(";", 1)[0].strip().lower()
+def _default_output_fn(prediction: Any, accept: str) -> tuple[str, str]:
+    media_type = accept.split(";", 1)[0].strip().lower()
     if hasattr(prediction, "tolist"):
         prediction = prediction.tolist()
     if media_type == "text/csv":
         rows = prediction if isinstance(prediction, list) else [prediction]
         lines = (",".join(map(str, r)) if isinstance(r, list) else str(r) for r in rows)
         return "\n".join(lines), "text/csv"
-    return json.dumps(prediction), "application/json"
+    if media_type == "application/json":
+        return json.dumps(prediction), "application/json"
+    raise ValueError(f"Content type {accept} is not supported by this framework")
+
+
+_DEFAULT_HANDLERS = {
+    "input_fn": _default_input_fn,
+    "predict_fn": _default_predict_fn,
+    "output_fn": _default_output_fn,
+}
 
 
 # --- Loading ---------------------------------------------------------------------------
@@ -283,13 +228,12 @@ def load_model(s3: S3Client, spec: ModelSpec, directory: Path) -> LoadedModel:
     if not script.is_file():
         raise ModelLoadError(f"model {spec.name}: {program} not found in the submit directory")
     module = _import(script, code_dir)
-    if not callable(getattr(module, "model_fn", None)) and not callable(
-        getattr(module, "transform_fn", None)
-    ):
+    problem = serving_toolkit.load_problem(module)
+    if problem is not None:
         sys.modules.pop(module.__name__, None)
-        raise ModelLoadError(f"model {spec.name}: {program} defines no model_fn")
+        raise ModelLoadError(f"model {spec.name}: {program} {problem}")
     try:
-        model = module.model_fn(str(model_dir)) if hasattr(module, "model_fn") else None
+        model = module.model_fn(str(model_dir))
     except Exception as error:
         sys.modules.pop(module.__name__, None)
         raise ModelLoadError(f"model {spec.name}: model_fn failed: {_message(error)}") from error

@@ -69,7 +69,7 @@ FAKE_INFERENCE = """
         if content_type == "application/json":
             return json.loads(body)
         if content_type == "text/csv":
-            rows = [r for r in body.decode().splitlines() if r.strip()]
+            rows = [r for r in body.splitlines() if r.strip()]  # text/csv arrives as str
             return [sum(float(v) for v in r.split(",")) for r in rows]
         raise ValueError(f"415: unsupported content type {content_type}")
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import flask
 import pytest
 from local_sagemaker_harness import BUCKET, put, tar_gz, training_request
 
-from local_cloud.sagemaker import container, s3io
+from local_cloud.sagemaker import container, s3io, serving_toolkit
 from local_cloud.sagemaker.model_server import LoadedModel, ModelSpec
 
 
@@ -105,49 +106,89 @@ def handlers(**functions: Any) -> LoadedModel:
     return LoadedModel(spec, module, "model", Path("."), Path("."))
 
 
-def test_invocation_status_rules() -> None:
+def test_any_exception_in_a_handler_is_a_500_as_in_the_xgboost_image() -> None:
+    # serving_toolkit: sagemaker_containers wraps every user function in ClientError
     class Teapot(Exception):
-        status_code = 418
+        status_code = 418  # no toolkit convention reads it
 
-    def bad_input(body: bytes, content_type: str | None) -> Any:
+    def bad_input(body: Any, content_type: str) -> Any:
         raise Teapot("short and stout")
 
-    assert handlers(input_fn=bad_input).invoke(b"x", "a/b", None).status == 418
+    def unsupported(body: Any, content_type: str) -> Any:
+        raise ValueError("415 Unsupported Media Type")
 
-    def plain_body(prediction: Any, accept: str | None) -> bytes:
-        return b"out"
-
-    result = handlers(
-        input_fn=lambda body, content_type: body,
-        predict_fn=lambda data, model: data,
-        output_fn=plain_body,
-    ).invoke(b"x", "text/csv", "text/plain")
-    assert result == (200, b"out", "text/plain")
-
-    def unsupported(body: bytes, content_type: str | None) -> Any:
-        raise ValueError("Unsupported Media Type")
-
-    assert handlers(input_fn=unsupported).invoke(b"x", "a/b", None).status == 415
-
-    def not_bytes(prediction: Any, accept: str | None) -> Any:
+    def not_a_response(prediction: Any, accept: str) -> Any:
         return 42
 
-    result = handlers(
-        input_fn=lambda body, content_type: body,
-        predict_fn=lambda data, model: data,
-        output_fn=not_bytes,
-    ).invoke(b"x", "text/csv", None)
-    assert result.status == 500
+    echo = {"model_fn": str, "input_fn": lambda b, c: b, "predict_fn": lambda d, m: d}
+    for result in (
+        handlers(model_fn=str, input_fn=bad_input).invoke(b"x", "a/b", None),
+        handlers(model_fn=str, input_fn=unsupported).invoke(b"x", "a/b", None),
+        handlers(**echo, output_fn=not_a_response).invoke(b"x", "text/csv", None),
+    ):
+        assert result.status == 500
+        assert result.content_type == "text/html; charset=utf-8"
+        assert b"500 Internal Server Error" in result.body
+
+
+def test_what_a_handler_returns_is_answered_as_flask_makes_it() -> None:
+    echo = {"model_fn": str, "input_fn": lambda b, c: b, "predict_fn": lambda d, m: d}
+
+    def status_response(prediction: Any, accept: str) -> Any:
+        return flask.Response('{"error": "bad row"}', status=400, mimetype="application/json")
+
+    pair = handlers(**echo, output_fn=lambda p, a: (p.upper(), "text/csv"))
+    assert pair.invoke(b"a,b", "text/csv", None) == (200, b"A,B", "text/csv; charset=utf-8")
+    plain = handlers(**echo, output_fn=lambda p, a: p)
+    assert plain.invoke(b"x", "text/csv", None) == (200, b"x", "text/html; charset=utf-8")
+    answered = handlers(**echo, output_fn=status_response).invoke(b"x", "text/csv", None)
+    assert answered == (400, b'{"error": "bad row"}', "application/json")
+
+
+def test_request_defaults_are_the_toolkits() -> None:
+    seen: list[Any] = []
+
+    def remember(model: Any, body: Any, content_type: str, accept: str) -> Any:
+        seen.append((body, content_type, accept))
+        return "ok", "text/plain"
+
+    model = handlers(model_fn=str, transform_fn=remember)
+    model.invoke(b"1,2", None, None)  # no Content-Type, no Accept
+    model.invoke(b"1,\xff", "text/csv", "*/*")  # undecodable bytes in a UTF-8 type
+    model.invoke(b"\x00\x01", "application/x-npy", "text/csv")
+    assert seen == [
+        ("1,2", "application/json", "application/json"),
+        ("1,\ufffd", "text/csv", "application/json"),
+        (b"\x00\x01", "application/x-npy", "text/csv"),
+    ]
+    csv_default = handlers(model_fn=str, transform_fn=remember)
+    csv_default.spec.environment["SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"] = "text/csv"
+    csv_default.invoke(b"1", "text/csv", None)
+    assert seen[-1][2] == "text/csv"
 
 
 def test_default_handlers_and_transform_fn() -> None:
-    model = handlers()
+    model = handlers(model_fn=str)
     model.model = lambda rows: [sum(row) for row in rows]
     status, body, content_type = model.invoke(b"1,2\n3,4\n", "text/csv", "text/csv")
-    assert (status, body, content_type) == (200, b"3.0\n7.0", "text/csv")
+    assert (status, body, content_type) == (200, b"3.0\n7.0", "text/csv; charset=utf-8")
     status, body, _ = model.invoke(b"[[1, 2]]", "application/json", None)
     assert json.loads(body) == [3]
-    assert model.invoke(b"x", "image/png", None).status == 415
+    assert model.invoke(b"x", "image/png", None).status == 500  # the image's decoder: wrapped
 
-    transform = handlers(transform_fn=lambda m, body, ct, accept: (body.upper(), "x/y"))
-    assert transform.invoke(b"abc", None, None) == (200, b"ABC", "x/y")
+    transform = handlers(
+        model_fn=str, transform_fn=lambda m, body, ct, accept: (body.upper(), "x/y")
+    )
+    assert transform.invoke(b"abc", "text/csv", None) == (200, b"ABC", "x/y")
+
+
+def test_the_image_refuses_a_module_without_model_fn_or_with_both_kinds_of_handlers() -> None:
+    no_model_fn = ModuleType("no_model_fn")
+    no_model_fn.transform_fn = lambda m, b, c, a: ("", "text/csv")  # type: ignore[attr-defined]
+    both = ModuleType("both")
+    both.model_fn = str  # type: ignore[attr-defined]
+    both.transform_fn = no_model_fn.transform_fn  # type: ignore[attr-defined]
+    both.input_fn = lambda b, c: b  # type: ignore[attr-defined]
+
+    assert "no model_fn" in str(serving_toolkit.load_problem(no_model_fn))
+    assert "Cannot use transform_fn" in str(serving_toolkit.load_problem(both))

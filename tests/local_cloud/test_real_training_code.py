@@ -131,11 +131,13 @@ def test_real_training_job_then_endpoint_and_transform(runtime: LocalSageMaker, 
     model = model_request(artifact, code)
     runtime.create_endpoint("refit-ep", endpoint_config("cfg-1", "m1"), {"m1": model})
     assert wait_for_endpoint(runtime, "refit-ep")["EndpointStatus"] == "InService"
-    status, body, content_type = runtime.invoke("refit-ep", csv(features).encode(), "text/csv")
+    status, body, content_type = runtime.invoke(
+        "refit-ep", csv(features).encode(), "text/csv", "text/csv"
+    )
 
     # Then its CSV predictions equal xgboost's
     assert status == 200, body
-    assert content_type == "text/csv"
+    assert content_type == "text/csv; charset=utf-8"  # Flask's, as the image answers
     served = np.array([float(line) for line in body.decode().splitlines()], dtype=np.float32)
     np.testing.assert_array_equal(served, expected)
     # And JSON in / JSON out works; a label column gets a 400 that says so
@@ -147,10 +149,13 @@ def test_real_training_job_then_endpoint_and_transform(runtime: LocalSageMaker, 
     )
     assert status == 200
     np.testing.assert_allclose(json.loads(body)["predictions"], expected[:2], rtol=1e-6)
-    status, body, _ = runtime.invoke("refit-ep", csv(test_rows[:2]).encode(), "text/csv")
+    status, body, _ = runtime.invoke(
+        "refit-ep", csv(test_rows[:2]).encode(), "text/csv", "text/csv"
+    )
     assert status == 400
-    assert b"without the label column" in body
+    assert "without the label column" in json.loads(body)["error-message"]
     assert runtime.invoke("refit-ep", b"1,2,3,4", "text/plain").status == 415
+    assert runtime.invoke("refit-ep", csv(features[:1]).encode(), "text/csv", "image/png")[0] == 406
 
     # When the same model runs a batch transform
     put(s3, "batch/input/part-1.csv", csv(features[:25]))

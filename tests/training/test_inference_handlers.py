@@ -1,4 +1,7 @@
-"""training/inference.py: the four serving handlers, called the way the container calls them."""
+"""training/inference.py: model_fn and transform_fn, called the way the container calls them.
+
+tests/toolkits/test_serving_toolkit.py runs the same module inside the XGBoost image's own
+serving toolkit."""
 
 from __future__ import annotations
 
@@ -43,8 +46,8 @@ def expected_predictions(model: xgb.Booster, rows: np.ndarray) -> np.ndarray:
 def invoke(
     inference: ModuleType, model: xgb.Booster, body: bytes | str, content_type: str, accept: str
 ) -> tuple[str, str]:
-    rows = inference.input_fn(body, content_type)
-    result: tuple[str, str] = inference.output_fn(inference.predict_fn(rows, model), accept)
+    result = inference.transform_fn(model, body, content_type, accept)
+    assert isinstance(result, tuple), result.get_data()  # the toolkit answers a tuple with 200
     return result
 
 
@@ -101,8 +104,8 @@ def test_one_json_row_and_a_json_answer(inference: ModuleType, model: xgb.Booste
 
 
 def test_missing_values_are_empty_fields_or_null(inference: ModuleType) -> None:
-    from_csv = inference.input_fn("1,,3,4,5,6\n", "text/csv")
-    from_json = inference.input_fn("[[1, null, 3, 4, 5, 6]]", "application/json")
+    from_csv = inference.parse_request("1,,3,4,5,6\n", "text/csv")
+    from_json = inference.parse_request("[[1, null, 3, 4, 5, 6]]", "application/json")
 
     np.testing.assert_array_equal(from_csv, from_json)
     assert np.isnan(from_csv[0, 1])
@@ -124,7 +127,7 @@ def test_multiclass_probabilities_are_one_row_per_line(inference: ModuleType) ->
 @pytest.mark.parametrize("content_type", ["application/x-parquet", "text/plain"])
 def test_unsupported_content_type_is_a_415(inference: ModuleType, content_type: str) -> None:
     with pytest.raises(inference.UnsupportedContentTypeError, match="415 Unsupported") as raised:
-        inference.input_fn(b"1,2", content_type)
+        inference.parse_request(b"1,2", content_type)
 
     assert raised.value.status_code == 415
     assert issubclass(inference.UnsupportedContentTypeError, ValueError)
@@ -132,7 +135,7 @@ def test_unsupported_content_type_is_a_415(inference: ModuleType, content_type: 
 
 def test_unsupported_accept_is_a_406(inference: ModuleType) -> None:
     with pytest.raises(inference.UnsupportedAcceptError, match="406"):
-        inference.output_fn(np.zeros(2, dtype=np.float32), "application/x-protobuf")
+        inference.format_response(np.zeros(2, dtype=np.float32), "application/x-protobuf")
 
 
 @pytest.mark.parametrize(
@@ -153,7 +156,7 @@ def test_bad_requests_name_the_problem(
     inference: ModuleType, body: bytes | str, content_type: str, message: str
 ) -> None:
     with pytest.raises(inference.RequestError) as raised:
-        inference.input_fn(body, content_type)
+        inference.parse_request(body, content_type)
 
     assert message in str(raised.value)
     assert raised.value.status_code == 400
@@ -164,4 +167,40 @@ def test_rows_with_the_label_column_get_a_hint(inference: ModuleType, model: xgb
     assert with_label.shape[1] == FEATURES + 1
 
     with pytest.raises(inference.RequestError, match="without the label column"):
-        inference.predict_fn(with_label.astype(np.float32), model)
+        inference.predict(with_label.astype(np.float32), model)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "accept", "status", "message"),
+    [
+        ("1,2,x\n", "text/csv", "text/csv", 400, "line 1, column 3: 'x' is not a number"),
+        ("1,2,3,4,5,6,7\n", "text/csv", "text/csv", 400, "without the label column"),
+        ("1,2", "application/x-parquet", "text/csv", 415, "application/x-parquet"),
+        ("1,2,3,4,5,6\n", "text/csv", "application/x-protobuf", 406, "application/x-protobuf"),
+    ],
+)
+def test_a_request_the_client_must_fix_is_answered_with_its_4xx(
+    inference: ModuleType,
+    model: xgb.Booster,
+    body: str,
+    content_type: str,
+    accept: str,
+    status: int,
+    message: str,
+) -> None:
+    # The toolkit makes any exception a 500: the status must come back as a response
+    response = inference.transform_fn(model, body, content_type, accept)
+
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    error = json.loads(response.get_data())
+    assert message in error["error-message"]
+    assert error["error"].endswith("Error")
+
+
+def test_the_module_defines_transform_fn_and_none_of_the_functions_it_replaces(
+    inference: ModuleType,
+) -> None:
+    # sagemaker_xgboost_container serving.py refuses transform_fn beside any of them
+    assert callable(inference.model_fn) and callable(inference.transform_fn)
+    assert not {"input_fn", "predict_fn", "output_fn"} & set(vars(inference))

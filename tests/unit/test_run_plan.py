@@ -216,6 +216,7 @@ def test_deploy_block_names_everything_after_the_job() -> None:
     assert deploy["environment"] == {
         "SAGEMAKER_PROGRAM": "inference.py",
         "SAGEMAKER_SUBMIT_DIRECTORY": CODE_URI,
+        "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_REGION": "us-east-1",
     }

@@ -391,6 +391,9 @@ def _serving_environment(code_uri: str, region: str) -> dict[str, str]:
     return {
         "SAGEMAKER_PROGRAM": layout.INFERENCE_ENTRY_POINT,
         "SAGEMAKER_SUBMIT_DIRECTORY": code_uri,
+        # What a request without Accept (or with */*) gets: CSV, like the data refit trains on
+        # (the toolkit's own default is JSON).
+        "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_REGION": region,
     }
