@@ -69,6 +69,11 @@ import numpy.typing as npt
 import refit_incremental as incremental
 import xgboost as xgb
 
+# The SageMaker Python SDK's estimator.deploy() and .transformer() serve with the training entry
+# point (SAGEMAKER_PROGRAM=train.py): the image imports this module and needs its model_fn.
+# These are refit's own serving handlers, those of every model refit deploys.
+from inference import model_fn, transform_fn  # noqa: F401
+
 # Shared with layers/refit/refit/layout.py, their source: this script runs in the SageMaker image,
 # which does not have the refit package.
 CHANNEL_TRAIN = "train"
@@ -310,7 +315,20 @@ def load_hyperparameters(env: Mapping[str, str], paths: JobPaths) -> dict[str, A
         raise TrainingError(f"hyperparameters in {source} are not valid JSON: {error}") from None
     if not isinstance(hyperparameters, dict):
         raise TrainingError(f"hyperparameters in {source} must be a JSON object")
-    return hyperparameters
+    if source == "SM_HPS":
+        return hyperparameters  # the toolkit decoded them already
+    # The file holds strings as sent; the toolkit JSON-decodes each (the SageMaker Python SDK
+    # encodes every value), keeping a string that is not JSON as it is.
+    return {name: json_or_text(value) for name, value in hyperparameters.items()}
+
+
+def json_or_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def coerce(value: Any) -> Any:

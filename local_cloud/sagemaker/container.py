@@ -106,11 +106,25 @@ class TrainingLayout:
 
 
 def hyperparameters(request: Mapping[str, Any]) -> dict[str, str]:
-    """The request's hyperparameters, all of them, as strings (as SageMaker passes them)."""
+    """The request's hyperparameters, all of them, as strings: ``hyperparameters.json``."""
     return {str(k): str(v) for k, v in (request.get("HyperParameters") or {}).items()}
 
 
-def user_hyperparameters(all_hyperparameters: Mapping[str, str]) -> dict[str, str]:
+def decoded_hyperparameters(request: Mapping[str, Any]) -> dict[str, Any]:
+    """What the toolkits read from ``hyperparameters.json``: each value ``json.loads``-ed, the
+    string itself when it is not JSON (sagemaker-containers 2.8.6 and sagemaker-training 5.1
+    ``_env.read_hyperparameters``). The SageMaker Python SDK's framework estimators JSON-encode
+    every value (``"\"s3://...\""``); boto3 users send plain strings."""
+    decoded: dict[str, Any] = {}
+    for name, value in hyperparameters(request).items():
+        try:
+            decoded[name] = json.loads(value)
+        except ValueError:
+            decoded[name] = value
+    return decoded
+
+
+def user_hyperparameters(all_hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     """Hyperparameters minus the toolkit's own ``sagemaker_*`` ones."""
     return {
         k: v
@@ -119,12 +133,37 @@ def user_hyperparameters(all_hyperparameters: Mapping[str, str]) -> dict[str, st
     }
 
 
-def user_args(all_hyperparameters: Mapping[str, str]) -> list[str]:
-    """``--name value`` per user hyperparameter, sorted by name, as the toolkit passes them."""
+def user_args(all_hyperparameters: Mapping[str, Any]) -> list[str]:
+    """The script's arguments, as the toolkit's ``mapping.to_cmd_args`` makes them: sorted by
+    name, ``--name`` (``-n`` for one letter), the decoded value as ``str`` (a mapping as
+    ``k=v,...``)."""
     args: list[str] = []
     for name, value in sorted(user_hyperparameters(all_hyperparameters).items()):
-        args += [f"--{name}", value]
+        flag = f"--{name}" if len(name) > 1 else f"-{name}"
+        if isinstance(value, Mapping):
+            text = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+        else:
+            text = "" if value is None else str(value)
+        args += [flag, text]
     return args
+
+
+def env_value(value: Any) -> str:
+    """An ``SM_*`` variable's value, as the toolkit's ``mapping.to_env_vars`` formats it."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def script_mode_program(request: Mapping[str, Any]) -> tuple[str, str]:
+    """``(sagemaker_program, sagemaker_submit_directory)``, decoded; empty when missing."""
+    decoded = decoded_hyperparameters(request)
+    return (
+        env_value(decoded.get(PROGRAM_HYPERPARAMETER)),
+        env_value(decoded.get(SUBMIT_DIRECTORY_HYPERPARAMETER)),
+    )
 
 
 def channel_names(request: Mapping[str, Any]) -> list[str]:
@@ -202,10 +241,10 @@ def training_environment(
     base = dict(os.environ if base_environment is None else base_environment)
     env = {k: v for k, v in base.items() if not k.startswith("SM_")}
     env.update({str(k): str(v) for k, v in (request.get("Environment") or {}).items()})
-    all_hps = hyperparameters(request)
+    all_hps = decoded_hyperparameters(request)
     user_hps = user_hyperparameters(all_hps)
     channels = channel_names(request)
-    program = all_hps.get(PROGRAM_HYPERPARAMETER, "")
+    program, submit_directory = script_mode_program(request)
     env.update(
         {
             "TRAINING_JOB_NAME": str(request["TrainingJobName"]),
@@ -220,7 +259,7 @@ def training_environment(
             "SM_OUTPUT_FAILURE": str(layout.failure_file),
             "SM_CHECKPOINT_DIR": str(layout.checkpoint_dir),
             "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HPS": json.dumps(user_hps, sort_keys=True),
+            "SM_HPS": env_value(user_hps),
             "SM_HOSTS": json.dumps([CURRENT_HOST]),
             "SM_CURRENT_HOST": CURRENT_HOST,
             "SM_NETWORK_INTERFACE_NAME": "eth0",
@@ -228,7 +267,7 @@ def training_environment(
             "SM_NUM_GPUS": "0",
             "SM_LOG_LEVEL": "20",
             "SM_MODULE_NAME": PurePosixPath(program).stem,
-            "SM_MODULE_DIR": all_hps.get(SUBMIT_DIRECTORY_HYPERPARAMETER, ""),
+            "SM_MODULE_DIR": submit_directory,
             "SM_USER_ENTRY_POINT": program,
             "SM_USER_ARGS": json.dumps(user_args(all_hps)),
             "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config(request), sort_keys=True),
@@ -239,7 +278,7 @@ def training_environment(
     for channel in channels:
         env[f"SM_CHANNEL_{channel.upper()}"] = str(layout.channel_dir(channel))
     for name, value in user_hps.items():
-        env[f"SM_HP_{name.upper()}"] = value
+        env[f"SM_HP_{name.upper()}"] = env_value(value)
     return env
 
 

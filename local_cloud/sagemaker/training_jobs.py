@@ -214,19 +214,20 @@ def validate_request(request: dict[str, Any]) -> None:
         raise ValidationError(
             f"TrainingJobName {name!r} must be 1-63 characters of [a-zA-Z0-9](-*[a-zA-Z0-9])*"
         )
-    hps = container.hyperparameters(request)
-    for required in (container.PROGRAM_HYPERPARAMETER, container.SUBMIT_DIRECTORY_HYPERPARAMETER):
-        if not hps.get(required):
+    program, submit_directory = container.script_mode_program(request)
+    for required, value in (
+        (container.PROGRAM_HYPERPARAMETER, program),
+        (container.SUBMIT_DIRECTORY_HYPERPARAMETER, submit_directory),
+    ):
+        if not value:
             raise ValidationError(
                 f"hyperparameter {required} is required: the local runtime runs script mode only"
             )
     try:
-        s3io.safe_relative_path(hps[container.PROGRAM_HYPERPARAMETER])
+        s3io.safe_relative_path(program)
     except ValueError as error:
         raise ValidationError(f"{container.PROGRAM_HYPERPARAMETER}: {error}") from None
-    _s3_uri(
-        hps[container.SUBMIT_DIRECTORY_HYPERPARAMETER], container.SUBMIT_DIRECTORY_HYPERPARAMETER
-    )
+    _s3_uri(submit_directory, container.SUBMIT_DIRECTORY_HYPERPARAMETER)
     _s3_uri(
         request.get("OutputDataConfig", {}).get("S3OutputPath"), "OutputDataConfig.S3OutputPath"
     )
@@ -566,7 +567,7 @@ class TrainingJob:
             return _Result(Outcome.FAILED, f"ClientError: Data download failed: {error}")
         if stopped is not None:
             return _Result(stopped)
-        program = container.hyperparameters(self.request)[container.PROGRAM_HYPERPARAMETER]
+        program, _ = container.script_mode_program(self.request)
         script = layout.code_dir / s3io.safe_relative_path(program)
         if not script.is_file():
             return _Result(
@@ -605,10 +606,7 @@ class TrainingJob:
             if checkpoints:
                 self._log.note(f"checkpoints: {len(checkpoints)} files from {self._checkpoint_uri}")
         s3io.download_and_extract(
-            self._s3,
-            container.hyperparameters(self.request)[container.SUBMIT_DIRECTORY_HYPERPARAMETER],
-            layout.code_dir,
-            layout.root,
+            self._s3, container.script_mode_program(self.request)[1], layout.code_dir, layout.root
         )
         container.write_config_files(layout, self.request)
         return self._limit_reached()
@@ -621,7 +619,7 @@ class TrainingJob:
     ) -> _Result:
         args = [self._settings.python_executable, str(script)]
         if self._settings.pass_hyperparameters_as_args:
-            args += container.user_args(container.hyperparameters(self.request))
+            args += container.user_args(container.decoded_hyperparameters(self.request))
         env = container.training_environment(layout, self.request)
         self._log.clear_tail()
         process = subprocess.Popen(

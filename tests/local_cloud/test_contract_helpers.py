@@ -46,6 +46,51 @@ def test_environment_replaces_inherited_sm_variables(tmp_path: Path) -> None:
     assert json.loads(env["SM_USER_ARGS"]) == ["--max_depth", "3"]
 
 
+def test_hyperparameters_are_decoded_as_the_toolkits_decode_them(tmp_path: Path) -> None:
+    # The SageMaker Python SDK's estimators JSON-encode every value; boto3 users do not
+    request = training_request(
+        "j",
+        "s3://b/code.tar.gz",
+        hyperparameters={
+            "objective": '"reg:squarederror"',
+            "num_round": "25",
+            "eta": "0.1",
+            "early_stop": "true",
+            "plain": "reg:logistic",
+            "k": '{"b": 2, "a": 1}',
+        },
+        channels={"train": ("S3Prefix", "s3://b/t/")},
+    )
+    request["HyperParameters"]["sagemaker_submit_directory"] = '"s3://b/code.tar.gz"'
+    request["HyperParameters"]["sagemaker_program"] = '"train.py"'
+
+    env = container.training_environment(container.TrainingLayout(tmp_path), request, {})
+
+    assert container.script_mode_program(request) == ("train.py", "s3://b/code.tar.gz")
+    assert json.loads(env["SM_HPS"]) == {
+        "objective": "reg:squarederror",
+        "num_round": 25,
+        "eta": 0.1,
+        "early_stop": True,
+        "plain": "reg:logistic",
+        "k": {"a": 1, "b": 2},
+    }
+    assert env["SM_HP_OBJECTIVE"] == "reg:squarederror"
+    assert env["SM_HP_EARLY_STOP"] == "true"  # to_env_vars: compact JSON for non-strings
+    assert env["SM_HP_K"] == '{"a":1,"b":2}'
+    assert json.loads(env["SM_USER_ARGS"]) == [
+        "--early_stop", "True",  # to_cmd_args: str() of the decoded value
+        "--eta", "0.1",
+        "-k", "a=1,b=2",
+        "--num_round", "25",
+        "--objective", "reg:squarederror",
+        "--plain", "reg:logistic",
+    ]  # fmt: skip
+    assert env["SM_MODULE_DIR"] == "s3://b/code.tar.gz"
+    # hyperparameters.json keeps the strings as sent, as SageMaker writes it
+    assert container.hyperparameters(request)["objective"] == '"reg:squarederror"'
+
+
 def test_checkpoint_config_file_points_at_the_local_directory(tmp_path: Path) -> None:
     layout = container.TrainingLayout(tmp_path)
     request = training_request("j", "s3://b/c.tar.gz", checkpoint_uri="s3://b/ck/j/")

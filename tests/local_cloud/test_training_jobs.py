@@ -201,7 +201,7 @@ def test_successful_job_downloads_channels_runs_script_and_uploads_artifacts(
     assert report["resourceconfig"]["current_host"] == "algo-1"
     env = report["env"]
     root = job_file(description, 1, "")
-    assert json.loads(env["SM_HPS"]) == {"eta": "0.3", "num_round": "10"}
+    assert json.loads(env["SM_HPS"]) == {"eta": 0.3, "num_round": 10}  # decoded, as the toolkit
     assert json.loads(env["SM_CHANNELS"]) == ["model", "test", "train"]
     assert json.loads(env["SM_HOSTS"]) == ["algo-1"]
     assert env["SM_CURRENT_HOST"] == "algo-1"

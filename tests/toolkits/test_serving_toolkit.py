@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -54,10 +55,17 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def import_module(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"toolkit_user_{next(_names)}", path)
+    """As the local model server imports a script: a unique name, its directory on sys.path."""
+    name = f"toolkit_user_{next(_names)}"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 
@@ -134,6 +142,19 @@ def test_refit_inference_answers_alike_in_the_real_toolkit_and_locally(
     assert real[0][2] == csv_type and real[4][2] == "application/json"
     errors = [json.loads(body) for status, body, _ in real if status >= 400]
     assert all(set(error) == {"error", "error-message"} for error in errors)
+
+
+def test_train_py_serves_too_as_the_sdks_deploy_uses_it(
+    toolkit_python: Path, model_dir: Path
+) -> None:
+    # SDK v2's estimator.deploy() sets SAGEMAKER_PROGRAM to the training entry point
+    env = {"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"}
+    train, inference = ROOT / "training" / "train.py", ROOT / "training" / "inference.py"
+
+    real = real_toolkit(toolkit_python, train, model_dir, REFIT_REQUESTS, env)
+
+    assert real == real_toolkit(toolkit_python, inference, model_dir, REFIT_REQUESTS, env)
+    assert emulated(train, model_dir, REFIT_REQUESTS, env) == real
 
 
 NAIVE_HANDLERS = """

@@ -232,6 +232,19 @@ def test_hyperparameters_from_sm_hps_win_and_sagemaker_keys_are_ignored(job: Job
     assert "not used" not in run.output  # xgboost warns about parameters it does not know
 
 
+def test_json_encoded_hyperparameters_from_the_sdk_are_decoded(job: Job) -> None:
+    # The SageMaker Python SDK's XGBoost estimator writes every value as JSON
+    job.set_hyperparameters(
+        num_round=json.dumps(4), objective=json.dumps("reg:squarederror"), eta=json.dumps(0.3)
+    )
+
+    run = job.run()
+
+    assert run.returncode == 0, run.output
+    assert job.evaluation()["challengerRounds"] == 4
+    assert job.evaluation()["objective"] == "reg:squarederror"
+
+
 def test_messy_but_valid_files_are_read(job: Job) -> None:
     """CRLF, blank lines, empty feature fields, nested files; _ and . files are skipped."""
     table = regression_rows(50, seed=7)
