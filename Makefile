@@ -11,7 +11,7 @@ SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY=0
 export AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: venv toolkit-venv demo local-up test unit static e2e lint build clean bench
+.PHONY: venv toolkit-venv sdk-venvs demo local-up test unit static e2e lint build clean bench
 
 venv: $(STAMP)
 
@@ -43,12 +43,25 @@ $(TOOLKIT_STAMP): $(TOOLKIT_REQUIREMENTS)
 		$(TOOLKIT_VENV)/lib/python*/site-packages/sagemaker_containers/_mapping.py
 	touch $@
 
+# The SageMaker Python SDK v2 (the seed's course) in a venv of its own: v2 and v3 are both the
+# distribution `sagemaker`. tests/sdk run its flows against the local cloud.
+SDK_V2_VENV := .venv-sdk-v2
+SDK_V2_STAMP := $(SDK_V2_VENV)/.installed
+
+sdk-venvs: $(SDK_V2_STAMP)
+
+$(SDK_V2_STAMP): tests/sdk/sdk-v2.txt
+	rm -rf $(SDK_V2_VENV)
+	$(PYTHON) -m venv $(SDK_V2_VENV)
+	$(SDK_V2_VENV)/bin/pip install --quiet -r tests/sdk/sdk-v2.txt
+	touch $@
+
 # A local cloud to play with: prints the endpoint URL and how to use it; Ctrl-C stops it.
 local-up: venv
 	$(BIN)/refit local up
 
 # One worker per core, each test file on one worker (module-scoped local clouds, ordered steps).
-test: venv $(TOOLKIT_STAMP)
+test: venv $(TOOLKIT_STAMP) $(SDK_V2_STAMP)
 	$(BIN)/pytest -q -n auto --dist loadfile
 
 unit: venv
