@@ -204,6 +204,8 @@ class LocalCloud:
             settings=settings,
             # UpdateEndpoint's auto-rollback alarms: read from this process's moto CloudWatch.
             alarm_state=moto_patches.cloudwatch_alarm_state(self.region),
+            # Job output in CloudWatch Logs, where the SDKs and `aws logs tail` read it.
+            logs=self.client("logs"),
         )
         moto_patches.install(sagemaker=self._sagemaker, invoke_lambda=self.invoke_lambda)
         self._patched = True

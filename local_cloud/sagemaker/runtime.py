@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import job_logs
 from .endpoints import DEFAULT_UPDATE_FAILURE, Endpoints
 from .model_server import InvocationResult
 from .rollout import AlarmState
@@ -18,9 +19,10 @@ from .training_jobs import OUT_OF_MEMORY_FAILURE, SpotInterruption, TrainingJobs
 from .transform_jobs import TransformJobs
 
 if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_s3 import S3Client
 else:
-    S3Client = Any
+    CloudWatchLogsClient = S3Client = Any
 
 
 def utc_now() -> datetime:
@@ -42,6 +44,9 @@ class LocalSageMaker:
             endpoint updates whose DeploymentConfig has an ``AutoRollbackConfiguration``.
             None: no alarm exists (naming one is a ValidationError). The runtime never
             imports moto: the API layer passes a reader of its CloudWatch.
+        logs: a boto3 CloudWatch Logs client: each training container's output goes to
+            ``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<epoch>`` (:mod:`.job_logs`).
+            None: the output stays in the job's local log file only.
 
     Thread-safe. Use as a context manager, or call :meth:`close`.
     """
@@ -55,11 +60,14 @@ class LocalSageMaker:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
         alarm_state: AlarmState | None = None,
+        logs: CloudWatchLogsClient | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._training = TrainingJobs(s3, self.work_dir, self.settings, clock, now)
+        # Training output also goes to CloudWatch Logs when a client is given (job_logs).
+        sink = job_logs.CloudWatchLogs(logs) if logs is not None else None
+        self._training = TrainingJobs(s3, self.work_dir, self.settings, clock, now, sink)
         self._endpoints = Endpoints(
             s3, self.work_dir, self.settings, now, clock=clock, alarm_state=alarm_state
         )

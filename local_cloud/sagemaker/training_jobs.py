@@ -55,7 +55,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
     ClientError,
 )
 
-from . import container, s3io
+from . import container, job_logs, s3io
 from .errors import ResourceInUse, ResourceNotFound, ValidationError
 from .settings import RuntimeSettings
 
@@ -151,8 +151,10 @@ class _JobLog:
         metrics: list[_Metric],
         tail_lines: int,
         now: Callable[[], datetime],
+        stream: job_logs.StreamWriter,
     ) -> None:
         self.path = path
+        self._stream = stream
         self._metrics = metrics
         self._now = now
         self._lock = threading.Lock()
@@ -166,6 +168,7 @@ class _JobLog:
         with self._lock:
             self._write(line)
             self._tail.append(line)
+            self._stream.line(line)
             for metric in self._metrics:
                 match = metric.pattern.search(line)
                 if match is None:
@@ -191,9 +194,11 @@ class _JobLog:
         with self._lock:
             return list(self._tail)
 
-    def clear_tail(self) -> None:
+    def start_attempt(self) -> None:
+        """A new container: an empty tail and a new CloudWatch stream."""
         with self._lock:
             self._tail.clear()
+        self._stream.start()
 
     def final_metrics(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -205,6 +210,7 @@ class _JobLog:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+        self._stream.flush()
 
 
 def validate_request(request: dict[str, Any]) -> None:
@@ -296,6 +302,7 @@ class TrainingJob:
         injections: Injections,
         clock: Callable[[], float],
         now: Callable[[], datetime],
+        logs: job_logs.CloudWatchLogs | None = None,
     ) -> None:
         self.request = copy.deepcopy(request)
         self.name: str = request["TrainingJobName"]
@@ -320,7 +327,11 @@ class TrainingJob:
         )
         shutil.rmtree(job_dir, ignore_errors=True)  # a reused work_dir: start from nothing
         self._log = _JobLog(
-            job_dir / "training.log", _metric_definitions(request), settings.log_tail_lines, now
+            job_dir / "training.log",
+            _metric_definitions(request),
+            settings.log_tail_lines,
+            now,
+            job_logs.StreamWriter(logs, job_logs.TRAINING_JOBS_GROUP, self.name),
         )
 
         self._lock = threading.Lock()
@@ -621,7 +632,7 @@ class TrainingJob:
         if self._settings.pass_hyperparameters_as_args:
             args += container.user_args(container.decoded_hyperparameters(self.request))
         env = container.training_environment(layout, self.request)
-        self._log.clear_tail()
+        self._log.start_attempt()
         process = subprocess.Popen(
             args,
             cwd=layout.code_dir,
@@ -826,12 +837,14 @@ class TrainingJobs:
         settings: RuntimeSettings,
         clock: Callable[[], float],
         now: Callable[[], datetime],
+        logs: job_logs.CloudWatchLogs | None = None,
     ) -> None:
         self._s3 = s3
         self._work_dir = work_dir
         self._settings = settings
         self._clock = clock
         self._now = now
+        self._logs = logs
         self._lock = threading.Lock()
         self._jobs: dict[str, TrainingJob] = {}
         self._next_spot = Injections()
@@ -863,6 +876,7 @@ class TrainingJobs:
                 injections,
                 self._clock,
                 self._now,
+                self._logs,
             )
             self._jobs[name] = job
         description = job.describe()  # before the thread can move on

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from local_sagemaker_harness import (
     BUCKET,
@@ -25,6 +27,7 @@ from local_cloud.sagemaker import (
     OUT_OF_MEMORY_FAILURE,
     LocalSageMaker,
     ResourceInUse,
+    RuntimeSettings,
     ValidationError,
 )
 
@@ -396,6 +399,43 @@ def test_spot_interruption_restarts_and_resumes_from_s3_checkpoints(
     # And only the time the process ran is billed
     assert 1 <= description["BillableTimeInSeconds"] <= description["TrainingTimeInSeconds"]
     assert description["LocalRuntime"]["ProcessSeconds"] > 1.0
+
+
+def test_the_output_of_each_container_start_is_a_cloudwatch_log_stream(
+    s3: Any, tmp_path: Path, settings: RuntimeSettings, code: str
+) -> None:
+    # Given a runtime that writes to CloudWatch Logs, and a spot job interrupted once
+    logs = boto3.client("logs", region_name="us-east-1")
+    runtime = LocalSageMaker(s3, tmp_path / "sm", settings=settings, logs=logs)
+    try:
+        runtime.inject_spot_interruption(after_checkpoints=3)
+        request = training_request(
+            "job-logs",
+            code,
+            hyperparameters={"behaviour": "count", "target": "8"},
+            spot=True,
+            checkpoint_uri=f"s3://{BUCKET}/checkpoints/job-logs/",
+        )
+        runtime.start_training_job(request)
+        assert finished_training(runtime, "job-logs")["TrainingJobStatus"] == "Completed"
+    finally:
+        runtime.close()
+
+    # Then each attempt has its stream in /aws/sagemaker/TrainingJobs, as SageMaker names them
+    group = "/aws/sagemaker/TrainingJobs"
+    streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix="job-logs/")
+    names = sorted(stream["logStreamName"] for stream in streams["logStreams"])
+    assert len(names) == 2
+    assert all(re.fullmatch(r"job-logs/algo-1-\d{10}", name) for name in names)
+    # And holds the script's own lines, in order (the runtime's notes stay in its file)
+    first, second = (
+        [e["message"] for e in logs.get_log_events(logGroupName=group, logStreamName=name,
+                                                  startFromHead=True)["events"]]
+        for name in names
+    )  # fmt: skip
+    assert first[0] == "starting at 0"
+    assert second[0].startswith("starting at ") and second[-1] == "count 8"
+    assert not any(line.startswith("[local-sagemaker]") for line in first + second)
 
 
 def test_spot_capacity_delay_is_not_billed(s3: Any, tmp_path: Path, code: str) -> None:

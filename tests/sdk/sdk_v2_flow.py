@@ -55,7 +55,7 @@ first = estimator(
     checkpoint_s3_uri=f"s3://{bucket}/sdk/checkpoints/first/",
     hyperparameters={"num_round": 20, "objective": "reg:squarederror", "eval_metric": "rmse"},
 )
-first.fit(channels, logs=False)
+first.fit(channels)  # logs=True: the SDK follows the job's CloudWatch stream
 
 # Incremental: the first model's artifact in the "model" channel (model_uri), as refit does
 second = estimator(

@@ -125,6 +125,8 @@ def test_the_seeds_sdk_v2_flow_runs_on_the_local_cloud(
 
     assert flow.returncode == 0, flow.stderr[-4000:]
     result = json.loads(flow.stdout.strip().splitlines()[-1])
+    # fit() printed the job's own log lines, read from CloudWatch Logs as on AWS
+    assert "training from scratch: 20 rounds" in flow.stdout
     sagemaker = boto3.client("sagemaker", endpoint_url=info.endpoint_url, region_name=info.region)
     s3 = boto3.client("s3", endpoint_url=info.endpoint_url, region_name=info.region)
     first, second = (sagemaker.describe_training_job(TrainingJobName=n) for n in result["jobs"])

@@ -1,0 +1,122 @@
+"""A job's container output in CloudWatch Logs, where SageMaker puts it and clients read it.
+
+SageMaker writes each training container's stdout/stderr to log group
+``/aws/sagemaker/TrainingJobs``, one stream per host and container start:
+``<job name>/algo-1-<epoch seconds>`` (a spot job resumed on new capacity starts a new stream).
+The SageMaker Python SDK's ``fit(logs=True)`` / ``logs_for_job`` lists the streams with prefix
+``<job name>/`` and reads them with GetLogEvents; the AWS CLI's ``logs filter-log-events``
+(v2: ``logs tail``) reads them too.
+
+:class:`CloudWatchLogs` writes through any CloudWatch Logs client (the local cloud passes one
+for its own moto); lines are batched (PutLogEvents per second or per 500 lines, and at the end).
+A failure to write is logged and never fails the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
+else:
+    CloudWatchLogsClient = Any
+
+log = logging.getLogger(__name__)
+
+TRAINING_JOBS_GROUP = "/aws/sagemaker/TrainingJobs"
+FLUSH_SECONDS = 1.0
+FLUSH_LINES = 500
+
+
+class CloudWatchLogs:
+    """Creates groups and streams on first use and puts batches of events into them."""
+
+    def __init__(self, client: CloudWatchLogsClient) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._groups: set[str] = set()
+
+    def create_stream(self, group: str, stream: str) -> None:
+        with self._lock:
+            if group not in self._groups:
+                self._ignore_existing(lambda: self._client.create_log_group(logGroupName=group))
+                self._groups.add(group)
+        self._ignore_existing(
+            lambda: self._client.create_log_stream(logGroupName=group, logStreamName=stream)
+        )
+
+    def put(self, group: str, stream: str, events: list[tuple[int, str]]) -> None:
+        self._client.put_log_events(
+            logGroupName=group,
+            logStreamName=stream,
+            logEvents=[{"timestamp": ms, "message": message} for ms, message in events],
+        )
+
+    def _ignore_existing(self, create: Callable[[], Any]) -> None:
+        with contextlib.suppress(self._client.exceptions.ResourceAlreadyExistsException):
+            create()
+
+
+class StreamWriter:
+    """One job's lines, into a new stream per container start (:meth:`start`)."""
+
+    def __init__(self, sink: CloudWatchLogs | None, group: str, job_name: str) -> None:
+        self._sink = sink
+        self._group = group
+        self._job_name = job_name
+        self._lock = threading.Lock()
+        self._stream: str | None = None
+        self._pending: list[tuple[int, str]] = []
+        self._last_flush = time.monotonic()
+        self._last_epoch = 0
+
+    @property
+    def stream(self) -> str | None:
+        return self._stream
+
+    def start(self, host: str = "algo-1") -> None:
+        """A container starts: flush the previous stream, open ``<job>/<host>-<epoch>``."""
+        self.flush()
+        if self._sink is None:
+            return
+        epoch = max(int(time.time()), self._last_epoch + 1)  # a restart within the second
+        self._last_epoch = epoch
+        stream = f"{self._job_name}/{host}-{epoch}"
+        try:
+            self._sink.create_stream(self._group, stream)
+        except Exception:
+            log.warning("cannot create log stream %s/%s", self._group, stream, exc_info=True)
+            return
+        with self._lock:
+            self._stream = stream
+
+    def line(self, message: str) -> None:
+        if self._sink is None or not message:  # CloudWatch events need a message
+            return
+        with self._lock:
+            if self._stream is None:
+                return
+            self._pending.append((int(time.time() * 1000), message))
+            due = (
+                len(self._pending) >= FLUSH_LINES
+                or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+            stream = self._stream
+            self._last_flush = time.monotonic()
+        if not events or stream is None or self._sink is None:
+            return
+        try:
+            self._sink.put(self._group, stream, events)
+        except Exception:
+            log.warning("cannot write %d log events to %s", len(events), stream, exc_info=True)
