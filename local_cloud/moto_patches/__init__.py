@@ -34,6 +34,8 @@ What each module patches (see their docstrings):
   a literal key).
 - :mod:`.dynamodb_api`: DynamoDB requests one at a time (moto's transactions deep-copy tables
   that other server threads were writing to).
+- :mod:`.iam_api`: ``moto.iam``: adds SimulatePrincipalPolicy, evaluated from the principal's
+  policies (the SageMaker Python SDK v3 validates roles with it).
 - :mod:`.lambda_api`: ``moto.awslambda``: every invocation -> ``invoke_lambda``; SQS event source
   mappings no longer deliver inside SendMessage.
 
@@ -83,6 +85,7 @@ def all_patches() -> list[Patch]:
         from . import (
             cloudwatch_alarms,
             dynamodb_api,
+            iam_api,
             lambda_api,
             sagemaker_api,
             sagemaker_runtime_api,
@@ -106,6 +109,7 @@ def all_patches() -> list[Patch]:
         *lambda_api.patches(),
         *dynamodb_api.patches(),
         *cloudwatch_alarms.patches(),
+        *iam_api.patches(),
     ]
 
 
