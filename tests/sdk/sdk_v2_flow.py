@@ -6,6 +6,8 @@ Train with managed spot (max_wait, a checkpoint S3 URI), continue that model thr
 Everything the SDK reaches goes through AWS_ENDPOINT_URL; prints one JSON document.
 
 env: BUCKET, ROLE, SOURCE_DIR, DATA_DIR (train.csv, test.csv, rows.csv), AWS_* of the cloud.
+Everything it reads or writes in the bucket is under ``sdk/`` (SDK_PREFIXES in the test): the
+role needs no more.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def estimator(**extra: object) -> XGBoost:
         max_run=600,
         max_wait=1200,
         output_path=f"s3://{bucket}/sdk/output/",
+        code_location=f"s3://{bucket}/sdk/code",
         **extra,  # type: ignore[arg-type]
     )
 

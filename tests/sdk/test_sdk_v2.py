@@ -17,6 +17,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import numpy as np
@@ -68,6 +69,53 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
         yield c
 
 
+# What the flow touches in the bucket, by action: the SDK user's role grants exactly this.
+SDK_PREFIXES = {
+    "s3:GetObject": ["sdk/train/*", "sdk/test/*", "sdk/code/*", "sdk/output/*", "sdk/batch-in/*",
+                     "sdk/checkpoints/*"],
+    "s3:PutObject": ["sdk/output/*", "sdk/checkpoints/*", "sdk/batch-out/*"],
+}  # fmt: skip
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "sagemaker.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def sdk_user_role(iam: Any, bucket: str) -> str:
+    """A SageMaker execution role for the SDK's jobs: the stack's own role reads only refit's
+    prefixes (runs/, models/, code/...), so on AWS it could not read sdk/."""
+    statements = [
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+        *(
+            {"Effect": "Allow", "Action": action, "Resource": [
+                f"arn:aws:s3:::{bucket}/{prefix}" for prefix in prefixes]}
+            for action, prefixes in SDK_PREFIXES.items()
+        ),
+    ]  # fmt: skip
+    role = iam.create_role(
+        RoleName="sdk-user-sagemaker", AssumeRolePolicyDocument=json.dumps(TRUST)
+    )
+    iam.put_role_policy(
+        RoleName="sdk-user-sagemaker",
+        PolicyName="sdk-prefix",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )
+    return str(role["Role"]["Arn"])
+
+
+def allowed(iam: Any, role_arn: str, action: str, resource: str) -> bool:
+    result = iam.simulate_principal_policy(
+        PolicySourceArn=role_arn, ActionNames=[action], ResourceArns=[resource]
+    )
+    return bool(result["EvaluationResults"][0]["EvalDecision"] == "allowed")
+
+
 def data_files(directory: Path) -> np.ndarray:
     rng = np.random.default_rng(63)
     features = rng.random((1600, 5))
@@ -91,9 +139,19 @@ def test_the_seeds_sdk_v2_flow_runs_on_the_local_cloud(
 ) -> None:
     # Given the stack's SageMaker role, data files, and an SDK that may only reach the cloud
     info = cloud.connection_info()
-    role = cloud.stack.resources["SageMakerExecutionRole"][1]
     iam = boto3.client("iam", endpoint_url=info.endpoint_url, region_name=info.region)
-    role_arn = iam.get_role(RoleName=role)["Role"]["Arn"]
+    role_arn = sdk_user_role(iam, info.bucket)
+    stack_role = iam.get_role(RoleName=cloud.stack.resources["SageMakerExecutionRole"][1])
+    # (IAM's simulator says what AWS would: this role suffices, the stack's would not)
+    for action, prefixes in SDK_PREFIXES.items():
+        for prefix in prefixes:
+            key = f"arn:aws:s3:::{info.bucket}/{prefix.replace('*', 'x')}"
+            assert allowed(iam, role_arn, action, key), (action, key)
+    sdk_data = f"arn:aws:s3:::{info.bucket}/sdk/train/train.csv"
+    assert not allowed(iam, stack_role["Role"]["Arn"], "s3:GetObject", sdk_data)
+    assert allowed(
+        iam, stack_role["Role"]["Arn"], "s3:GetObject", f"arn:aws:s3:::{info.bucket}/runs/x"
+    )
     rows = data_files(tmp_path)
     (tmp_path / "sdk-config.yaml").write_text(TELEMETRY_OPT_OUT)
     proxy_url, attempts = proxy
