@@ -40,6 +40,7 @@ from typing import Any
 
 import flask
 from werkzeug.exceptions import InternalServerError
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,11 @@ def transform(
 
 def response(result: Any) -> tuple[int, bytes, str]:
     """``(status, body, content type)`` of what Flask makes of a view's return value."""
-    with _app.test_request_context():
-        made = _app.make_response(result)
+    if isinstance(result, WerkzeugResponse):
+        made = result  # what make_response returns as it is (and the common case: no context)
+    else:
+        with _app.test_request_context():
+            made = _app.make_response(result)
     return made.status_code, made.get_data(), made.headers.get("Content-Type", "")
 
 
