@@ -33,6 +33,18 @@ FAILURE_REASON_MAX = 1024
 RESERVED_HYPERPARAMETER_PREFIX = "sagemaker_"
 PROGRAM_HYPERPARAMETER = "sagemaker_program"
 SUBMIT_DIRECTORY_HYPERPARAMETER = "sagemaker_submit_directory"
+# TrainingEnv properties the toolkit keeps out of the SM_* variables (SM_TRAINING_ENV has them):
+# the hyperparameters go out as SM_HPS and SM_HP_*, the channels as SM_CHANNELS/SM_CHANNEL_*.
+TRAINING_ENV_NOT_EXPORTED = frozenset(
+    {
+        "additional_framework_parameters",
+        "channel_input_dirs",
+        "hyperparameters",
+        "is_master",
+        "job_name",
+        "master_hostname",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -245,36 +257,57 @@ def training_environment(
     user_hps = user_hyperparameters(all_hps)
     channels = channel_names(request)
     program, submit_directory = script_mode_program(request)
+    job_name = str(request["TrainingJobName"])
+    hosts = [CURRENT_HOST]
+    data_config = input_data_config(request)
+    resources = resource_config(request)
+    # SM_TRAINING_ENV: the toolkit's whole TrainingEnv as one document (its to_env_vars).
+    training_env = {
+        "additional_framework_parameters": {},
+        "channel_input_dirs": {c: str(layout.channel_dir(c)) for c in channels},
+        "current_host": CURRENT_HOST,
+        "framework_module": None,
+        "hosts": hosts,
+        "hyperparameters": user_hps,
+        "input_config_dir": str(layout.config_dir),
+        "input_data_config": data_config,
+        "input_dir": str(layout.input_dir),
+        "is_master": True,
+        "job_name": job_name,
+        "log_level": 20,
+        "master_hostname": hosts[0],
+        "model_dir": str(layout.model_dir),
+        "module_dir": submit_directory,
+        "module_name": PurePosixPath(program).stem,
+        "network_interface_name": "eth0",
+        "num_cpus": os.cpu_count() or 1,
+        "num_gpus": 0,
+        "output_data_dir": str(layout.output_data_dir),
+        "output_dir": str(layout.output_dir),
+        "output_intermediate_dir": str(layout.output_dir / "intermediate"),
+        "resource_config": resources,
+        "user_entry_point": program,
+    }
     env.update(
         {
-            "TRAINING_JOB_NAME": str(request["TrainingJobName"]),
+            "TRAINING_JOB_NAME": job_name,
             "SAGEMAKER_BASE_DIR": str(layout.root),
+            # refit's own overrides (see the module docstring): not the toolkit's.
             "SM_ROOT": str(layout.root),
-            "SM_MODEL_DIR": str(layout.model_dir),
-            "SM_INPUT_DIR": str(layout.input_dir),
-            "SM_INPUT_CONFIG_DIR": str(layout.config_dir),
-            "SM_OUTPUT_DIR": str(layout.output_dir),
-            "SM_OUTPUT_DATA_DIR": str(layout.output_data_dir),
-            "SM_OUTPUT_INTERMEDIATE_DIR": str(layout.output_dir / "intermediate"),
             "SM_OUTPUT_FAILURE": str(layout.failure_file),
             "SM_CHECKPOINT_DIR": str(layout.checkpoint_dir),
-            "SM_CHANNELS": json.dumps(sorted(channels)),
+            # The toolkit's (sagemaker_containers _env.TrainingEnv.to_env_vars), formatted as
+            # its mapping.to_env_vars does: strings as they are, the rest compact JSON.
+            **{f"SM_{name.upper()}": env_value(value) for name, value in training_env.items()
+               if name not in TRAINING_ENV_NOT_EXPORTED},
+            "SM_CHANNELS": env_value(sorted(channels)),
             "SM_HPS": env_value(user_hps),
-            "SM_HOSTS": json.dumps([CURRENT_HOST]),
-            "SM_CURRENT_HOST": CURRENT_HOST,
-            "SM_NETWORK_INTERFACE_NAME": "eth0",
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
-            "SM_NUM_GPUS": "0",
-            "SM_LOG_LEVEL": "20",
-            "SM_MODULE_NAME": PurePosixPath(program).stem,
-            "SM_MODULE_DIR": submit_directory,
-            "SM_USER_ENTRY_POINT": program,
-            "SM_USER_ARGS": json.dumps(user_args(all_hps)),
-            "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config(request), sort_keys=True),
-            "SM_RESOURCE_CONFIG": json.dumps(resource_config(request), sort_keys=True),
+            "SM_FRAMEWORK_PARAMS": env_value({}),
+            "SM_USER_ARGS": env_value(user_args(all_hps)),
+            "SM_TRAINING_ENV": env_value(training_env),
             "PYTHONUNBUFFERED": "1",
         }
-    )
+    )  # fmt: skip
     for channel in channels:
         env[f"SM_CHANNEL_{channel.upper()}"] = str(layout.channel_dir(channel))
     for name, value in user_hps.items():
