@@ -45,7 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import model_server
+from . import job_logs, model_server
 from .errors import ResourceNotFound, ValidationError
 from .model_server import Deployment, InvocationResult, ModelServer, ModelSpec, Route
 from .rollout import AlarmState, RolloutPlan, TrafficSplit, alarms_in_alarm, plan
@@ -192,12 +192,14 @@ class Endpoints:
         *,
         clock: Callable[[], float] = time.monotonic,
         alarm_state: AlarmState | None = None,
+        logs: job_logs.CloudWatchLogs | None = None,
     ) -> None:
         self._s3 = s3
         self._work_dir = work_dir
         self._settings = settings
         self._now = now
         self._clock = clock
+        self._logs = logs
         self._alarm_state = alarm_state
         self._lock = threading.Lock()
         self._endpoints: dict[str, _Endpoint] = {}
@@ -457,8 +459,12 @@ class Endpoints:
         failure: str | None = None
         try:
             for variant in variants:
+                stream = job_logs.StreamWriter(
+                    self._logs, job_logs.ENDPOINTS_GROUP.format(endpoint=endpoint.name)
+                )
+                stream.start(job_logs.instance_stream(variant.name))
                 model = model_server.load_model(
-                    self._s3, specs[variant.model_name], directory / variant.name
+                    self._s3, specs[variant.model_name], directory / variant.name, stream
                 )
                 loaded.append((variant.name, variant.weight, model))
                 if not model.ping():

@@ -3,6 +3,11 @@
 SageMaker writes each training container's stdout/stderr to log group
 ``/aws/sagemaker/TrainingJobs``, one stream per host and container start:
 ``<job name>/algo-1-<epoch seconds>`` (a spot job resumed on new capacity starts a new stream).
+Endpoints log to ``/aws/sagemaker/Endpoints/<endpoint>`` (stream ``<variant>/<instance id>``)
+and batch transforms to ``/aws/sagemaker/TransformJobs`` (``<job>/<instance id>``): here the
+model server's own lines (loading, and each failed invocation's traceback, which the image's
+Flask logs), not the user script's prints, which share this process's stdout.
+
 The SageMaker Python SDK's ``fit(logs=True)`` / ``logs_for_job`` lists the streams with prefix
 ``<job name>/`` and reads them with GetLogEvents; the AWS CLI's ``logs filter-log-events``
 (v2: ``logs tail``) reads them too.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +35,8 @@ else:
 log = logging.getLogger(__name__)
 
 TRAINING_JOBS_GROUP = "/aws/sagemaker/TrainingJobs"
+TRANSFORM_JOBS_GROUP = "/aws/sagemaker/TransformJobs"
+ENDPOINTS_GROUP = "/aws/sagemaker/Endpoints/{endpoint}"  # stream <variant>/<instance id>
 FLUSH_SECONDS = 1.0
 FLUSH_LINES = 500
 
@@ -63,30 +71,25 @@ class CloudWatchLogs:
 
 
 class StreamWriter:
-    """One job's lines, into a new stream per container start (:meth:`start`)."""
+    """Lines into one stream of ``group`` at a time (:meth:`start` opens the next)."""
 
-    def __init__(self, sink: CloudWatchLogs | None, group: str, job_name: str) -> None:
+    def __init__(self, sink: CloudWatchLogs | None, group: str) -> None:
         self._sink = sink
         self._group = group
-        self._job_name = job_name
         self._lock = threading.Lock()
         self._stream: str | None = None
         self._pending: list[tuple[int, str]] = []
         self._last_flush = time.monotonic()
-        self._last_epoch = 0
 
     @property
     def stream(self) -> str | None:
         return self._stream
 
-    def start(self, host: str = "algo-1") -> None:
-        """A container starts: flush the previous stream, open ``<job>/<host>-<epoch>``."""
+    def start(self, stream: str) -> None:
+        """Flush the current stream and write to ``stream`` from now on."""
         self.flush()
         if self._sink is None:
             return
-        epoch = max(int(time.time()), self._last_epoch + 1)  # a restart within the second
-        self._last_epoch = epoch
-        stream = f"{self._job_name}/{host}-{epoch}"
         try:
             self._sink.create_stream(self._group, stream)
         except Exception:
@@ -109,6 +112,12 @@ class StreamWriter:
         if due:
             self.flush()
 
+    def lines(self, text: str) -> None:
+        """Each line of ``text``, written at once (a traceback must not wait for more)."""
+        for message in text.splitlines():
+            self.line(message)
+        self.flush()
+
     def flush(self) -> None:
         with self._lock:
             events, self._pending = self._pending, []
@@ -120,3 +129,17 @@ class StreamWriter:
             self._sink.put(self._group, stream, events)
         except Exception:
             log.warning("cannot write %d log events to %s", len(events), stream, exc_info=True)
+
+
+def training_stream(job_name: str, previous: str | None, host: str = "algo-1") -> str:
+    """``<job>/<host>-<epoch>``: SageMaker's stream of one container start (never ``previous``,
+    even when a restart falls within the same second)."""
+    epoch = int(time.time())
+    if previous is not None and previous.startswith(f"{job_name}/{host}-"):
+        epoch = max(epoch, int(previous.rsplit("-", 1)[1]) + 1)
+    return f"{job_name}/{host}-{epoch}"
+
+
+def instance_stream(prefix: str) -> str:
+    """``<prefix>/i-<17 hex digits>``: an endpoint variant's or transform job's instance."""
+    return f"{prefix}/i-{secrets.token_hex(9)[:17]}"

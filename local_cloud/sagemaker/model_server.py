@@ -30,13 +30,14 @@ import logging
 import random
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import s3io, serving_toolkit
+from . import job_logs, s3io, serving_toolkit
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,9 +107,16 @@ class LoadedModel:
     the script's handlers are."""
 
     def __init__(
-        self, spec: ModelSpec, module: ModuleType, model: Any, model_dir: Path, code_dir: Path
+        self,
+        spec: ModelSpec,
+        module: ModuleType,
+        model: Any,
+        model_dir: Path,
+        code_dir: Path,
+        log_stream: job_logs.StreamWriter | None = None,
     ) -> None:
         self.spec = spec
+        self._log_stream = log_stream
         self.module = module
         self.model = model
         self.model_dir = model_dir
@@ -137,6 +145,10 @@ class LoadedModel:
         except Exception:
             # As in the image: the traceback goes to the endpoint's log, the client gets a 500.
             log.warning("model %s: exception on /invocations", self.spec.name, exc_info=True)
+            if self._log_stream is not None:
+                self._log_stream.lines(
+                    f"Exception on /invocations [POST]\n{traceback.format_exc()}"
+                )
             return InvocationResult(*serving_toolkit.internal_server_error())
         if len(response) > MAX_PAYLOAD_BYTES:
             return _error(500, f"response of {len(response)} bytes exceeds {MAX_PAYLOAD_BYTES}")
@@ -199,11 +211,27 @@ _DEFAULT_HANDLERS = {
 # --- Loading ---------------------------------------------------------------------------
 
 
-def load_model(s3: S3Client, spec: ModelSpec, directory: Path) -> LoadedModel:
-    """Fetch, import and load ``spec`` under ``directory`` (``model/``, ``code/``).
+def load_model(
+    s3: S3Client, spec: ModelSpec, directory: Path, log_stream: job_logs.StreamWriter | None = None
+) -> LoadedModel:
+    """Fetch, import and load ``spec`` under ``directory`` (``model/``, ``code/``); what happens
+    goes to ``log_stream`` too (the endpoint's or transform job's CloudWatch stream).
 
     Raises :class:`ModelLoadError` with a FailureReason-style message.
     """
+    if log_stream is not None:
+        log_stream.lines(f"loading model {spec.name} ({spec.program}, image {spec.image})")
+    try:
+        loaded = _load_model(s3, spec, directory)
+    except ModelLoadError as error:
+        if log_stream is not None:
+            log_stream.lines(str(error))
+        raise
+    loaded._log_stream = log_stream
+    return loaded
+
+
+def _load_model(s3: S3Client, spec: ModelSpec, directory: Path) -> LoadedModel:
     model_dir = directory / "model"
     code_dir = directory / "code"
     scratch = directory / "downloads"

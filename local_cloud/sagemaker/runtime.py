@@ -45,7 +45,8 @@ class LocalSageMaker:
             None: no alarm exists (naming one is a ValidationError). The runtime never
             imports moto: the API layer passes a reader of its CloudWatch.
         logs: a boto3 CloudWatch Logs client: each training container's output goes to
-            ``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<epoch>`` (:mod:`.job_logs`).
+            ``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<epoch>``; endpoints and
+            transform jobs log the model server's lines to their groups (:mod:`.job_logs`).
             None: the output stays in the job's local log file only.
 
     Thread-safe. Use as a context manager, or call :meth:`close`.
@@ -69,9 +70,9 @@ class LocalSageMaker:
         sink = job_logs.CloudWatchLogs(logs) if logs is not None else None
         self._training = TrainingJobs(s3, self.work_dir, self.settings, clock, now, sink)
         self._endpoints = Endpoints(
-            s3, self.work_dir, self.settings, now, clock=clock, alarm_state=alarm_state
+            s3, self.work_dir, self.settings, now, clock=clock, alarm_state=alarm_state, logs=sink
         )
-        self._transforms = TransformJobs(s3, self.work_dir, self.settings, now)
+        self._transforms = TransformJobs(s3, self.work_dir, self.settings, now, sink)
         self._close_lock = threading.Lock()
         self._closed = False
 

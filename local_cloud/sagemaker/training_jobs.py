@@ -152,9 +152,11 @@ class _JobLog:
         tail_lines: int,
         now: Callable[[], datetime],
         stream: job_logs.StreamWriter,
+        job_name: str,
     ) -> None:
         self.path = path
         self._stream = stream
+        self._job_name = job_name
         self._metrics = metrics
         self._now = now
         self._lock = threading.Lock()
@@ -198,7 +200,7 @@ class _JobLog:
         """A new container: an empty tail and a new CloudWatch stream."""
         with self._lock:
             self._tail.clear()
-        self._stream.start()
+        self._stream.start(job_logs.training_stream(self._job_name, self._stream.stream))
 
     def final_metrics(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -331,7 +333,8 @@ class TrainingJob:
             _metric_definitions(request),
             settings.log_tail_lines,
             now,
-            job_logs.StreamWriter(logs, job_logs.TRAINING_JOBS_GROUP, self.name),
+            job_logs.StreamWriter(logs, job_logs.TRAINING_JOBS_GROUP),
+            self.name,
         )
 
         self._lock = threading.Lock()

@@ -36,7 +36,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
     ClientError,
 )
 
-from . import model_server, s3io
+from . import job_logs, model_server, s3io
 from .errors import ResourceInUse, ResourceNotFound, ValidationError
 from .model_server import LoadedModel, ModelSpec
 from .settings import RuntimeSettings
@@ -153,6 +153,7 @@ class TransformJob:
         job_dir: Path,
         settings: RuntimeSettings,
         now: Callable[[], datetime],
+        logs: job_logs.CloudWatchLogs | None = None,
     ) -> None:
         self.request = copy.deepcopy(dict(request))
         self.name: str = str(request["TransformJobName"])
@@ -168,6 +169,7 @@ class TransformJob:
         self._job_dir = job_dir
         self._settings = settings
         self._now = now
+        self._log_stream = job_logs.StreamWriter(logs, job_logs.TRANSFORM_JOBS_GROUP)
         self._lock = threading.Lock()
         self._stop_requested = threading.Event()
         created = now()
@@ -230,7 +232,10 @@ class TransformJob:
     def _run(self) -> None:
         model: LoadedModel | None = None
         try:
-            model = model_server.load_model(self._s3, self._spec, self._job_dir / "model")
+            self._log_stream.start(job_logs.instance_stream(self.name))
+            model = model_server.load_model(
+                self._s3, self._spec, self._job_dir / "model", self._log_stream
+            )
             self._transform_all(model)
         except model_server.ModelLoadError as error:
             self._end(FAILED, str(error))
@@ -256,6 +261,7 @@ class TransformJob:
                 body = self._transform_object(model, s3io.get_bytes(self._s3, obj.location))
             except _ObjectFailed as error:
                 failures.append(f"{obj.location}: {error}")
+                self._log_stream.lines(f"{obj.location}: {error}")
                 with self._lock:
                     self._failed_objects.append(str(obj.location))
                 continue
@@ -296,6 +302,8 @@ class TransformJob:
             result = model.invoke(payload, content_type, accept)
             if not result.ok:
                 message = result.body.decode("utf-8", errors="replace")
+                if result.content_type.startswith("text/html"):  # Flask's error page
+                    message = f"see the job's log stream in {job_logs.TRANSFORM_JOBS_GROUP}"
                 raise _ObjectFailed(f"model answered {result.status}: {message}")
             responses.append(result.body)
         return assemble(
@@ -319,11 +327,13 @@ class TransformJobs:
         work_dir: Path,
         settings: RuntimeSettings,
         now: Callable[[], datetime],
+        logs: job_logs.CloudWatchLogs | None = None,
     ) -> None:
         self._s3 = s3
         self._work_dir = work_dir
         self._settings = settings
         self._now = now
+        self._logs = logs
         self._lock = threading.Lock()
         self._jobs: dict[str, TransformJob] = {}
         self._closed = False
@@ -339,6 +349,7 @@ class TransformJobs:
                 self._work_dir / "transform-jobs" / name,
                 self._settings,
                 self._now,
+                self._logs,
             )
         except ValueError as error:
             raise ValidationError(str(error)) from None
