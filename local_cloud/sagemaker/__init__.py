@@ -5,8 +5,10 @@ in process, against an injected boto3 S3 client (moto in-process, a moto server,
 
 - **training jobs** run the script-mode program (``sagemaker_program`` from
   ``sagemaker_submit_directory``) in a subprocess, inside a local ``/opt/ml`` tree, with the
-  training toolkit's ``SM_*`` environment, checkpoint sync, managed-spot emulation (capacity
-  waits, injected interruptions with resume from S3 checkpoints, MaxWait/MaxRuntime limits)
+  training toolkit's ``SM_*`` environment (or ``AlgorithmSpecification.ContainerEntrypoint``,
+  in a private mount namespace that sees the tree at ``/opt/ml``), checkpoint sync,
+  managed-spot emulation (capacity waits, injected interruptions with resume from S3
+  checkpoints, MaxWait/MaxRuntime limits)
   and SageMaker's statuses, secondary-status transitions, times and metrics;
 - **endpoints** are real HTTP servers on 127.0.0.1 (``GET /ping``, ``POST /invocations``)
   loading models through their ``inference.py`` handlers, with blue/green updates (traffic

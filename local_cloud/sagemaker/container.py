@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -167,6 +169,45 @@ def env_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def container_command(request: Mapping[str, Any]) -> list[str] | None:
+    """``AlgorithmSpecification.ContainerEntrypoint`` + ``ContainerArguments``: the container's
+    command (the SageMaker Python SDK v3 runs source code this way), or None (script mode)."""
+    algorithm = request.get("AlgorithmSpecification") or {}
+    entrypoint = algorithm.get("ContainerEntrypoint")
+    if not entrypoint:
+        return None
+    return [*map(str, entrypoint), *map(str, algorithm.get("ContainerArguments") or [])]
+
+
+def namespace_command(root: Path, command: list[str]) -> list[str]:
+    """``command`` in a private mount namespace that sees ``root`` at ``/opt/ml``, the absolute
+    path containers use: ``unshare -m`` and a bind mount (root on Linux; the mountpoint is
+    created on the host if missing, and nothing is mounted outside the namespace)."""
+    mount = 'mkdir -p /opt/ml && mount --bind "$0" /opt/ml && exec "$@"'
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        mount,
+        str(root),
+        *command,
+    ]
+
+
+def namespace_problem() -> str | None:
+    """Why this machine cannot give a job its own ``/opt/ml``, or None."""
+    if not sys.platform.startswith("linux"):
+        return f"private mount namespaces need Linux, not {sys.platform}"
+    if os.geteuid() != 0:
+        return "private mount namespaces need root (unshare -m and mount --bind)"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    return None
 
 
 def script_mode_program(request: Mapping[str, Any]) -> tuple[str, str]:

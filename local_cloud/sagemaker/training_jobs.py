@@ -7,7 +7,10 @@ One :class:`TrainingJob` per request, run on its own thread:
 2. ``Downloading``: a fresh ``/opt/ml`` tree (:class:`.container.TrainingLayout`) under
    ``<work_dir>/training-jobs/<job>/attempt-<n>``; every channel (``S3Prefix`` or
    ``ManifestFile``), the checkpoints from ``CheckpointConfig.S3Uri``, and the sourcedir.
-3. ``Training``: ``python <sagemaker_program> --hp value ...`` in the code dir, in its own
+3. ``Training``: ``python <sagemaker_program> --hp value ...`` in the code dir (script mode),
+   or the request's ``ContainerEntrypoint`` + ``ContainerArguments`` in a private mount
+   namespace where the tree is ``/opt/ml`` (``unshare -m``, root on Linux; elsewhere the job
+   fails saying so), with the runtime's python as ``python3`` first on PATH; in its own
    process group, output appended to ``<job>/training.log``; checkpoints synced to S3 every
    ``checkpoint_sync_interval_seconds``; limits, StopTrainingJob, injected spot interruptions
    and injected failures checked every ``poll_interval_seconds``. SIGTERM, then SIGKILL after
@@ -215,13 +218,7 @@ class _JobLog:
         self._stream.flush()
 
 
-def validate_request(request: dict[str, Any]) -> None:
-    """Reject what SageMaker (or this script-mode-only runtime) would reject, up front."""
-    name = request.get("TrainingJobName")
-    if not isinstance(name, str) or not JOB_NAME.match(name):
-        raise ValidationError(
-            f"TrainingJobName {name!r} must be 1-63 characters of [a-zA-Z0-9](-*[a-zA-Z0-9])*"
-        )
+def _validate_script_mode(request: dict[str, Any]) -> None:
     program, submit_directory = container.script_mode_program(request)
     for required, value in (
         (container.PROGRAM_HYPERPARAMETER, program),
@@ -229,13 +226,37 @@ def validate_request(request: dict[str, Any]) -> None:
     ):
         if not value:
             raise ValidationError(
-                f"hyperparameter {required} is required: the local runtime runs script mode only"
+                f"hyperparameter {required} is required: the local runtime runs script mode "
+                "or AlgorithmSpecification.ContainerEntrypoint"
             )
     try:
         s3io.safe_relative_path(program)
     except ValueError as error:
         raise ValidationError(f"{container.PROGRAM_HYPERPARAMETER}: {error}") from None
     _s3_uri(submit_directory, container.SUBMIT_DIRECTORY_HYPERPARAMETER)
+
+
+def validate_request(request: dict[str, Any]) -> None:
+    """Reject what SageMaker (or this runtime: script mode or a ContainerEntrypoint) would
+    reject, up front."""
+    name = request.get("TrainingJobName")
+    if not isinstance(name, str) or not JOB_NAME.match(name):
+        raise ValidationError(
+            f"TrainingJobName {name!r} must be 1-63 characters of [a-zA-Z0-9](-*[a-zA-Z0-9])*"
+        )
+    algorithm = request.get("AlgorithmSpecification") or {}
+    for field_name in ("ContainerEntrypoint", "ContainerArguments"):
+        values = algorithm.get(field_name)
+        if values is not None and (
+            not isinstance(values, list)
+            or not 1 <= len(values) <= 100
+            or not all(isinstance(v, str) and 1 <= len(v) <= 256 for v in values)
+        ):
+            raise ValidationError(
+                f"AlgorithmSpecification.{field_name} must be 1-100 strings of 1-256 characters"
+            )
+    if container.container_command(request) is None:
+        _validate_script_mode(request)
     _s3_uri(
         request.get("OutputDataConfig", {}).get("S3OutputPath"), "OutputDataConfig.S3OutputPath"
     )
@@ -581,14 +602,28 @@ class TrainingJob:
             return _Result(Outcome.FAILED, f"ClientError: Data download failed: {error}")
         if stopped is not None:
             return _Result(stopped)
-        program, _ = container.script_mode_program(self.request)
-        script = layout.code_dir / s3io.safe_relative_path(program)
-        if not script.is_file():
-            return _Result(
-                Outcome.FAILED,
-                f"AlgorithmError: ExecuteUserScriptError: {program} not found in "
-                f"{container.SUBMIT_DIRECTORY_HYPERPARAMETER}",
-            )
+        command = container.container_command(self.request)
+        if command is not None:
+            problem = container.namespace_problem()
+            if problem is not None:
+                return _Result(
+                    Outcome.FAILED,
+                    "AlgorithmError: ContainerEntrypoint needs the job's tree at /opt/ml: the "
+                    f"local runtime runs it in a private mount namespace, but {problem}",
+                )
+            args = container.namespace_command(layout.root, command)
+        else:
+            program, _ = container.script_mode_program(self.request)
+            script = layout.code_dir / s3io.safe_relative_path(program)
+            if not script.is_file():
+                return _Result(
+                    Outcome.FAILED,
+                    f"AlgorithmError: ExecuteUserScriptError: {program} not found in "
+                    f"{container.SUBMIT_DIRECTORY_HYPERPARAMETER}",
+                )
+            args = [self._settings.python_executable, str(script)]
+            if self._settings.pass_hyperparameters_as_args:
+                args += container.user_args(container.decoded_hyperparameters(self.request))
         uploader = (
             s3io.TreeUploader(self._s3, layout.checkpoint_dir, self._checkpoint_uri)
             if self._checkpoint_uri is not None
@@ -597,7 +632,7 @@ class TrainingJob:
         if uploader is not None:
             uploader.mark_current()
         self._add_transition("Training", MESSAGES["training"])
-        return self._train(layout, script, uploader)
+        return self._train(layout, args, uploader)
 
     def _download(self, layout: container.TrainingLayout) -> Outcome | None:
         layout.create(container.channel_names(self.request))
@@ -619,22 +654,23 @@ class TrainingJob:
             s3io.download_objects(self._s3, checkpoints, layout.checkpoint_dir)
             if checkpoints:
                 self._log.note(f"checkpoints: {len(checkpoints)} files from {self._checkpoint_uri}")
-        s3io.download_and_extract(
-            self._s3, container.script_mode_program(self.request)[1], layout.code_dir, layout.root
-        )
+        submit_directory = container.script_mode_program(self.request)[1]
+        if submit_directory:  # script mode; a ContainerEntrypoint brings its code in channels
+            s3io.download_and_extract(self._s3, submit_directory, layout.code_dir, layout.root)
         container.write_config_files(layout, self.request)
         return self._limit_reached()
 
     def _train(
         self,
         layout: container.TrainingLayout,
-        script: Path,
+        args: list[str],
         uploader: s3io.TreeUploader | None,
     ) -> _Result:
-        args = [self._settings.python_executable, str(script)]
-        if self._settings.pass_hyperparameters_as_args:
-            args += container.user_args(container.decoded_hyperparameters(self.request))
         env = container.training_environment(layout, self.request)
+        # The image's python3 is the runtime's interpreter (xgboost, numpy: what the XGBoost
+        # image has), first on PATH for a ContainerEntrypoint's shell.
+        python_bin = str(Path(self._settings.python_executable).parent)
+        env["PATH"] = os.pathsep.join([python_bin, env.get("PATH", os.defpath)])
         self._log.start_attempt()
         process = subprocess.Popen(
             args,

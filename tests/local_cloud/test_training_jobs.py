@@ -29,6 +29,7 @@ from local_cloud.sagemaker import (
     ResourceInUse,
     RuntimeSettings,
     ValidationError,
+    container,
 )
 
 FAKE_TRAIN = """
@@ -438,6 +439,56 @@ def test_the_output_of_each_container_start_is_a_cloudwatch_log_stream(
     assert not any(line.startswith("[local-sagemaker]") for line in first + second)
 
 
+# What the SDK v3 does: a driver script in an input channel, run by ContainerEntrypoint.
+ENTRYPOINT_SCRIPT = """
+cp /opt/ml/input/data/train/a.csv /opt/ml/model/
+echo $TRAINING_JOB_NAME > /opt/ml/output/data/name.txt
+cat /opt/ml/input/config/hyperparameters.json > /opt/ml/output/data/hps.json
+python3 -c 'import xgboost; print("python3 has xgboost", xgboost.__version__)'
+"""
+
+
+def test_a_container_entrypoint_runs_with_the_jobs_tree_at_opt_ml(
+    runtime: LocalSageMaker, s3: Any
+) -> None:
+    # Given a job that brings its own command (as the SageMaker Python SDK v3 does), no script
+    put(s3, "data/a.csv", "1,2,3\n")
+    put(s3, "drivers/run.sh", ENTRYPOINT_SCRIPT)
+    request = training_request(
+        "job-entrypoint",
+        "unused",
+        channels={
+            "train": ("S3Prefix", f"s3://{BUCKET}/data/"),
+            "sm_drivers": ("S3Prefix", f"s3://{BUCKET}/drivers/"),
+        },
+    )
+    request["HyperParameters"] = {"depth": "3"}  # no sagemaker_program
+    request["AlgorithmSpecification"]["ContainerEntrypoint"] = [
+        "/bin/sh",
+        "-c",
+        "chmod +x /opt/ml/input/data/sm_drivers/run.sh && /opt/ml/input/data/sm_drivers/run.sh",
+    ]
+    namespace_problem = container.namespace_problem()
+
+    runtime.start_training_job(request)
+    description = finished_training(runtime, "job-entrypoint")
+
+    if namespace_problem is not None:  # not root on Linux: a clear reason, not a wrong run
+        assert description["TrainingJobStatus"] == "Failed"
+        assert namespace_problem in description["FailureReason"]
+        return
+    # Then it ran at the absolute paths of the container contract, in its own namespace
+    assert description["TrainingJobStatus"] == "Completed", description.get("FailureReason")
+    assert untar(get(s3, "models/job-entrypoint/output/model.tar.gz")) == {"a.csv": b"1,2,3\n"}
+    output = untar(get(s3, "models/job-entrypoint/output/output.tar.gz"))
+    assert output["name.txt"] == b"job-entrypoint\n"
+    assert json.loads(output["hps.json"]) == {"depth": "3"}
+    log = Path(description["LocalRuntime"]["LogFile"]).read_text()
+    assert "python3 has xgboost 3.0.5" in log
+    # And nothing stayed mounted on this machine
+    assert not Path("/opt/ml/model").exists()
+
+
 def test_spot_capacity_delay_is_not_billed(s3: Any, tmp_path: Path, code: str) -> None:
     from local_sagemaker_harness import FAST_SETTINGS
 
@@ -514,6 +565,9 @@ def test_requests_are_validated(runtime: LocalSageMaker, code: str) -> None:
     del request["HyperParameters"]["sagemaker_program"]
     with pytest.raises(ValidationError, match="sagemaker_program"):
         runtime.start_training_job(request)
+    request["AlgorithmSpecification"]["ContainerEntrypoint"] = ["/bin/sh", "-c", "x" * 257]
+    with pytest.raises(ValidationError, match="1-100 strings of 1-256 characters"):
+        runtime.start_training_job(request)  # SageMaker's limits on each element
     with pytest.raises(ValidationError, match=r"after_checkpoints"):
         runtime.inject_spot_interruption()
 
