@@ -278,10 +278,18 @@ def write_config_files(layout: TrainingLayout, request: Mapping[str, Any]) -> No
         "resourceconfig.json": resource_config(request),
     }
     if request.get("CheckpointConfig"):
-        files["checkpointconfig.json"] = checkpoint_config(layout, request)
+        files["checkpointconfig.json"] = checkpoint_config(as_seen_by(layout, request), request)
     layout.config_dir.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (layout.config_dir / name).write_text(json.dumps(content, indent=2) + "\n")
+
+
+def as_seen_by(layout: TrainingLayout, request: Mapping[str, Any]) -> TrainingLayout:
+    """The tree as the job's process names it: local paths in script mode, ``/opt/ml`` for a
+    ContainerEntrypoint, which runs where the tree is mounted there."""
+    if container_command(request) is None:
+        return layout
+    return TrainingLayout(Path(str(CONTAINER_ROOT)), layout.checkpoint_local_path)
 
 
 def training_environment(
@@ -291,6 +299,7 @@ def training_environment(
 ) -> dict[str, str]:
     """The script's environment: ``base_environment`` (default: this process's) without any
     inherited ``SM_*``, plus the request's ``Environment`` and the toolkit's variables."""
+    layout = as_seen_by(layout, request)
     base = dict(os.environ if base_environment is None else base_environment)
     env = {k: v for k, v in base.items() if not k.startswith("SM_")}
     env.update({str(k): str(v) for k, v in (request.get("Environment") or {}).items()})

@@ -53,12 +53,6 @@ class S3Location:
         key = self.key.rstrip("/")
         return S3Location(self.bucket, f"{key}/" if key else "")
 
-    @property
-    def directory(self) -> str:
-        """The key up to and including its last ``/``: what relative names are measured from."""
-        head, slash, _ = self.key.rpartition("/")
-        return f"{head}{slash}"
-
 
 @dataclass(frozen=True)
 class S3Object:
@@ -77,11 +71,14 @@ def safe_relative_path(name: str) -> PurePosixPath:
 
 
 def list_prefix(s3: S3Client, prefix: S3Location) -> list[S3Object]:
-    """Objects under ``prefix`` (S3Prefix semantics), named relative to the prefix's folder.
+    """Objects under ``prefix`` (S3Prefix semantics), named by what follows the prefix.
 
-    ``s3://b/data/train/`` gives ``a.csv`` for ``data/train/a.csv``; a prefix naming a single
-    object (``.../output/model.tar.gz``) gives that object under its own name. Folder markers
-    (keys ending in ``/``) are skipped.
+    ``s3://b/data/train/`` and ``s3://b/data/train`` both give ``a.csv`` for
+    ``data/train/a.csv`` (the SageMaker Python SDK v3 names its ``sm_drivers`` channel without
+    the slash); a prefix naming one object (``.../output/model.tar.gz``) gives it under its own
+    name. The rule of AWS's own emulation, the SDK's local mode (``sagemaker.utils.
+    download_folder``: the object itself, else ``key[len(prefix):].lstrip("/")``). Folder
+    markers (keys ending in ``/``) are skipped.
     """
     found: list[S3Object] = []
     paginator = s3.get_paginator("list_objects_v2")
@@ -90,7 +87,10 @@ def list_prefix(s3: S3Client, prefix: S3Location) -> list[S3Object]:
             key = item["Key"]
             if key.endswith("/"):
                 continue
-            relative = key[len(prefix.directory) :]
+            if key == prefix.key:
+                relative = key.rpartition("/")[2]
+            else:
+                relative = key[len(prefix.key) :].lstrip("/")
             found.append(S3Object(S3Location(prefix.bucket, key), relative))
     found.sort(key=lambda obj: obj.location.key)
     return found

@@ -105,7 +105,6 @@ def test_s3_locations() -> None:
         "s3://b/models/job/output/model.tar.gz"
     )
     assert s3io.S3Location.parse("s3://b/a/b").folder().key == "a/b/"
-    assert s3io.S3Location.parse("s3://b/a/b.csv").directory == "a/"
     with pytest.raises(ValueError):
         s3io.S3Location.parse("http://b/x")
     with pytest.raises(ValueError):
@@ -116,8 +115,15 @@ def test_prefix_listing_and_unsafe_manifest(s3: Any) -> None:
     put(s3, "p/a.csv", "1")
     put(s3, "p/d/b.csv", "2")
     put(s3, "px/c.csv", "3")
-    names = [o.relative_name for o in s3io.list_prefix(s3, s3io.S3Location(BUCKET, "p/"))]
-    assert names == ["a.csv", "d/b.csv"]
+    put(s3, "m/model.tar.gz", "4")
+
+    def names(prefix: str) -> list[str]:
+        return [o.relative_name for o in s3io.list_prefix(s3, s3io.S3Location(BUCKET, prefix))]
+
+    assert names("p/") == ["a.csv", "d/b.csv"]
+    # Without the slash, what follows the prefix (SDK v3's sm_drivers channel; SDK local mode)
+    assert names("p/d") == ["b.csv"]
+    assert names("m/model.tar.gz") == ["model.tar.gz"]  # a prefix naming one object
     manifest = put(s3, "m.json", json.dumps([{"prefix": f"s3://{BUCKET}/p/"}, "../x"]))
     with pytest.raises(ValueError, match="unsafe"):
         s3io.resolve_objects(s3, manifest, "ManifestFile")

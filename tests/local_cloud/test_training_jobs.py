@@ -444,6 +444,7 @@ ENTRYPOINT_SCRIPT = """
 cp /opt/ml/input/data/train/a.csv /opt/ml/model/
 echo $TRAINING_JOB_NAME > /opt/ml/output/data/name.txt
 cat /opt/ml/input/config/hyperparameters.json > /opt/ml/output/data/hps.json
+echo $SM_CHANNEL_TRAIN $SM_MODEL_DIR > /opt/ml/output/data/paths.txt
 python3 -c 'import xgboost; print("python3 has xgboost", xgboost.__version__)'
 """
 
@@ -483,6 +484,8 @@ def test_a_container_entrypoint_runs_with_the_jobs_tree_at_opt_ml(
     output = untar(get(s3, "models/job-entrypoint/output/output.tar.gz"))
     assert output["name.txt"] == b"job-entrypoint\n"
     assert json.loads(output["hps.json"]) == {"depth": "3"}
+    # (SM_* name the paths as the job sees them: under /opt/ml)
+    assert output["paths.txt"] == b"/opt/ml/input/data/train /opt/ml/model\n"
     log = Path(description["LocalRuntime"]["LogFile"]).read_text()
     assert "python3 has xgboost 3.0.5" in log
     # And nothing stayed mounted on this machine
