@@ -43,17 +43,17 @@ $(TOOLKIT_STAMP): $(TOOLKIT_REQUIREMENTS)
 		$(TOOLKIT_VENV)/lib/python*/site-packages/sagemaker_containers/_mapping.py
 	touch $@
 
-# The SageMaker Python SDK v2 (the seed's course) in a venv of its own: v2 and v3 are both the
-# distribution `sagemaker`. tests/sdk run its flows against the local cloud.
-SDK_V2_VENV := .venv-sdk-v2
-SDK_V2_STAMP := $(SDK_V2_VENV)/.installed
+# The SageMaker Python SDK v2 (the seed's course) and v3 (the current major), each in a venv of
+# its own: both are the distribution `sagemaker`, and v3 needs a newer boto3 than the handlers'.
+# tests/sdk run their flows against the local cloud.
+SDK_STAMPS := .venv-sdk-v2/.installed .venv-sdk-v3/.installed
 
-sdk-venvs: $(SDK_V2_STAMP)
+sdk-venvs: $(SDK_STAMPS)
 
-$(SDK_V2_STAMP): tests/sdk/sdk-v2.txt
-	rm -rf $(SDK_V2_VENV)
-	$(PYTHON) -m venv $(SDK_V2_VENV)
-	$(SDK_V2_VENV)/bin/pip install --quiet -r tests/sdk/sdk-v2.txt
+.venv-sdk-%/.installed: tests/sdk/sdk-%.txt
+	rm -rf .venv-sdk-$*
+	$(PYTHON) -m venv .venv-sdk-$*
+	.venv-sdk-$*/bin/pip install --quiet -r $<
 	touch $@
 
 # A local cloud to play with: prints the endpoint URL and how to use it; Ctrl-C stops it.
@@ -61,7 +61,7 @@ local-up: venv
 	$(BIN)/refit local up
 
 # One worker per core, each test file on one worker (module-scoped local clouds, ordered steps).
-test: venv $(TOOLKIT_STAMP) $(SDK_V2_STAMP)
+test: venv $(TOOLKIT_STAMP) $(SDK_STAMPS)
 	$(BIN)/pytest -q -n auto --dist loadfile
 
 unit: venv

@@ -17,6 +17,9 @@ moto 5.2.5 behaviour this replaces:
   ``RetainDeploymentConfig``; ``RetainAllVariantProperties`` and
   ``ExcludeRetainedVariantProperties`` are accepted and ignored.
 - CreateEndpoint: ``InService`` at once; an existing name was silently replaced.
+- DescribeModel, DescribeEndpointConfig, DescribeEndpoint: unset configuration (``VpcConfig``,
+  ``DataCaptureConfig``...) came back as ``{}`` (AWS omits it; the SDK v3's resources refuse
+  the empty one).
 """
 
 from __future__ import annotations
@@ -438,6 +441,38 @@ def _build_list_endpoints(original: Callable[..., Any]) -> Any:
     return list_endpoints
 
 
+def _without_empty(document: Mapping[str, Any]) -> dict[str, Any]:
+    """``document`` without the ``{}`` moto puts for configuration that was never set: AWS
+    leaves such fields out, and the SDK v3's resources refuse an empty one (its shapes'
+    required members are missing)."""
+    return {key: value for key, value in document.items() if value != {}}
+
+
+def _build_describe_model(_original: Callable[..., Any]) -> Any:
+    def describe_model(self: Any) -> ActionResult:
+        model = self.sagemaker_backend.describe_model(self._get_param("ModelName"))
+        return ActionResult(_without_empty(model.response_object))
+
+    return describe_model
+
+
+def _build_describe_endpoint_response(_original: Callable[..., Any]) -> Any:
+    def describe_endpoint(self: Any) -> ActionResult:
+        name = self._get_param("EndpointName")
+        return ActionResult(_without_empty(self.sagemaker_backend.describe_endpoint(name)))
+
+    return describe_endpoint
+
+
+def _build_describe_endpoint_config(_original: Callable[..., Any]) -> Any:
+    # The response, not the backend method: moto's CreateEndpoint reads the backend's.
+    def describe_endpoint_config(self: Any) -> ActionResult:
+        name = self._get_param("EndpointConfigName")
+        return ActionResult(_without_empty(self.sagemaker_backend.describe_endpoint_config(name)))
+
+    return describe_endpoint_config
+
+
 # --- the patch list -----------------------------------------------------------------------------
 
 
@@ -539,6 +574,11 @@ def patches() -> list[Patch]:
         Replace(backend, "list_transform_jobs", list_params, _build_list_transform_jobs),
         Add(backend, "stop_transform_job", stop_transform_job),
         Add(response, "stop_transform_job", stop_transform_job_response),
+        # Models.
+        Require(sagemaker_models.Model, "response_object"),
+        Replace(response, "describe_model", ("self",), _build_describe_model),
+        Require(backend, "describe_endpoint_config", ("self", "endpoint_config_name")),
+        Replace(response, "describe_endpoint_config", ("self",), _build_describe_endpoint_config),
         # Endpoints.
         Replace(
             backend,
@@ -549,6 +589,7 @@ def patches() -> list[Patch]:
         Add(backend, "update_endpoint", update_endpoint),
         Add(response, "update_endpoint", update_endpoint_response),
         Replace(backend, "describe_endpoint", ("self", "endpoint_name"), _build_describe_endpoint),
+        Replace(response, "describe_endpoint", ("self",), _build_describe_endpoint_response),
         Replace(backend, "delete_endpoint", ("self", "endpoint_name"), _build_delete_endpoint),
         Replace(
             backend,
