@@ -77,6 +77,7 @@ class StreamWriter:
         self._sink = sink
         self._group = group
         self._lock = threading.Lock()
+        self._put_lock = threading.Lock()
         self._stream: str | None = None
         self._pending: list[tuple[int, str]] = []
         self._last_flush = time.monotonic()
@@ -119,16 +120,18 @@ class StreamWriter:
         self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            events, self._pending = self._pending, []
-            stream = self._stream
-            self._last_flush = time.monotonic()
-        if not events or stream is None or self._sink is None:
-            return
-        try:
-            self._sink.put(self._group, stream, events)
-        except Exception:
-            log.warning("cannot write %d log events to %s", len(events), stream, exc_info=True)
+        # Batches go out one at a time, in order (the reader and the job's poll both flush).
+        with self._put_lock:
+            with self._lock:
+                events, self._pending = self._pending, []
+                stream = self._stream
+                self._last_flush = time.monotonic()
+            if not events or stream is None or self._sink is None:
+                return
+            try:
+                self._sink.put(self._group, stream, events)
+            except Exception:
+                log.warning("cannot write %d log events to %s", len(events), stream, exc_info=True)
 
 
 def training_stream(job_name: str, previous: str | None, host: str = "algo-1") -> str:

@@ -222,16 +222,16 @@ def load_model(
     if log_stream is not None:
         log_stream.lines(f"loading model {spec.name} ({spec.program}, image {spec.image})")
     try:
-        loaded = _load_model(s3, spec, directory)
+        return _load_model(s3, spec, directory, log_stream)
     except ModelLoadError as error:
         if log_stream is not None:
             log_stream.lines(str(error))
         raise
-    loaded._log_stream = log_stream
-    return loaded
 
 
-def _load_model(s3: S3Client, spec: ModelSpec, directory: Path) -> LoadedModel:
+def _load_model(
+    s3: S3Client, spec: ModelSpec, directory: Path, log_stream: job_logs.StreamWriter | None
+) -> LoadedModel:
     model_dir = directory / "model"
     code_dir = directory / "code"
     scratch = directory / "downloads"
@@ -265,7 +265,7 @@ def _load_model(s3: S3Client, spec: ModelSpec, directory: Path) -> LoadedModel:
     except Exception as error:
         sys.modules.pop(module.__name__, None)
         raise ModelLoadError(f"model {spec.name}: model_fn failed: {_message(error)}") from error
-    return LoadedModel(spec, module, model, model_dir, code_dir)
+    return LoadedModel(spec, module, model, model_dir, code_dir, log_stream)
 
 
 def _fetch_code(

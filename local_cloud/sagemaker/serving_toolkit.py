@@ -33,7 +33,6 @@ Flask 3.1. What this module follows, and where each rule comes from:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -41,8 +40,6 @@ from typing import Any
 import flask
 from werkzeug.exceptions import InternalServerError
 from werkzeug.wrappers import Response as WerkzeugResponse
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONTENT_TYPE = "application/json"
 DEFAULT_ACCEPT_VARIABLE = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"

@@ -212,6 +212,11 @@ class _JobLog:
                 for name, (value, when) in sorted(self._values.items())
             ]
 
+    def flush_stream(self) -> None:
+        """Send what CloudWatch has not got yet (the job polls this: a quiet script's last
+        lines must not wait for its next one)."""
+        self._stream.flush()
+
     def close(self) -> None:
         with self._lock:
             self._file.close()
@@ -707,6 +712,7 @@ class TrainingJob:
                     self._log.note(f"sending SIGTERM ({ended_by.value})")
                     self._terminate(process)
                     break
+                self._log.flush_stream()
                 self._stop_requested.wait(self._settings.poll_interval_seconds)
         finally:
             _kill_group(process.pid, signal.SIGKILL)  # whatever the script left behind

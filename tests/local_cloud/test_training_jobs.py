@@ -449,6 +449,37 @@ python3 -c 'import xgboost; print("python3 has xgboost", xgboost.__version__)'
 """
 
 
+def test_a_running_jobs_lines_reach_cloudwatch_while_it_runs(
+    s3: Any, tmp_path: Path, settings: RuntimeSettings, code: str
+) -> None:
+    # Given a job that prints one line and then stays quiet (as a long boosting round does)
+    logs = boto3.client("logs", region_name="us-east-1")
+    runtime = LocalSageMaker(s3, tmp_path / "sm", settings=settings, logs=logs)
+    try:
+        runtime.start_training_job(
+            training_request("job-quiet", code, hyperparameters={"behaviour": "sleep"})
+        )
+
+        def logged() -> list[str]:
+            group = "/aws/sagemaker/TrainingJobs"
+            if not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+                return []  # the container has not started yet
+            streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+            return [
+                event["message"]
+                for stream in streams
+                for event in logs.get_log_events(
+                    logGroupName=group, logStreamName=stream["logStreamName"]
+                )["events"]
+            ]
+
+        # Then its line is there before the job ends (SDK clients follow the stream live)
+        wait_until(lambda: "sleeping" in logged(), timeout=10, interval=0.2)
+        assert runtime.describe_training_job("job-quiet")["TrainingJobStatus"] == "InProgress"
+    finally:
+        runtime.close()
+
+
 def test_a_container_entrypoint_runs_with_the_jobs_tree_at_opt_ml(
     runtime: LocalSageMaker, s3: Any
 ) -> None:
