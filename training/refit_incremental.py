@@ -77,9 +77,18 @@ class ReplaySample:
     # The score of the model this sample travels with on the test data, and its metric.
     reference_score: float | None = None
     metric: str | None = None
+    # Rows the lineage's first trees were grown on (its last from-scratch job): PrepareRun's
+    # growth rule retrains in full once seen_rows outgrows them (refit.warm_start). None: a
+    # sample written before refit recorded it.
+    base_rows: int | None = None
 
     def info(self) -> dict[str, Any]:
-        return {"rows": len(self.rows), "seenRows": self.seen_rows, "columns": self.rows.shape[1]}
+        return {
+            "rows": len(self.rows),
+            "seenRows": self.seen_rows,
+            "baseRows": self.base_rows,
+            "columns": self.rows.shape[1],
+        }
 
 
 # --- Replay sample -------------------------------------------------------------------------
@@ -106,6 +115,7 @@ def read_replay(directory: Path) -> ReplaySample | None:
         seen = int(document["seenRows"])
         reference = document.get("referenceScore")
         metric = document.get("metric")
+        base = document.get("baseRows")
     except (OSError, tarfile.TarError, ValueError, KeyError, TypeError) as error:
         raise ReplayUnreadable(f"the replay sample is unreadable: {error}") from None
     if rows.ndim != 2 or rows.dtype != np.float32 or seen < len(rows):
@@ -115,6 +125,7 @@ def read_replay(directory: Path) -> ReplaySample | None:
         seen,
         float(reference) if isinstance(reference, int | float) else None,
         metric if isinstance(metric, str) else None,
+        base if isinstance(base, int) and not isinstance(base, bool) and base > 0 else None,
     )
 
 
@@ -138,9 +149,11 @@ def updated_replay(
 ) -> ReplaySample:
     """A uniform sample of ``capacity`` rows of history + ``new_rows`` (reservoir, by batch).
 
-    Of the next sample, the number of new rows is hypergeometric: ``capacity`` draws without
-    replacement from ``seen`` old rows and ``len(new_rows)`` new ones; the old rows kept are a
-    uniform subset of the old sample, which is itself uniform over the old history.
+    ``previous`` None starts a lineage: its base is ``new_rows`` (what the job trained from
+    scratch on); otherwise the lineage keeps its base. Of the next sample, the number of new
+    rows is hypergeometric: ``capacity`` draws without replacement from ``seen`` old rows and
+    ``len(new_rows)`` new ones; the old rows kept are a uniform subset of the old sample, which
+    is itself uniform over the old history.
     """
     capacity = min(capacity, max(1, REPLAY_MAX_BYTES // (4 * new_rows.shape[1])))
     rng = np.random.default_rng(seed)
@@ -154,7 +167,10 @@ def updated_replay(
     if previous is not None:
         kept_old = min(capacity - kept_new, len(previous.rows))
         parts.insert(0, previous.rows[rng.choice(len(previous.rows), kept_old, replace=False)])
-    return ReplaySample(np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), total)
+    base = previous.base_rows if previous is not None else len(new_rows)
+    return ReplaySample(
+        np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), total, base_rows=base
+    )
 
 
 def write_replay(output_data_dir: Path, sample: ReplaySample, score: float, metric: str) -> None:

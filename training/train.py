@@ -1268,6 +1268,9 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     next_replay = incremental.updated_replay(
         history, train.rows, config.replay_rows, seed=len(train.rows)
     )
+    if mode == "incremental" and history is None:
+        # Continued without the champion's sample: the trees' base is not known.
+        next_replay = dataclasses.replace(next_replay, base_rows=None)
 
     champion_score, unscored = score_champion(champion, test, config)
     retained_champion, _ = (

@@ -35,7 +35,8 @@ def test_the_replay_sample_travels_with_each_model_and_stays_uniform_and_bounded
     # Given a first job on 400 rows and a second on 300 new rows with a 500-row sample
     job.set_hyperparameters(num_round=12, max_depth=3, replay_rows=500)
     assert job.run().returncode == 0
-    assert job.evaluation()["replaySample"] == {"rows": 400, "seenRows": 400, "columns": 7}
+    first_sample = {"rows": 400, "seenRows": 400, "baseRows": 400, "columns": 7}
+    assert job.evaluation()["replaySample"] == first_sample
     second = chained(job, new_job(), regression_rows(300, seed=3), num_round=5, replay_rows=500)
 
     run = second.run()
@@ -45,8 +46,14 @@ def test_the_replay_sample_travels_with_each_model_and_stays_uniform_and_bounded
     details = second.evaluation()["incremental"]
     assert (details["newRows"], details["replayRows"], details["replaySeenRows"]) == (300, 400, 400)
     assert details["validationRows"] == 30 + 40  # a tenth of each, mixing new and old rows
-    # And it wrote a sample of 500 of the 700 rows seen, as a float32 table, label first
-    assert second.evaluation()["replaySample"] == {"rows": 500, "seenRows": 700, "columns": 7}
+    # And it wrote a sample of 500 of the 700 rows seen, as a float32 table, label first; the
+    # lineage's trees were still grown on the first job's 400 (PrepareRun's growth rule)
+    assert second.evaluation()["replaySample"] == {
+        "rows": 500,
+        "seenRows": 700,
+        "baseRows": 400,
+        "columns": 7,
+    }
     sample = np.load(second.root / "output" / "data" / "replay" / "replay.npy")
     assert sample.shape == (500, 7) and sample.dtype == np.float32
     seen = np.concatenate([regression_rows(400, seed=1), regression_rows(300, seed=3)])
@@ -92,8 +99,13 @@ def test_drift_trains_from_scratch_on_the_new_rows_and_restarts_the_sample(
     assert evaluation["mode"] == "full"
     assert evaluation["modeFallback"].startswith("drift: the champion scores")
     assert second.model().num_boosted_rounds() == 20
-    # And the next sample holds the new relationship only
-    assert evaluation["replaySample"] == {"rows": 300, "seenRows": 300, "columns": 7}
+    # And the next sample holds the new relationship only, a lineage grown on its rows
+    assert evaluation["replaySample"] == {
+        "rows": 300,
+        "seenRows": 300,
+        "baseRows": 300,
+        "columns": 7,
+    }
 
 
 def test_an_unreadable_replay_sample_is_reported_and_the_job_trains_without_it(

@@ -76,7 +76,7 @@ def test_full_training_writes_the_model_and_an_evaluation_that_beats_the_mean(jo
         "incremental": None,
         "drift": None,
         # Every job writes the replay sample of what it trained on for the next one.
-        "replaySample": {"rows": 400, "seenRows": 400, "columns": FEATURES + 1},
+        "replaySample": {"rows": 400, "seenRows": 400, "baseRows": 400, "columns": FEATURES + 1},
     }
     test = regression_rows(200, seed=2)
     assert evaluation["challenger"] < 0.5 * float(np.std(test[:, 0]))  # the mean scores the std
