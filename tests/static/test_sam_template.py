@@ -514,6 +514,7 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "MinImprovement": 0,
         "MaxRetainedRegression": 0,
         "FullRetrainAfterRejections": 3,
+        "FullRetrainGrowth": 3,
         "PreviousModelsToKeep": 1,
         "NotificationEmail": "",
         "Objective": "reg:squarederror",

@@ -18,8 +18,9 @@ from moto_stack import BUCKET, STACK, TABLE, Aws
 from refit import layout
 from refit.champion import Champion
 from refit.holdout import champion_run_started_at, split_holdout
-from refit.run_records import ChampionPointer, RunRecords
-from refit.warm_start import WarmStart, check_warm_start
+from refit.run_queue import RunQueue
+from refit.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.warm_start import WarmStart, check_warm_start, known_pointer, outgrown
 
 MODEL_URL = f"s3://{BUCKET}/models/s3-old/output/model.tar.gz"
 CHAMPION = Champion("s3-old", MODEL_URL, "s3-old-config", 3, "pointer")
@@ -30,22 +31,34 @@ def records(aws: Aws) -> RunRecords:
 
 
 def warm_start(
-    aws: Aws, *, columns: int = 4, limit: int = 3, objective: str = "reg:squarederror"
+    aws: Aws,
+    *,
+    columns: int = 4,
+    limit: int = 3,
+    objective: str = "reg:squarederror",
+    new_rows: int = 10,
+    growth: float = 3.0,
 ) -> WarmStart:
     return check_warm_start(
         aws.s3,
         records(aws),
         CHAMPION,
+        known_pointer(records(aws), CHAMPION),
         objective=objective,
         data_columns=columns,
+        new_rows=new_rows,
         full_retrain_after_rejections=limit,
+        full_retrain_growth=growth,
     )
 
 
-def with_champion(aws: Aws, objective: str | None = "reg:squarederror") -> None:
+def with_champion(
+    aws: Aws, objective: str | None = "reg:squarederror", window: DataWindow | None = None
+) -> None:
     put(aws.s3, "models/s3-old/output/model.tar.gz", b"artifact")
     records(aws).set_champion(
-        ChampionPointer("s3-old", MODEL_URL, None, "run-0", 3, objective), "2026-11-01T00:00:00Z"
+        ChampionPointer("s3-old", MODEL_URL, None, "run-0", 3, objective, data_window=window),
+        "2026-11-01T00:00:00Z",
     )
 
 
@@ -101,6 +114,34 @@ def test_k_rejected_challengers_in_a_row_mean_a_full_retrain(aws: Aws) -> None:
         "(FullRetrainAfterRejections 3)"
     )
     assert warm_start(aws, limit=0).full_retrain_reason is None
+
+
+def test_data_that_outgrew_the_champions_trees_means_a_full_retrain(aws: Aws) -> None:
+    # Given a champion whose trees were grown on 100 rows, its lineage has seen 250
+    with_champion(aws, window=DataWindow(None, base_rows=100, seen_rows=250))
+    # When a delivery brings its lineage to just under 3x the base, it is continued
+    assert warm_start(aws, new_rows=49).full_retrain_reason is None
+    # And at 3x it retrains from scratch, on all data (not the delivery alone), saying why
+    checked = warm_start(aws, new_rows=50)
+    assert checked.full_retrain_reason == (
+        "full retrain: the champion's trees were grown on 100 rows, its lineage has 300 with "
+        "this delivery (FullRetrainGrowth 3)"
+    )
+    assert not checked.delivery_only
+    # Unless the rule is off
+    assert warm_start(aws, new_rows=50, growth=0).full_retrain_reason is None
+
+
+def test_the_growth_rule_needs_the_window_the_pointer_recorded() -> None:
+    assert outgrown(None, 10**9, 3.0) is None  # promoted before refit recorded it
+    assert outgrown(DataWindow(None, None, 500), 10**9, 3.0) is None  # sample without a base
+    assert outgrown(DataWindow(None, 10, 10), 20, 3.0) is not None
+    assert outgrown(DataWindow(None, 10, 10), 10**9, 0.0) is None
+
+
+def test_a_new_feature_count_retrains_on_the_delivery_alone(aws: Aws) -> None:
+    with_champion(aws)
+    assert warm_start(aws, columns=6).delivery_only
 
 
 def test_a_streak_belongs_to_one_champion_and_resets(aws: Aws) -> None:
@@ -163,11 +204,11 @@ def app(aws: Aws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType
     return load_handler("prepare_run")
 
 
-def prepare(app: ModuleType, execution_input: Any) -> dict[str, Any]:
+def prepare(app: ModuleType, execution_input: Any, name: str = "run-1") -> dict[str, Any]:
     event = {
         "input": execution_input,
-        "executionName": "run-1",
-        "executionArn": "arn:aws:states:us-east-1:123456789012:execution:refit-test-retrain:run-1",
+        "executionName": name,
+        "executionArn": f"arn:aws:states:us-east-1:123456789012:execution:{STACK}-retrain:{name}",
         "startTime": "2026-11-28T09:20:00.123Z",
     }
     plan: dict[str, Any] = app.lambda_handler(event, FakeLambdaContext())
@@ -191,3 +232,92 @@ def test_prepare_run_records_why_the_champion_is_not_continued(app: ModuleType, 
     assert record["trainingModeReason"] == plan["trainingModeReason"]
     assert record["forceDecision"] == "promote"
     assert record["testSets"]["reason"].startswith("no champion with a known run")
+
+
+def write_trained(aws: Aws, entries: list[tuple[str, bytes, str]]) -> None:
+    """Upload each (key, body, trainedAt) and record it in the cumulative manifest as trained."""
+    objects = []
+    for key, body, trained_at in entries:
+        uploaded = put(aws.s3, key, body)
+        pinned = f"runs/run-0/data/{key.removeprefix(layout.TRAIN_PREFIX)}"
+        put(aws.s3, pinned, body)
+        objects.append(
+            {
+                "key": key,
+                "versionId": uploaded["versionId"],
+                "etag": uploaded["etag"],
+                "size": len(body),
+                "rows": body.count(b"\n"),
+                "columns": 4,
+                "pinnedUri": f"s3://{BUCKET}/{pinned}",
+                "runId": "run-0",
+                "trainedAt": trained_at,
+            }
+        )
+    document = {"formatVersion": 1, "bucket": BUCKET, "objects": objects}
+    put(aws.s3, layout.CUMULATIVE_MANIFEST_KEY, json.dumps(document))
+
+
+def live_champion(aws: Aws, window: DataWindow) -> None:
+    config = deploy_endpoint(aws.sagemaker, aws.settings.endpoint_name, "s3-old", MODEL_URL)
+    put(aws.s3, "models/s3-old/output/model.tar.gz", b"artifact")
+    records(aws).set_champion(
+        ChampionPointer(
+            "s3-old", MODEL_URL, config, "run-0", 3, "reg:squarederror", data_window=window
+        ),
+        "t",
+    )
+
+
+def train_keys(plan: dict[str, Any], aws: Aws) -> list[str]:
+    manifest = json.loads(
+        aws.s3.get_object(Bucket=BUCKET, Key=f"runs/{plan['runId']}/manifest.json")["Body"].read()
+    )
+    return sorted(item["key"] for item in manifest["accepted"])
+
+
+def test_a_delivery_that_outgrew_the_champion_retrains_on_all_data_in_its_window(
+    app: ModuleType, aws: Aws
+) -> None:
+    # Given a champion whose lineage restarted at a drift detected at 10:00, and trained data
+    # from before and after it
+    write_trained(
+        aws,
+        [
+            ("data/train/before-drift.csv", csv_rows(5), "2026-11-28T09:59:59Z"),
+            ("data/train/after-drift.csv", csv_rows(5), "2026-11-28T10:00:05Z"),
+        ],
+    )
+    live_champion(aws, DataWindow("2026-11-28T10:00:00.250Z", base_rows=5, seen_rows=10))
+    # When a delivery of 5 rows brings its lineage to 3x the rows its trees were grown on
+    delivered = put(aws.s3, "data/train/new.csv", csv_rows(5))
+    plan = prepare(app, {"source": "s3", "objects": [delivered]})
+    # Then the run retrains from scratch on all data since the drift, the delivery included
+    assert plan["trainingMode"] == "full"
+    assert plan["trainingModeReason"].startswith("full retrain: the champion's trees were grown")
+    assert "on the data trained since 2026-11-28T10:00:00.250Z" in plan["trainingModeReason"]
+    assert train_keys(plan, aws) == ["data/train/after-drift.csv", "data/train/new.csv"]
+    assert plan["dataWindow"] == {"since": "2026-11-28T10:00:00.250Z", "outsideWindow": 1}
+    assert plan["data"]["rows"] == 10
+    record = records(aws).get_run("run-1")
+    assert record is not None and record["dataWindow"] == plan["dataWindow"]
+
+
+def test_a_full_retrain_by_hand_trains_on_everything(app: ModuleType, aws: Aws) -> None:
+    # Given the same window
+    write_trained(
+        aws,
+        [
+            ("data/train/before-drift.csv", csv_rows(5), "2026-11-28T09:59:59Z"),
+            ("data/train/after-drift.csv", csv_rows(5), "2026-11-28T10:00:05Z"),
+        ],
+    )
+    live_champion(aws, DataWindow("2026-11-28T10:00:00.250Z", base_rows=5, seen_rows=5))
+    # When a full retrain is asked for by hand, it takes all data (the way out of a false drift)
+    plan = prepare(app, {"trainingMode": "full"})
+    assert train_keys(plan, aws) == ["data/train/after-drift.csv", "data/train/before-drift.csv"]
+    assert plan["dataWindow"] == {"since": None, "outsideWindow": 0}
+    # While the scheduled one stays in the window
+    RunQueue(aws.dynamodb, TABLE, STACK).release("run-1")  # the first run has ended
+    scheduled = prepare(app, {"source": "schedule", "trainingMode": "full"}, name="run-2")
+    assert train_keys(scheduled, aws) == ["data/train/after-drift.csv"]

@@ -289,6 +289,7 @@ def test_decision_dict_follows_the_state_contract() -> None:
         "championProblem": None,
         "incremental": None,
         "drift": None,
+        "replaySample": None,
         "trainedData": None,
     }
 

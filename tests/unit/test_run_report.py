@@ -19,7 +19,7 @@ from state_builders import (
 
 from refit.config import Settings
 from refit.cost import PriceTable
-from refit.run_records import ChampionPointer, RunRecords
+from refit.run_records import ChampionPointer, DataWindow, RunRecords
 from refit.run_report import (
     InvalidRunOutcome,
     RunReport,
@@ -122,6 +122,27 @@ def test_promoted_endpoint_run_records_everything_and_moves_the_champion(aws: Aw
     assert "Endpoint refit-test-endpoint serves config job-run-2." in summary
     assert "spot savings 70.0%" in summary
     assert json.loads(body)["runId"] == "run-2"
+
+
+def test_the_champion_pointer_keeps_the_models_data_window(aws: Aws) -> None:
+    # Given a promoted incremental run in the window of a drift detected earlier
+    state = promoted_state("run-2")
+    state["run"]["startedAt"] = "2026-11-28T11:00:00.100Z"
+    state["run"]["dataWindow"] = {"since": "2026-11-20T08:00:00Z", "outsideWindow": 0}
+    sample = {"rows": 50, "seenRows": 300, "baseRows": 100, "columns": 5}
+    state["evaluation"]["replaySample"] = sample
+    # When recorded, the pointer keeps the window and how much of it the trees have seen
+    _record(aws, "promoted", state)
+    champion = _ledger(aws).get_champion()
+    assert champion is not None
+    assert champion.data_window == DataWindow("2026-11-20T08:00:00Z", 100, 300)
+    # And a challenger that detected drift and learnt from scratch starts a window at its run
+    state["evaluation"]["drift"] = {"detected": True, "championNew": 3.1}
+    state["evaluation"]["replaySample"] = {**sample, "seenRows": 80, "baseRows": 80}
+    _record(aws, "promoted", state, name="run-3")
+    champion = _ledger(aws).get_champion()
+    assert champion is not None
+    assert champion.data_window == DataWindow("2026-11-28T11:00:00.100Z", 80, 80)
 
 
 def test_promoted_batch_run_records_the_transform_and_no_config(aws: Aws) -> None:

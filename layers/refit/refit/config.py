@@ -104,6 +104,7 @@ class Settings:
     min_improvement: float
     max_retained_regression: float
     full_retrain_after_rejections: int
+    full_retrain_growth: float
     previous_models_to_keep: int
     objective: str
     num_rounds_full: int
@@ -145,6 +146,8 @@ class Settings:
             max_retained_regression=env.number("MAX_RETAINED_REGRESSION", 0.0),
             # 0: never fall back to a full retrain because challengers keep losing.
             full_retrain_after_rejections=env.integer("FULL_RETRAIN_AFTER_REJECTIONS", 3),
+            # refit.warm_start's growth rule; 0: off.
+            full_retrain_growth=env.number("FULL_RETRAIN_GROWTH", 3.0),
             # Approved models kept besides the live one (0: only the live one).
             previous_models_to_keep=env.integer("PREVIOUS_MODELS_TO_KEEP", 1, minimum=0),
             objective=env.text("OBJECTIVE", "reg:squarederror"),
@@ -168,6 +171,11 @@ class Settings:
                 alarm_names=env.names("ROLLBACK_ALARMS"),
             ),
         )
+        if settings.full_retrain_growth != 0 and not settings.full_retrain_growth > 1:
+            raise ConfigError(
+                "FULL_RETRAIN_GROWTH must be 0 (off) or greater than 1, got "
+                f"{settings.full_retrain_growth}"
+            )
         rollout = settings.rollout
         if rollout.step_percent > 50 or (rollout.mode == "Linear" and rollout.step_percent < 10):
             raise ConfigError(

@@ -32,6 +32,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -155,6 +156,8 @@ class DataSelection:
     accepted: tuple[DataFile, ...]
     rejected: tuple[RejectedFile, ...]
     skipped: tuple[SkippedObject, ...]
+    # Listed files left out because they trained before the data window (a detected drift).
+    outside_window: int = 0
 
     @property
     def rows(self) -> int:
@@ -280,13 +283,16 @@ def select_data(
     max_file_bytes: int,
     champion_features: int | None,
     trained: Mapping[str, TrainedVersion] | None = None,
+    since: str | None = None,
 ) -> DataSelection:
     """Check every file the request covers; move the bad ones to ``data/rejected/``.
 
     All files of a run must have one column count: the champion's feature count + 1 when it is
     known (a warm start needs that layout), else that of the first good file. A listing run
     takes a current object that ``trained`` (the cumulative manifest) holds with the same ETag
-    and a fitting column count as it was trained before: its pinned copy, no re-read.
+    and a fitting column count as it was trained before: its pinned copy, no re-read; with
+    ``since`` (a data window, ``refit.run_records.DataWindow``) it leaves out what ``trained``
+    holds from before then, unchanged since: the data of a relationship a drift replaced.
     """
     expected = (
         ExpectedColumns.of_champion(champion_features) if champion_features is not None else None
@@ -296,6 +302,8 @@ def select_data(
         if request.objects
         else _listed(s3, bucket, request, trained or {})
     )
+    outside = sum(1 for c in candidates if _before(c.trained, since))
+    candidates = [c for c in candidates if not _before(c.trained, since)]
     accepted: list[DataFile] = []
     rejected: list[RejectedFile] = []
     for candidate in candidates:
@@ -319,9 +327,26 @@ def select_data(
         expected = expected or ExpectedColumns(checked.columns, f"as in {checked.key}")
     logger.info(
         "data selected",
-        extra={"accepted": len(accepted), "rejected": len(rejected), "skipped": len(skipped)},
+        extra={
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "skipped": len(skipped),
+            "outsideWindow": outside,
+        },
     )
-    return DataSelection(tuple(accepted), tuple(rejected), tuple(skipped))
+    return DataSelection(tuple(accepted), tuple(rejected), tuple(skipped), outside)
+
+
+def _before(trained: TrainedVersion | None, since: str | None) -> bool:
+    # Parsed, not compared as text: the two times are written at different precisions.
+    if trained is None or since is None:
+        return False
+    return _instant(trained.trained_at) < _instant(since)
+
+
+def _instant(timestamp: str) -> datetime:
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _named_objects(
@@ -527,7 +552,7 @@ def pin_accepted(s3: S3Client, bucket: str, run_id: str, selection: DataSelectio
         else:
             accepted.append(outcome)
     logger.info("data pinned", extra={"pinned": len(to_pin), "reused": len(accepted) - len(to_pin)})
-    return DataSelection(tuple(accepted), selection.rejected, tuple(skipped))
+    return replace(selection, accepted=tuple(accepted), skipped=tuple(skipped))
 
 
 def _pin(s3: S3Client, bucket: str, run_id: str, data_file: DataFile) -> DataFile | SkippedObject:

@@ -14,7 +14,7 @@ target in the Model Registry and plans the deployment only; the bucket is not to
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +29,10 @@ from refit.rollback import find_rollback_target
 from refit.run_input import InvalidRunInput, RollbackRequest, RunRequest, parse_run_input
 from refit.run_plan import PlanInputs, build_rollback_plan, build_run_plan, plan_size
 from refit.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
-from refit.run_records import RunRecords
+from refit.run_records import ChampionPointer, RunRecords
 from refit.trained_data import load_trained
 from refit.training_code import publish_training_code
-from refit.warm_start import check_warm_start
+from refit.warm_start import WarmStart, check_warm_start, known_pointer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -114,6 +114,8 @@ def prepare_run(
     champion = state.champion
     bucket = settings.data_bucket
     datasets.require_test_data(s3, bucket)
+    pointer = known_pointer(records, champion)
+    since = data_window_since(request, pointer)
 
     selection = datasets.select_data(
         s3,
@@ -124,7 +126,37 @@ def prepare_run(
         champion_features=champion.feature_count if champion is not None else None,
         # A listing run (a full retrain, a prefix) reuses what earlier runs validated and pinned.
         trained=None if request.objects else load_trained(s3, bucket),
+        since=since,
     )
+    # The gate: may this run warm-start (HeadObjects and one GetItem, nothing changed).
+    warm_start = check_warm_start(
+        s3,
+        records,
+        champion,
+        pointer,
+        objective=settings.objective,
+        data_columns=selection.columns,
+        new_rows=selection.rows,
+        full_retrain_after_rejections=settings.full_retrain_after_rejections,
+        full_retrain_growth=settings.full_retrain_growth,
+    )
+    if _retrains_on_all_data(request, warm_start):
+        # A full retrain instead of this delivery's increment: on every file in the window.
+        everything = datasets.select_data(
+            s3,
+            bucket,
+            replace(request, objects=(), prefix=None),
+            run_id=run_id,
+            max_file_bytes=settings.max_file_mb * 1024 * 1024,
+            champion_features=champion.feature_count if champion is not None else None,
+            trained=load_trained(s3, bucket),
+            since=since,
+        )
+        selection = replace(
+            everything,
+            rejected=selection.rejected + everything.rejected,
+            skipped=selection.skipped + everything.skipped,
+        )
     # The job reads these copies, not the keys: nothing after this line changes its data.
     selection = datasets.pin_accepted(s3, bucket, run_id, selection)
     if request.source != "s3":
@@ -134,15 +166,7 @@ def prepare_run(
         queue.take(run_id, [f.data_object() for f in selection.accepted], started_at)
     manifests = datasets.write_manifests(s3, bucket, run_id, request, selection, started_at)
     code_uri = publish_training_code(s3, bucket, settings.training_code_dir)
-    # The gate: may this run warm-start, and which test data is fresh vs retained.
-    warm_start = check_warm_start(
-        s3,
-        records,
-        champion,
-        objective=settings.objective,
-        data_columns=selection.columns,
-        full_retrain_after_rejections=settings.full_retrain_after_rejections,
-    )
+    # Which test data is fresh vs retained.
     test_sets = split_holdout(s3, bucket, run_id, champion_run_started_at(records, champion))
     plan = build_run_plan(
         PlanInputs(
@@ -159,6 +183,8 @@ def prepare_run(
             region=s3.meta.region_name,
             warm_start=warm_start,
             test_sets=test_sets,
+            started_at=started_at,
+            data_window_since=since,
         ),
         settings,
     )
@@ -171,6 +197,7 @@ def prepare_run(
             "planStatus": plan["status"],
             "trainingMode": plan["trainingMode"],
             "trainingModeReason": plan["trainingModeReason"],
+            "dataWindow": plan["dataWindow"],
             "deploymentMode": plan["deploymentMode"],
             "data": {k: v for k, v in plan["data"].items() if k != "rejectedFiles"},
             "manifestUri": manifests.manifest_uri,
@@ -191,6 +218,27 @@ def prepare_run(
         },
     )
     return plan
+
+
+def data_window_since(request: RunRequest, pointer: ChampionPointer | None) -> str | None:
+    """The data window a run trains in: the champion's (a drift restarted it), except for a
+    full retrain asked for by hand, which trains on everything (the way back from a drift that
+    was none, or from any window)."""
+    if request.training_mode == "full" and request.source != "schedule":
+        return None
+    window = pointer.data_window if pointer is not None else None
+    return window.since if window is not None else None
+
+
+def _retrains_on_all_data(request: RunRequest, warm_start: WarmStart) -> bool:
+    """A warm start refused for a run that selected less than all of ``data/train/``."""
+    partial = bool(request.objects) or request.data_prefix != layout.TRAIN_PREFIX
+    return (
+        request.training_mode != "full"
+        and warm_start.full_retrain_reason is not None
+        and not warm_start.delivery_only
+        and partial
+    )
 
 
 def _prepare_rollback(

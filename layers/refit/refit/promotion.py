@@ -81,6 +81,8 @@ class Evaluation:
     # drift check: recorded as train.py wrote them (training/refit_incremental.py).
     incremental: Mapping[str, Any] | None = None
     drift: Mapping[str, Any] | None = None
+    # The replay sample the model carries (rows, seenRows, baseRows): its data window's size.
+    replay_sample: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, data: Any, source: str) -> Evaluation:
@@ -114,6 +116,7 @@ class Evaluation:
             champion_problem=text(data, "championProblem"),
             incremental=section(data, "incremental"),
             drift=section(data, "drift"),
+            replay_sample=section(data, "replaySample"),
         )
 
 
@@ -276,6 +279,7 @@ class Decision:
             "championProblem": e.champion_problem,
             "incremental": dict(e.incremental) if e.incremental is not None else None,
             "drift": dict(e.drift) if e.drift is not None else None,
+            "replaySample": dict(e.replay_sample) if e.replay_sample is not None else None,
             "trainedData": dict(self.trained_data) if self.trained_data is not None else None,
         }
 

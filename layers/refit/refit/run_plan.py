@@ -52,6 +52,9 @@ class PlanInputs:
     # The gate (refit.warm_start, refit.holdout); None: warm start as planned, data/test/ whole.
     warm_start: WarmStart | None = None
     test_sets: HoldoutSplit | None = None
+    started_at: str | None = None
+    # The data window the run trains in (refit.run_records.DataWindow.since); None: all data.
+    data_window_since: str | None = None
 
 
 def choose_training_mode(
@@ -97,6 +100,12 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
         inputs.request.training_mode, champion, inputs.request.source
     )
     mode, reason = _unless_warm_start_is_unsafe(mode, reason, inputs.warm_start)
+    since = inputs.data_window_since
+    if mode == "full" and since is not None:
+        reason += (
+            f"; on the data trained since {since}, when drift was detected "
+            f"({inputs.selection.outside_window} older files left out)"
+        )
     deployment_mode: DeploymentMode = inputs.request.deployment_mode or settings.deployment_mode
     status: PlanStatus = "ready" if inputs.selection.accepted else "rejected-input"
     job_name = layout.sagemaker_name(inputs.run_id)
@@ -107,6 +116,8 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
         "source": inputs.request.source,
         "trainingMode": mode,
         "trainingModeReason": reason,
+        "startedAt": inputs.started_at,
+        "dataWindow": {"since": since, "outsideWindow": inputs.selection.outside_window},
         "deploymentMode": deployment_mode,
         "metric": settings.evaluation_metric,
         # Fails here (before an hour of training) if the metric is not one refit can gate on.

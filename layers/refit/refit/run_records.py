@@ -79,6 +79,37 @@ def is_condition_failure(error: ClientError) -> bool:
 
 
 @dataclass(frozen=True)
+class DataWindow:
+    """What a champion's model stands for (``refit.warm_start``'s growth rule and full retrains).
+
+    ``since``: the data its lineage trains in was trained from this time on (ISO 8601 UTC): the
+    start of the run that detected drift and learnt the new relationship from scratch; data
+    trained before belongs to the old one. None: all data. ``base_rows``: rows its first trees
+    were grown on (the lineage's last from-scratch job); ``seen_rows``: rows the lineage has
+    trained on since, the base included (``replaySample`` in evaluation.json).
+    """
+
+    since: str | None
+    base_rows: int | None
+    seen_rows: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since, "baseRows": self.base_rows, "seenRows": self.seen_rows}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DataWindow | None:
+        if not isinstance(data, Mapping):
+            return None
+
+        def rows(key: str) -> int | None:
+            value = data.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        since = data.get("since")
+        return cls(since if isinstance(since, str) else None, rows("baseRows"), rows("seenRows"))
+
+
+@dataclass(frozen=True)
 class ChampionPointer:
     model_name: str
     model_data_url: str
@@ -87,6 +118,7 @@ class ChampionPointer:
     feature_count: int | None = None
     objective: str | None = None  # what it was trained with: another one means no warm start
     model_package_arn: str | None = None  # its Model Registry package (refit.lineage)
+    data_window: DataWindow | None = None  # None: promoted before refit recorded it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +129,7 @@ class ChampionPointer:
             "featureCount": self.feature_count,
             "objective": self.objective,
             "modelPackageArn": self.model_package_arn,
+            "dataWindow": self.data_window.to_dict() if self.data_window else None,
         }
 
 
@@ -218,6 +251,7 @@ class RunRecords:
             feature_count=data.get("featureCount"),
             objective=data.get("objective"),
             model_package_arn=data.get("modelPackageArn"),
+            data_window=DataWindow.from_dict(data.get("dataWindow")),
         )
 
     def set_champion(self, champion: ChampionPointer, promoted_at: str) -> None:

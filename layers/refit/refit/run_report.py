@@ -26,7 +26,7 @@ from refit import cost, layout, lineage
 from refit.config import Settings
 from refit.cost import PriceTable, spot_savings_percent
 from refit.notify import Notification, publish
-from refit.run_records import ChampionPointer, RunRecords
+from refit.run_records import ChampionPointer, DataWindow, RunRecords
 from refit.run_state import RunState, flag, integer, number, section, text
 
 if TYPE_CHECKING:
@@ -509,7 +509,23 @@ def _champion(outcome: RunOutcome) -> ChampionPointer:
         feature_count=integer(outcome.state.evaluation, "features"),
         objective=text(outcome.state.evaluation, "objective"),
         model_package_arn=text(outcome.state.evaluation, "modelPackageArn"),
+        data_window=_data_window(outcome),
     )
+
+
+def _data_window(outcome: RunOutcome) -> DataWindow | None:
+    """The promoted model's data window: the run's, or from its start after a drift restart."""
+    run, evaluation = outcome.state.run, outcome.state.evaluation or {}
+    if run is None or outcome.is_rollback_run:
+        return None  # a restored model: its window is not known any more
+    sample = section(evaluation, "replaySample")
+    restarted = flag(section(evaluation, "drift"), "detected") is True
+    window = DataWindow(
+        since=run.started_at if restarted else run.data_window_since,
+        base_rows=integer(sample, "baseRows"),
+        seen_rows=integer(sample, "seenRows"),
+    )
+    return None if window == DataWindow(None, None, None) else window
 
 
 def model_package_attributes(

@@ -136,6 +136,9 @@ class RunSection:
     # "rollback" for a rollback run (refit.rollback), which also names the package it replaces.
     kind: str | None = None
     replaced_package_arn: str | None = None
+    # When the run started, and the data window it trains in (refit.run_records.DataWindow).
+    started_at: str | None = None
+    data_window_since: str | None = None
 
     @property
     def is_rollback(self) -> bool:
@@ -172,6 +175,8 @@ class RunSection:
             champion_problem=text(run, "championProblem"),
             kind=text(run, "kind"),
             replaced_package_arn=text(section(run, "rollback"), "replacedModelPackageArn"),
+            started_at=text(run, "startedAt"),
+            data_window_since=text(section(run, "dataWindow"), "since"),
         )
 
 
