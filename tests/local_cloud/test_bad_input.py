@@ -99,7 +99,8 @@ def bad_input(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadInput]:
         runs = CloudRuns(cloud)
         notifications = Notifications(cloud)
         runs.put(TEST_KEY, csv(rows(80, seed=1)))
-        first = runs.upload_run({"data/train/first.csv": csv(rows(40, seed=2))})
+        # Enough rows that the bursts stay increments (FullRetrainGrowth: 3x would retrain all)
+        first = runs.upload_run({"data/train/first.csv": csv(rows(60, seed=2))})
         assert first.status == "PROMOTED", first.record
         yield BadInput(cloud, runs, notifications, runs.endpoint_config_name())
 
