@@ -38,6 +38,7 @@ from cloud_harness import (
 from model_registry import insert_model_packages
 
 from local_cloud.cloud import LocalCloud
+from local_cloud.event_source import s3_event_for
 from refit import layout, lineage
 from refit.cli import manual_execution_name, rollback_execution_input
 from refit.run_records import RunRecords
@@ -69,6 +70,13 @@ def start(runs: CloudRuns, document: dict[str, Any]) -> str:
         input=json.dumps(document),
     )
     return str(response["executionArn"])
+
+
+def put_untriggered(cloud: LocalCloud, runs: CloudRuns, key: str, body: bytes) -> None:
+    """Upload ``key`` with its S3 event held back: the forced run started next is the only one.
+    (Its trigger run would race the manual start for the run lock.)"""
+    cloud.event_sources.delayed.arm(s3_event_for(key))
+    runs.put(key, body)
 
 
 def running(runs: CloudRuns, arn: str) -> bool:
@@ -177,7 +185,7 @@ def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
     answer_a = f"{runs.predict(probe)[0]:.6g}"
 
     # 2. Model B rolls out as a canary: a quarter of the answers are B's, then all of them
-    runs.put("data/train/b.csv", csv(rows(200, seed=3)))
+    put_untriggered(cloud, runs, "data/train/b.csv", csv(rows(200, seed=3)))
     second_arn = start(runs, {"forceDecision": "promote"})
     answers = sample_while_running(runs, second_arn, probe)
     second = runs.finished(second_arn)
@@ -201,7 +209,7 @@ def test_canary_alarm_rollback_and_refit_rollback(cloud: LocalCloud) -> None:
     assert owned_models(runs) == {first.name, second.name}
 
     # 3. Model C's canary trips the 5XX alarm: SageMaker rolls back to B by itself
-    runs.put("data/train/c.csv", csv(rows(200, seed=4)))
+    put_untriggered(cloud, runs, "data/train/c.csv", csv(rows(200, seed=4)))
     third_arn = start(runs, {"forceDecision": "promote"})
 
     def canary_serving() -> bool:
