@@ -39,7 +39,6 @@ Exit status: 0 done; 1 failed (the reason is in the failure file, SageMaker's Fa
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -48,7 +47,6 @@ import signal
 import sys
 import tarfile
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +64,7 @@ if __name__ == "__main__":
 
 import numpy as np
 import numpy.typing as npt
+import refit_data as data
 import refit_incremental as incremental
 import xgboost as xgb
 
@@ -84,7 +83,6 @@ CHANNEL_MODEL = "model"
 CHANNEL_REPLAY = "replay"
 MODEL_FILE = "xgboost-model"
 EVALUATION_FILE = "evaluation.json"
-IGNORED_NAME_PREFIXES = ("_", ".")
 
 DEFAULT_SM_ROOT = "/opt/ml"
 MODEL_ARCHIVE = "model.tar.gz"
@@ -127,20 +125,6 @@ SUPPORTED_METRICS = SINGLE_OUTPUT_METRICS | MULTICLASS_METRICS | {"accuracy"}
 PROBABILITY_EPSILON = 1e-16  # clips log(0) in logloss, as xgboost does
 EXIT_FAILED = 1
 EXIT_STOPPED = 128 + signal.SIGTERM
-
-LOADTXT_OPTIONS: dict[str, Any] = {
-    "delimiter": ",",
-    "dtype": np.float32,  # xgboost keeps float32 anyway: half the memory of float64
-    "ndmin": 2,
-    "comments": None,
-    "encoding": "utf-8-sig",
-}
-# Each pattern starts with a literal character: Python's re then skips ahead fast (10x faster
-# than ^/lookbehind variants on a 40 MB file). fill_empty_fields puts a newline in front of the
-# text so the first line matches like the others.
-WHITESPACE_ONLY_LINE = re.compile(r"\n[ \t]+(?=\n|\Z)")
-EMPTY_FIRST_FIELD = re.compile(r"\n[ \t]*,")
-EMPTY_OTHER_FIELD = re.compile(r",[ \t]*(?=,|\n|\Z)")
 
 XGBOOST_ERROR_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
 
@@ -443,151 +427,42 @@ def check_metric_fits_objective(config: TrainingConfig) -> None:
 # --- Data ----------------------------------------------------------------------------------
 
 
-def data_files(directory: Path) -> list[Path]:
-    """Every file under ``directory``, in a stable order, minus names starting with _ or ."""
-    found: list[Path] = []
-    for root, subdirectories, files in os.walk(directory):
-        subdirectories[:] = sorted(
-            d for d in subdirectories if not d.startswith(IGNORED_NAME_PREFIXES)
-        )
-        found.extend(
-            Path(root) / name
-            for name in sorted(files)
-            if not name.startswith(IGNORED_NAME_PREFIXES)
-        )
-    return found
-
-
-def read_csv(path: Path, name: str) -> Matrix:
-    """Rows of a label-first numeric CSV file; empty fields are missing values (NaN)."""
-    try:
-        with warnings.catch_warnings():
-            # "input contained no data": check_values reports an empty file itself.
-            warnings.simplefilter("ignore", UserWarning)
-            rows: Matrix = np.loadtxt(path, **LOADTXT_OPTIONS)
-    except ValueError:
-        # The fast path takes no empty fields or whitespace-only lines: normalize, then retry,
-        # and only if that fails too look for the line to blame.
-        text = read_text(path, name)
-        try:
-            rows = np.loadtxt(io.StringIO(fill_empty_fields(text)), **LOADTXT_OPTIONS)
-        except ValueError as error:
-            raise first_problem(text, name, error) from None
-    check_values(rows, path, name)
-    return rows
-
-
-def read_text(path: Path, name: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # universal newlines: CRLF reads as LF
-    except UnicodeDecodeError as error:
-        raise TrainingError(f"{name} is not UTF-8 text (byte {error.start})") from None
-
-
-def fill_empty_fields(text: str) -> str:
-    """Empty fields become ``nan`` (missing) and whitespace-only lines become blank lines."""
-    text = WHITESPACE_ONLY_LINE.sub("\n", "\n" + text)
-    text = EMPTY_FIRST_FIELD.sub("\nnan,", text)
-    return EMPTY_OTHER_FIELD.sub(",nan", text)[1:]
-
-
-def first_problem(text: str, name: str, parse_error: ValueError) -> TrainingError:
-    """The first line that makes ``text`` unreadable as label-first numeric CSV, as an error."""
-    width = first_line = 0
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        fields = line.split(",")
-        if not width:
-            width, first_line = len(fields), number
-        elif len(fields) != width:
-            return TrainingError(
-                f"{name} line {number}: {len(fields)} columns, but line {first_line} has {width}"
-            )
-        for column, field in enumerate(fields, start=1):
-            if field.strip() and not is_number(field):
-                header = "; files must not have a header row" if number == first_line else ""
-                return TrainingError(
-                    f"{name} line {number}, column {column}: {field.strip()!r} is not a number"
-                    f"{header}"
-                )
-    return TrainingError(f"{name} is not numeric CSV: {parse_error}")
-
-
-def is_number(field: str) -> bool:
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
-
-
-def check_values(rows: Matrix, path: Path, name: str) -> None:
-    if rows.shape[0] == 0:
-        raise TrainingError(f"{name} has no data rows")
-    if rows.shape[1] < 2:
-        raise TrainingError(f"{name} has 1 column; expected the label, then at least one feature")
-    bad_labels = np.flatnonzero(~np.isfinite(rows[:, 0]))
-    if bad_labels.size:
-        number, line = nth_data_line(path, int(bad_labels[0]))
-        label = line.split(",")[0].strip()
-        problem = (
-            "the label is empty" if not label else f"the label {label!r} is not a finite number"
-        )
-        raise TrainingError(f"{name} line {number}: {problem}")
-    infinite = np.argwhere(np.isinf(rows[:, 1:]))
-    if infinite.size:
-        row, feature = (int(index) for index in infinite[0])
-        number, _ = nth_data_line(path, row)
-        raise TrainingError(
-            f"{name} line {number}, column {feature + 2}: infinite value "
-            "(write a missing value as an empty field or nan)"
-        )
-
-
-def nth_data_line(path: Path, row: int) -> tuple[int, str]:
-    """Line number (from 1) and text of data row ``row`` (from 0): blank lines hold no row."""
-    seen = -1
-    with path.open(encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                seen += 1
-                if seen == row:
-                    return number, line.rstrip("\n")
-    raise LookupError(f"{path} has no data row {row}")
-
-
-def has_data(directory: Path) -> bool:
-    return directory.is_dir() and bool(data_files(directory))
-
-
-def load_channel(channel: str, directory: Path, expected: ColumnCount | None) -> ChannelData:
-    """The channel's files as one table; every file must have the ``expected`` columns."""
-    files = data_files(directory) if directory.is_dir() else []
+def load_channel(
+    channel: str, directory: Path, expected: ColumnCount | None, rule: data.LabelRule
+) -> ChannelData:
+    """The channel's files as one table, read by refit's data contract (``refit_data``):
+    every file must have the ``expected`` columns and labels ``rule`` allows."""
+    files = data.data_files(directory) if directory.is_dir() else []
     if not files:
         raise TrainingError(f"channel {channel} has no data files (looked in {directory})")
     names = [f"{channel}/{path.relative_to(directory).as_posix()}" for path in files]
     blocks: list[Matrix] = []
     for path, name in zip(files, names, strict=True):
-        rows = read_csv(path, name)
+        columns = (
+            data.ExpectedColumns(expected.columns, f"as in {expected.source}") if expected else None
+        )
+        try:
+            rows = data.read_table(path, rule, columns)
+        except data.InvalidDataFile as error:
+            # The file's name first: refit finds it in the FailureReason (refit.failed_file).
+            raise TrainingError(f"{name}: {error}") from None
         if expected is None:
             expected = ColumnCount(rows.shape[1], name)
-        elif rows.shape[1] != expected.columns:
-            raise TrainingError(
-                f"{name} has {describe_columns(rows.shape[1])}, but {expected.source} has "
-                f"{describe_columns(expected.columns)}"
-            )
         blocks.append(rows)
-    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    del blocks  # only ``data`` from here: the channel is in memory once, then once in a DMatrix
+    table = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    del blocks  # only ``table`` from here: the channel is in memory once, then once in a DMatrix
     log.info(
         "channel %s: %d rows, %d features, %d files",
         channel,
-        len(data),
-        data.shape[1] - 1,
+        len(table),
+        table.shape[1] - 1,
         len(files),
     )
-    return ChannelData(data, ColumnCount(data.shape[1], names[0]))
+    return ChannelData(table, ColumnCount(table.shape[1], names[0]))
+
+
+def has_data(directory: Path) -> bool:
+    return directory.is_dir() and bool(data.data_files(directory))
 
 
 def describe_columns(columns: int) -> str:
@@ -737,18 +612,33 @@ def with_class_count(
 ) -> TrainingConfig:
     """Fill in ``num_class`` for multi:* objectives when the stack did not pass it.
 
-    The classes of a warm-started model are fixed, so the champion's count wins; without one,
-    labels are class indices 0..K-1 and the largest seen gives K.
+    Labels are class indices 0..K-1: K is the champion's count, or one more than the largest
+    label when that is larger (or there is no champion).
     """
     if not config.multiclass or "num_class" in config.extra_params:
         return config
-    count = 0
-    if champion is not None:
-        learner = json.loads(champion.save_config())["learner"]
-        count = int(learner["learner_model_param"].get("num_class", 0))
-    if count < 1:
-        count = 1 + int(max(float(column.max()) for column in labels))
+    count = champion_classes(champion) if champion is not None else 0
+    # A class the champion does not know (unknown_class) makes the job train from scratch.
+    count = max(count, 1 + int(max(float(column.max()) for column in labels)))
     return dataclasses.replace(config, extra_params={**config.extra_params, "num_class": count})
+
+
+def champion_classes(champion: xgb.Booster) -> int:
+    learner = json.loads(champion.save_config())["learner"]
+    return int(learner["learner_model_param"].get("num_class", 0))
+
+
+def unknown_class(
+    config: TrainingConfig, champion: xgb.Booster | None, labels: list[npt.NDArray[np.float32]]
+) -> str | None:
+    """Why the champion's classes cannot hold the data's (a new class appeared), or None."""
+    if not config.multiclass or champion is None or "num_class" in config.extra_params:
+        return None
+    known = champion_classes(champion)
+    largest = int(max(float(column.max()) for column in labels))
+    if known < 1 or largest < known:
+        return None
+    return f"the data has class {largest}, the champion knows {known} classes (0..{known - 1})"
 
 
 def read_champion(directory: Path) -> tuple[xgb.Booster | None, str | None]:
@@ -1211,21 +1101,27 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     paths = job_paths(env)
     config = training_config(load_hyperparameters(env, paths))
     champion, champion_problem = read_champion(paths.champion)
-    train = load_channel(CHANNEL_TRAIN, paths.train, None)
-    test = load_channel(CHANNEL_TEST, paths.test, train.columns).matrix
+    # The labels the objective can learn (refit_data.label_rule): PrepareRun checked the train
+    # files by the same rule; a class count the stack fixed bounds multi:* labels.
+    rule = data.label_rule(config.objective, config.extra_params.get("num_class"))
+    train = load_channel(CHANNEL_TRAIN, paths.train, None, rule)
+    test = load_channel(CHANNEL_TEST, paths.test, train.columns, rule).matrix
     # Older test data (see docs/architecture.md, "The gate"): optional, same columns.
     retained = (
-        load_channel(CHANNEL_TEST_RETAINED, paths.test_retained, train.columns).matrix
+        load_channel(CHANNEL_TEST_RETAINED, paths.test_retained, train.columns, rule).matrix
         if has_data(paths.test_retained)
         else None
     )
     validation = (
-        load_channel(CHANNEL_VALIDATION, paths.validation, train.columns).matrix
+        load_channel(CHANNEL_VALIDATION, paths.validation, train.columns, rule).matrix
         if has_data(paths.validation)
         else None
     )
     features = train.columns.columns - 1
     mode, mode_fallback = resolve_mode(config, champion, champion_problem, features)
+    new_class = unknown_class(config, champion, [train.rows[:, 0], test.get_label()])
+    if mode == "incremental" and new_class is not None:
+        mode, mode_fallback = "full", f"no warm start: {new_class}"
     if mode_fallback is not None:
         log.warning("training from scratch: %s", mode_fallback)
     if champion is not None and champion.num_features() != features:

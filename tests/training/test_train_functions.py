@@ -21,9 +21,9 @@ def test_shared_names_match_layout(train_module: ModuleType) -> None:
         "CHANNEL_MODEL",
         "MODEL_FILE",
         "EVALUATION_FILE",
-        "IGNORED_NAME_PREFIXES",
     ):
         assert getattr(train_module, name) == getattr(layout, name), name
+    assert train_module.data.IGNORED_NAME_PREFIXES == layout.IGNORED_NAME_PREFIXES
 
 
 def test_without_environment_the_paths_are_sagemakers(train_module: ModuleType) -> None:
@@ -82,21 +82,6 @@ def test_xgboost_gets_every_other_hyperparameter(train_module: ModuleType) -> No
         "objective": "binary:logistic",
         "eval_metric": "error",  # accuracy is 1 - error
     }
-
-
-@pytest.mark.parametrize(
-    ("text", "filled"),
-    [
-        ("1,,2\n,3,4\n5,6,\n", "1,nan,2\nnan,3,4\n5,6,nan\n"),
-        ("1,2\n  \n\t\n3,4", "1,2\n\n\n3,4"),
-        (" ,1, ,2", "nan,1,nan,2"),
-        ("1,2\n3,4\n", "1,2\n3,4\n"),
-    ],
-)
-def test_empty_fields_become_missing_values(
-    train_module: ModuleType, text: str, filled: str
-) -> None:
-    assert train_module.fill_empty_fields(text) == filled
 
 
 def test_auc_matches_counting_pairs_with_ties(train_module: ModuleType) -> None:

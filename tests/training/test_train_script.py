@@ -338,16 +338,24 @@ def test_sigterm_stops_promptly_with_a_checkpoint_and_a_nonzero_exit(job: Job) -
     assert not job.model_file.exists()
 
 
+# The data contract's own messages (training/refit_data.py), as PrepareRun gives them too.
 BAD_FILES = {
-    "header row": ("label,a,b,c,d,e,f\n1,2,3,4,5,6,7\n", "line 1, column 1: 'label' is not a"),
-    "ragged row": ("1,2,3,4,5,6,7\n1,2,3,4,5,6,7\n1,2,3\n", "line 3: 3 columns, but line 1 has 7"),
+    "header row": ("label,a,b,c,d,e,f\n1,2,3,4,5,6,7\n", "line 1 looks like a header row"),
+    "ragged row": (
+        "1,2,3,4,5,6,7\n1,2,3,4,5,6,7\n1,2,3\n",
+        "line 3 has 3 columns, expected 7 (as in train/part-0.csv)",
+    ),
     "non-numeric": ("1,2,3,4,5,6,7\n1,2,3,abc,5,6,7\n", "line 2, column 4: 'abc' is not a number"),
-    "empty file": ("", "has no data rows"),
-    "blank lines only": ("\n\r\n\n", "has no data rows"),
-    "nan label": ("1,2,3,4,5,6,7\r\n\r\nnan,2,3,4,5,6,7\r\n", "line 3: the label 'nan' is not a"),
-    "empty label": ("1,2,3,4,5,6,7\n,2,3,4,5,6,7\n", "line 2: the label is empty"),
-    "infinite feature": ("1,2,3,4,5,6,7\n1,2,inf,4,5,6,7\n", "line 2, column 3: infinite value"),
-    "label only": ("1\n2\n", "has 1 column"),
+    "empty file": ("", "no data rows"),
+    "blank lines only": ("\n\r\n\n", "no data rows"),
+    "nan label": (
+        "1,2,3,4,5,6,7\r\n\r\nnan,2,3,4,5,6,7\r\n",
+        "line 3, column 1 (the label) is 'nan'",
+    ),
+    "empty label": ("1,2,3,4,5,6,7\n,2,3,4,5,6,7\n", "line 2, column 1 (the label) is empty"),
+    "infinite feature": ("1,2,3,4,5,6,7\n1,2,inf,4,5,6,7\n", "line 2, column 3 is infinite"),
+    "beyond float32": ("1,2,3,4,5,6,7\n1,2,1e39,4,5,6,7\n", "1e39 is beyond float32's range"),
+    "label only": ("1\n2\n", "line 1 has 1 column"),
 }
 
 
@@ -360,7 +368,7 @@ def test_bad_training_data_fails_with_a_message_naming_file_and_line(
     run = job.run()
 
     assert run.returncode == 1, run.output
-    assert "train/2026/bad.csv" in job.failure()
+    assert job.failure().startswith("train/2026/bad.csv: ")  # the file first (refit finds it)
     assert message in job.failure()
     assert not job.model_file.exists()
 
@@ -471,7 +479,8 @@ def test_retained_test_data_must_have_the_training_columns(job: Job) -> None:
     run = job.run()
 
     assert run.returncode == 1, run.output
-    assert "test_retained/part-0.csv has 8 columns" in job.failure()
+    expected = "line 1 has 8 columns, expected 7 (as in train/part-0.csv)"
+    assert f"test_retained/part-0.csv: {expected}" in job.failure()
 
 
 def test_columns_must_match_between_channels(job: Job) -> None:
@@ -480,7 +489,7 @@ def test_columns_must_match_between_channels(job: Job) -> None:
     run = job.run()
 
     assert run.returncode == 1, run.output
-    assert "test/wide.csv has 8 columns (label + 7 features), but train/part-0.csv has 7" in (
+    assert "test/wide.csv: line 1 has 8 columns, expected 7 (as in train/part-0.csv)" in (
         job.failure()
     )
 

@@ -15,6 +15,7 @@ def test_layer_holds_only_the_runtime_scripts(tmp_path: Path) -> None:
     shipped = tmp_path / "refit_training"
     assert sorted(path.name for path in shipped.iterdir()) == [
         "inference.py",
+        "refit_data.py",
         "refit_incremental.py",
         "train.py",
     ]
