@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,11 +13,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refit.config import Settings
-from refit.prepare import PrepareRunEvent, prepare_run
-from refit.run_queue import RunQueue
-from refit.run_records import RunRecords
 
 settings = Settings.from_env()
+# refit.datasets checks data with training/refit_data.py, the reader the job itself runs: the
+# TrainingCodeLayer ships it beside train.py (TRAINING_CODE_DIR), outside Lambda's import path.
+sys.path.append(settings.training_code_dir)
+
+from refit.prepare import PrepareRunEvent, prepare_run  # noqa: E402
+from refit.run_queue import RunQueue  # noqa: E402
+from refit.run_records import RunRecords  # noqa: E402
+
 logger = Logger()
 metrics = Metrics()
 s3 = boto3.client("s3")

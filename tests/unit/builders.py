@@ -180,6 +180,7 @@ def write_training_code(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "train.py").write_text("print('train')\n")
     (directory / "refit_incremental.py").write_text("REPLAY_DIR = 'replay'\n")
+    (directory / "refit_data.py").write_text("MAX_COLUMNS = 10\n")
     (directory / "inference.py").write_text("def model_fn(model_dir):\n    return None\n")
     return directory
 

@@ -1,90 +1,65 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from builders import csv_rows, keys_under, put
 from moto_stack import BUCKET, Aws
+from refit_data import label_rule
 
 from refit import datasets
-from refit.datasets import CsvShape, ExpectedColumns, InvalidDataFile, NoTestData, inspect_csv
+from refit.datasets import NoTestData
 from refit.run_input import DataObject, RunRequest
 
 MB = 1024 * 1024
 
 
-def chunked(data: bytes, size: int = 3) -> list[bytes]:
-    """Small chunks so that lines straddle chunk boundaries, as they do in a real stream."""
-    return [data[i : i + size] for i in range(0, len(data), size)]
-
-
 def select(
-    aws: Aws, request: RunRequest, max_file_bytes: int = MB, champion_features: int | None = None
+    aws: Aws,
+    request: RunRequest,
+    max_file_bytes: int = MB,
+    champion_features: int | None = None,
+    s3: Any = None,
+    objective: str = "reg:squarederror",
 ) -> datasets.DataSelection:
     return datasets.select_data(
-        aws.s3,
+        s3 or aws.s3,
         BUCKET,
         request,
         run_id="run-1",
         max_file_bytes=max_file_bytes,
         champion_features=champion_features,
+        rule=label_rule(objective),
     )
 
 
-# --- the CSV contract ---------------------------------------------------------------------------
+class FaultyS3:
+    """The real (moto) client, except that S3 refuses the named (operation, key) pairs with an
+    error, as it does for a KMS key or SSE-C key refit lacks, or a denied object."""
 
+    def __init__(self, s3: Any, faults: dict[tuple[str, str], tuple[str, str, int]]) -> None:
+        self._s3 = s3
+        self._faults = faults
 
-@pytest.mark.parametrize("newline", ["\n", "\r\n"])
-def test_headerless_numeric_csv_is_accepted_with_either_line_ending(newline: str) -> None:
-    data = csv_rows(5, features=3, newline=newline)
-    assert inspect_csv(chunked(data)) == CsvShape(rows=5, columns=4)
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._s3, name)
+        if name not in ("get_object", "head_object", "copy_object"):
+            return attribute
+        operation = "".join(part.title() for part in name.split("_"))
 
+        def call(**params: Any) -> Any:
+            source = params.get("CopySource")
+            key = source["Key"] if isinstance(source, dict) else params.get("Key")
+            fault = self._faults.get((operation, str(key)))
+            if fault is None:
+                return attribute(**params)
+            code, message, status = fault
+            error = {"Error": {"Code": code, "Message": message}}
+            raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
 
-def test_bom_missing_values_and_blank_lines_are_fine() -> None:
-    # Empty fields and nan are missing values, as training/train.py reads them
-    data = "\ufeff1,2.5,nan\n  \n0,-1e-3,\n\n".encode()
-    assert inspect_csv([data]) == CsvShape(rows=2, columns=3)
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        (b"", "no data rows"),
-        (b"\n\n", "no data rows"),
-        (b"price,sqft,rooms\n1,2,3\n", "line 1 looks like a header row"),
-        (b"1,2,3\n1,2\n", "line 2 has 2 columns, expected 3 (as on the lines before it)"),
-        (b"1,2,3\n1,2,x\n", "line 2, column 3: 'x' is not a number"),
-        (b"1,2,3\n1,2,1_000\n", "line 2, column 3: '1_000' is not a number"),
-        (b"1,2,3\n,2,3\n", "line 2, column 1 (the label) is ''"),
-        (b"1,2,3\nnan,2,3\n", "line 2, column 1 (the label) is 'nan'"),
-        (b"1,2,3\n1,inf,3\n", "line 2, column 2 is infinite"),
-        (b"1\n2\n", "line 1 has 1 column: expected the label, then at least one feature"),
-        (b"1,2,3\n1,\xff\xfe,3\n", "line 2 is not UTF-8 text"),
-        (b'"1","2","3"\n', "line 1 looks like a header row"),
-    ],
-)
-def test_broken_files_are_refused_with_the_place_of_the_problem(data: bytes, expected: str) -> None:
-    with pytest.raises(InvalidDataFile) as raised:
-        inspect_csv(chunked(data))
-    assert expected in str(raised.value)
-
-
-def test_the_champion_fixes_the_column_count() -> None:
-    # Given a champion trained on 3 features (4 columns with the label)
-    with pytest.raises(InvalidDataFile) as raised:
-        inspect_csv([b"1,2,3\n"], ExpectedColumns.of_champion(3))
-    # Then a file with 2 features is refused from its first line, saying why
-    assert "line 1 has 3 columns, expected 4 (the champion's 3 features + label)" in str(
-        raised.value
-    )
-
-
-def test_a_file_without_line_breaks_is_refused_without_holding_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(datasets, "MAX_LINE_BYTES", 64)
-    with pytest.raises(InvalidDataFile, match="line 1 is longer than"):
-        inspect_csv(chunked(b"1," * 1000, size=16))
+        return call
 
 
 # --- selecting the run's files ------------------------------------------------------------------
@@ -233,6 +208,120 @@ def test_a_key_that_is_no_clean_path_is_set_aside(aws: Aws, key: str) -> None:
         assert "outside the expected layout" in rejected.reason
         assert rejected.moved_to == "data/rejected/" + key.removeprefix("data/train/")
         put(aws.s3, key, csv_rows(2))
+
+
+def test_files_under_folders_starting_with_underscore_or_dot_are_not_data(aws: Aws) -> None:
+    # Given Spark's temporary output and a hidden folder beside a good file
+    put(aws.s3, "data/train/_temporary/0/part-0.csv", csv_rows(2))
+    put(aws.s3, "data/train/.cache/a.csv", csv_rows(2))
+    put(aws.s3, "data/train/good.csv", csv_rows(2))
+    named = RunRequest(
+        objects=tuple(
+            DataObject(k) for k in ("data/train/_temporary/0/part-0.csv", "data/train/.cache/a.csv")
+        )
+    )
+    # When a run lists the prefix, only the good file is trained on: the job skips the others
+    listed = select(aws, RunRequest())
+    assert [f.key for f in listed.accepted] == ["data/train/good.csv"]
+    assert listed.rejected == ()
+    # And a run that names them skips them, saying why
+    selection = select(aws, named)
+    assert selection.accepted == selection.rejected == ()
+    assert {s.reason for s in selection.skipped} == {datasets.IGNORED_REASON}
+
+
+def test_labels_must_suit_the_stacks_objective(aws: Aws) -> None:
+    put(aws.s3, "data/train/a.csv", b"0,1\n1,2\n")
+    put(aws.s3, "data/train/b.csv", b"0,1\n2,2\n")
+    selection = select(aws, RunRequest(), objective="binary:logistic")
+    assert [f.key for f in selection.accepted] == ["data/train/a.csv"]
+    assert selection.rejected[0].reason == (
+        "line 2, column 1 (the label) is 2: labels must be 0 or 1 for binary:logistic"
+    )
+
+
+def test_a_key_too_long_for_refits_copies_is_set_aside(aws: Aws) -> None:
+    long_key = "data/train/" + "x" * 950 + ".csv"
+    put(aws.s3, long_key, csv_rows(2))
+    put(aws.s3, "data/train/good.csv", csv_rows(2))
+    selection = select(aws, RunRequest())
+    assert [f.key for f in selection.accepted] == ["data/train/good.csv"]
+    (rejected,) = selection.rejected
+    assert "the limit is 900" in rejected.reason
+    # Moved under a key that fits (data/rejected/ is 3 bytes longer than data/train/)
+    assert rejected.moved_to == "data/rejected/" + "x" * 950 + ".csv"
+
+
+def test_an_archived_object_is_refused_in_place_and_the_rest_trains(aws: Aws) -> None:
+    # Given a file in GLACIER among good files (GetObject would fail: InvalidObjectState)
+    aws.s3.put_object(
+        Bucket=BUCKET, Key="data/train/old.csv", Body=csv_rows(2), StorageClass="GLACIER"
+    )
+    put(aws.s3, "data/train/good.csv", csv_rows(2))
+    for request in (RunRequest(), RunRequest(objects=(DataObject("data/train/old.csv"),))):
+        selection = select(aws, request)
+        (rejected,) = selection.rejected
+        assert rejected.key == "data/train/old.csv"
+        assert rejected.reason.startswith("stored in GLACIER: restore it")
+        assert rejected.moved_to is None
+    assert "data/train/old.csv" in keys_under(aws.s3, "data/train/")
+    assert [f.key for f in select(aws, RunRequest()).accepted] == ["data/train/good.csv"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "fault", "reason"),
+    [
+        (
+            "GetObject",
+            ("AccessDenied", "User is not authorized to perform: kms:Decrypt", 403),
+            "S3 refused to read it: AccessDenied (User is not authorized to perform: kms:Decrypt)",
+        ),
+        (
+            "GetObject",
+            ("InvalidRequest", "The object was stored using a form of Server Side Encryption", 400),
+            "S3 refused to read it: InvalidRequest (The object was stored using a form",
+        ),
+        ("HeadObject", ("403", "Forbidden", 403), "S3 refused to read it: 403 (Forbidden)"),
+    ],
+)
+def test_an_object_s3_will_not_hand_over_is_refused_alone(
+    aws: Aws, operation: str, fault: tuple[str, str, int], reason: str
+) -> None:
+    # Given three uploads of one delivery, one of which S3 will not give refit
+    keys = ["data/train/a.csv", "data/train/locked.csv", "data/train/z.csv"]
+    for key in keys:
+        put(aws.s3, key, csv_rows(2))
+    s3 = FaultyS3(aws.s3, {(operation, "data/train/locked.csv"): fault})
+    request = RunRequest(source="s3", objects=tuple(DataObject(k) for k in keys))
+    # When the run for that delivery checks them
+    selection = select(aws, request, s3=s3)
+    # Then the other two train, and the locked one is refused where it is, with S3's reason
+    assert [f.key for f in selection.accepted] == ["data/train/a.csv", "data/train/z.csv"]
+    (rejected,) = selection.rejected
+    assert rejected.key == "data/train/locked.csv"
+    assert rejected.reason.startswith(reason)
+    assert rejected.moved_to is None
+    assert "data/train/locked.csv" in keys_under(aws.s3, "data/train/")
+
+
+def test_s3_trouble_that_is_not_the_objects_fails_the_step_for_a_retry(aws: Aws) -> None:
+    put(aws.s3, "data/train/a.csv", csv_rows(2))
+    s3 = FaultyS3(aws.s3, {("GetObject", "data/train/a.csv"): ("SlowDown", "Reduce", 503)})
+    with pytest.raises(ClientError, match="SlowDown"):
+        select(aws, RunRequest(), s3=s3)
+
+
+def test_a_version_s3_will_not_copy_is_skipped_with_its_reason(aws: Aws) -> None:
+    for key in ("data/train/a.csv", "data/train/b.csv"):
+        put(aws.s3, key, csv_rows(2))
+    selection = select(aws, RunRequest())
+    denied = ("AccessDenied", "Access Denied", 403)
+    s3 = FaultyS3(aws.s3, {("CopyObject", "data/train/b.csv"): denied})
+    pinned = datasets.pin_accepted(s3, BUCKET, "run-1", selection)  # type: ignore[arg-type]
+    assert [f.key for f in pinned.accepted] == ["data/train/a.csv"]
+    assert [(s.key, s.reason) for s in pinned.skipped] == [
+        ("data/train/b.csv", "not pinned: S3 refused to read it: AccessDenied (Access Denied)")
+    ]
 
 
 def test_a_url_encoded_key_finds_its_object(aws: Aws) -> None:

@@ -23,11 +23,14 @@ from builders import (
 )
 from lambda_handlers import load_handler
 from moto_stack import BUCKET, STACK, TABLE, Aws
+from refit_data import label_rule
 from state_builders import evaluation_json, put_job_output
 
 from refit import datasets, layout, trained_data
 from refit.run_input import RunRequest
 from refit.run_records import RunRecords
+
+REGRESSION_LABELS = label_rule("reg:squarederror")
 
 
 @pytest.fixture
@@ -146,7 +149,13 @@ def test_a_deletion_between_validation_and_pinning_still_pins_the_version(aws: A
     # Given a checked file whose key is deleted before the copy (a delete marker)
     put(aws.s3, "data/train/a.csv", csv_rows(3))
     selection = datasets.select_data(
-        aws.s3, BUCKET, RunRequest(), run_id="r", max_file_bytes=2**20, champion_features=None
+        aws.s3,
+        BUCKET,
+        RunRequest(),
+        run_id="r",
+        max_file_bytes=2**20,
+        champion_features=None,
+        rule=REGRESSION_LABELS,
     )
     aws.s3.delete_object(Bucket=BUCKET, Key="data/train/a.csv")
     # When it is pinned
@@ -161,7 +170,13 @@ def test_a_version_gone_for_good_is_skipped_not_replaced(aws: Aws) -> None:
     # Given a checked file, overwritten since, whose checked version is then deleted for good
     put(aws.s3, "data/train/gone.csv", csv_rows(3))
     selection = datasets.select_data(
-        aws.s3, BUCKET, RunRequest(), run_id="r", max_file_bytes=2**20, champion_features=None
+        aws.s3,
+        BUCKET,
+        RunRequest(),
+        run_id="r",
+        max_file_bytes=2**20,
+        champion_features=None,
+        rule=REGRESSION_LABELS,
     )
     put(aws.s3, "data/train/gone.csv", csv_rows(9))
     (checked,) = selection.accepted
@@ -205,7 +220,13 @@ def test_many_files_are_pinned_in_parallel(aws: Aws) -> None:
     for index in range(40):
         put(aws.s3, f"data/train/batch/{index:02}.csv", csv_rows(2))
     selection = datasets.select_data(
-        aws.s3, BUCKET, RunRequest(), run_id="r", max_file_bytes=2**20, champion_features=None
+        aws.s3,
+        BUCKET,
+        RunRequest(),
+        run_id="r",
+        max_file_bytes=2**20,
+        champion_features=None,
+        rule=REGRESSION_LABELS,
     )
     pinned = datasets.pin_accepted(aws.s3, BUCKET, "r", selection)
     assert [f.pinned_key for f in pinned.accepted] == [

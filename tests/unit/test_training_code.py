@@ -30,7 +30,12 @@ def test_the_archive_holds_the_top_level_python_files_with_no_time_or_owner(
     source = build_sourcedir(code)
     # Then it holds only the top-level .py files, sorted, with zeroed times and owners
     found = members(source.archive)
-    assert [m.name for m in found] == ["inference.py", "refit_incremental.py", "train.py"]
+    assert [m.name for m in found] == [
+        "inference.py",
+        "refit_data.py",
+        "refit_incremental.py",
+        "train.py",
+    ]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in found} == {(0, 0, 0, "", 0o644)}
     assert source.key == f"code/sourcedir-{source.digest[:16]}.tar.gz"
 
@@ -53,7 +58,9 @@ def test_changed_code_gets_a_new_key(tmp_path: Path) -> None:
     assert build_sourcedir(code).key != before.key
 
 
-@pytest.mark.parametrize("missing", ["train.py", "refit_incremental.py", "inference.py"])
+@pytest.mark.parametrize(
+    "missing", ["train.py", "refit_incremental.py", "refit_data.py", "inference.py"]
+)
 def test_missing_entry_points_fail_clearly(tmp_path: Path, missing: str) -> None:
     code = write_training_code(tmp_path / "training")
     (code / missing).unlink()
@@ -63,7 +70,7 @@ def test_missing_entry_points_fail_clearly(tmp_path: Path, missing: str) -> None
 
 
 def test_an_absent_directory_fails_clearly(tmp_path: Path) -> None:
-    expected = r"train\.py, refit_incremental\.py, inference\.py not found"
+    expected = r"train\.py, refit_incremental\.py, refit_data\.py, inference\.py not found"
     with pytest.raises(TrainingCodeMissing, match=expected):
         build_sourcedir(tmp_path / "nowhere")
 
@@ -82,6 +89,7 @@ def test_the_code_is_uploaded_once_per_content(aws: Aws, tmp_path: Path) -> None
     uploaded = aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert [m.name for m in members(uploaded)] == [
         "inference.py",
+        "refit_data.py",
         "refit_incremental.py",
         "train.py",
     ]

@@ -131,14 +131,19 @@ def test_messages_that_are_not_training_uploads_are_dropped_not_retried(
         object_created("data/test/holdout.csv"),
         object_created("data/train/_SUCCESS"),
         object_created("data/train/.hidden.csv"),
+        object_created("data/train/_temporary/0/part-0.csv"),  # Spark's output in progress
         object_created("data/train/elsewhere.csv", bucket="another-bucket"),
+        object_created("data/train/a/../b.csv"),  # a broken path: PrepareRun refuses it
     )
     # When it is handled
     result = handle(aws, event)
-    # Then only the good upload is queued and run, and nothing is sent back to the queue
-    assert [[o["key"] for o in objects] for objects in objects_of(aws)] == [["data/train/good.csv"]]
-    assert result.ignored_messages == 9
-    assert result.queued == 1
+    # Then only the good upload and the broken path are queued and run, and nothing is sent
+    # back to the queue
+    assert [sorted(o["key"] for o in objects) for objects in objects_of(aws)] == [
+        ["data/train/a/../b.csv", "data/train/good.csv"]
+    ]
+    assert result.ignored_messages == 10
+    assert result.queued == 2
     assert result.response() == {"batchItemFailures": []}
 
 

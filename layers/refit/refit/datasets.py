@@ -1,12 +1,17 @@
 """What a run trains on: list the data, check every file, set bad files aside, write manifests.
 
-Each file is streamed once (bounded memory: one line of at most ``MAX_LINE_BYTES`` at a time)
-and must be what ``training/train.py`` reads: headerless UTF-8 CSV, the label (a finite number)
-in column 1, then numeric features (empty or ``nan`` = missing), one column count for the whole
-run (the champion's feature count + 1 when known). A file that fails is *moved*
+Each file is streamed once (bounded memory: one line at a time) through refit's data contract,
+``training/refit_data.py``: the module ``train.py`` reads its channels with, loaded from the
+training code this run uploads (``TRAINING_CODE_DIR``), so what is accepted here is what the job
+reads. It is headerless ASCII CSV, the label in column 1 as the stack's objective needs it, then
+numeric features within float32 (empty or ``nan`` = missing), one column count for the whole run
+(the champion's feature count + 1 when known); the module's docstring has every rule. A file
+that fails is *moved*
 to ``data/rejected/<same relative path>`` with the reason in its metadata and in a
 ``.reason.json`` sidecar, so it cannot poison this run or the next ``prefix`` run, and the user
-sees at once what to fix. The bucket is versioned, so the move only removes the exact version
+sees at once what to fix. An object refit may not read (access denied, a KMS key or SSE-C key
+it lacks, an archived storage class) is refused in place with S3's reason: the rest of the
+upload trains. The bucket is versioned, so the move only removes the exact version
 that was checked (a newer upload of the same key stays live) and the bytes live on at the
 rejected key.
 
@@ -28,15 +33,16 @@ with the same ETag, that entry's pinned copy and row count instead of reading it
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
+import refit_data
 from aws_lambda_powertools import Logger
+from refit_data import ExpectedColumns, InvalidDataFile, LabelRule
 
 from refit import layout
 from refit.run_input import DataObject, RunRequest
@@ -48,12 +54,15 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 
-MAX_LINE_BYTES = 1024 * 1024
 _READ_CHUNK_BYTES = 1024 * 1024
 # copy_object's limit; a bigger rejected file stays where it is (still refused by every run).
 _COPY_MAX_BYTES = 5 * 1024**3
 _REASON_MAX_CHARS = 1024
 _GONE_CODES = ("404", "NoSuchKey", "NoSuchVersion")
+# Errors worth a retry of the whole step (Lambda's, then Step Functions'): not the object's fault.
+_TRANSIENT_CODES = ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503")
+# Storage classes whose objects must be restored before a GetObject (InvalidObjectState).
+ARCHIVED_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 # The pinned version no longer has the checked ETag (only possible without a version id).
 _CHANGED_CODES = ("412", "PreconditionFailed")
 # Parallel server-side copies when pinning: each is one small request, S3 does the work.
@@ -64,26 +73,12 @@ class NoTestData(RuntimeError):
     """No held-out test set: challenger and champion could not be compared."""
 
 
-class InvalidDataFile(ValueError):
-    """A data file breaks the CSV contract; the message says where and why."""
+class UnreadableObject(Exception):
+    """S3 refused to hand refit an object (its permissions, encryption or storage class)."""
 
 
-@dataclass(frozen=True)
-class CsvShape:
-    rows: int
-    columns: int
-
-
-@dataclass(frozen=True)
-class ExpectedColumns:
-    """The column count a file must have, and where that number comes from (for the message)."""
-
-    count: int
-    because: str
-
-    @classmethod
-    def of_champion(cls, feature_count: int) -> ExpectedColumns:
-        return cls(feature_count + 1, f"the champion's {feature_count} features + label")
+def champion_columns(feature_count: int) -> ExpectedColumns:
+    return ExpectedColumns(feature_count + 1, f"the champion's {feature_count} features + label")
 
 
 @dataclass(frozen=True)
@@ -182,93 +177,8 @@ class _Candidate:
     size: int
     # The cumulative manifest's entry when this is a version already trained on.
     trained: TrainedVersion | None = None
-
-
-# --- the CSV contract ---------------------------------------------------------------------------
-
-
-def inspect_csv(chunks: Iterable[bytes], expected: ExpectedColumns | None = None) -> CsvShape:
-    """Check a whole file, chunk by chunk; raise :class:`InvalidDataFile` at the first problem."""
-    columns = expected.count if expected else None
-    rows = 0
-    for number, raw in enumerate(_lines(chunks), start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidDataFile(f"line {number} is not UTF-8 text") from None
-        if number == 1:
-            text = text.removeprefix("\ufeff")  # spreadsheet exports often start with a BOM
-        if not text.strip():
-            continue  # blank lines (a trailing newline, CRLF leftovers) carry no row
-        fields = text.rstrip("\r").split(",")
-        if rows == 0 and fields[0].strip() and _number(fields[0]) is None:
-            raise InvalidDataFile(
-                f"line {number} looks like a header row ({text[:80]!r}): refit expects CSV "
-                "without a header, the label in column 1 and numeric features after it"
-            )
-        if columns is None:
-            if len(fields) < 2:
-                raise InvalidDataFile(
-                    f"line {number} has 1 column: expected the label, then at least one feature"
-                )
-            columns = len(fields)
-        elif len(fields) != columns:
-            because = expected.because if expected else "as on the lines before it"
-            raise InvalidDataFile(
-                f"line {number} has {len(fields)} columns, expected {columns} ({because})"
-            )
-        _check_row(number, fields)
-        rows += 1
-    if rows == 0:
-        raise InvalidDataFile("no data rows (the file is empty)")
-    assert columns is not None
-    return CsvShape(rows=rows, columns=columns)
-
-
-def _check_row(number: int, fields: list[str]) -> None:
-    label = _number(fields[0])
-    if label is None or not math.isfinite(label):
-        raise InvalidDataFile(
-            f"line {number}, column 1 (the label) is {fields[0]!r}: every row needs a numeric label"
-        )
-    for column, field in enumerate(fields[1:], start=2):
-        if not field.strip():
-            continue  # a missing value, as training/train.py reads it (NaN)
-        value = _number(field)
-        if value is None:
-            raise InvalidDataFile(f"line {number}, column {column}: {field[:40]!r} is not a number")
-        if math.isinf(value):
-            raise InvalidDataFile(
-                f"line {number}, column {column} is infinite (write nan or leave it empty "
-                "for a missing value)"
-            )
-
-
-def _number(field: str) -> float | None:
-    # float() also takes "1_000"; CSV readers (numpy, pandas, XGBoost) do not.
-    if "_" in field:
-        return None
-    try:
-        return float(field)
-    except ValueError:
-        return None
-
-
-def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Split a byte stream into lines without ever holding more than one long line."""
-    pending = b""
-    count = 0
-    for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        count += len(complete)
-        yield from complete
-        if len(pending) > MAX_LINE_BYTES:
-            raise InvalidDataFile(
-                f"line {count + 1} is longer than {MAX_LINE_BYTES // 1024} KiB: not a CSV file?"
-            )
-    if pending:
-        yield pending
+    storage_class: str | None = None  # None: STANDARD (S3 leaves it out)
+    unreadable: str | None = None  # why S3 would not even describe it (HeadObject)
 
 
 # --- selecting and checking the run's files -----------------------------------------------------
@@ -282,11 +192,13 @@ def select_data(
     run_id: str,
     max_file_bytes: int,
     champion_features: int | None,
+    rule: LabelRule,
     trained: Mapping[str, TrainedVersion] | None = None,
     since: str | None = None,
 ) -> DataSelection:
     """Check every file the request covers; move the bad ones to ``data/rejected/``.
 
+    ``rule``: the labels the stack's objective can learn (``refit_data.label_rule``).
     All files of a run must have one column count: the champion's feature count + 1 when it is
     known (a warm start needs that layout), else that of the first good file. A listing run
     takes a current object that ``trained`` (the cumulative manifest) holds with the same ETag
@@ -294,9 +206,7 @@ def select_data(
     ``since`` (a data window, ``refit.run_records.DataWindow``) it leaves out what ``trained``
     holds from before then, unchanged since: the data of a relationship a drift replaced.
     """
-    expected = (
-        ExpectedColumns.of_champion(champion_features) if champion_features is not None else None
-    )
+    expected = champion_columns(champion_features) if champion_features is not None else None
     candidates, skipped = (
         _named_objects(s3, bucket, request)
         if request.objects
@@ -316,9 +226,14 @@ def select_data(
             )
             continue
         try:
-            checked = _check(s3, bucket, candidate, max_file_bytes, expected)
+            checked = _check(s3, bucket, candidate, max_file_bytes, expected, rule)
         except InvalidDataFile as problem:
             rejected.append(_reject(s3, bucket, candidate, str(problem), run_id))
+            continue
+        except UnreadableObject as problem:
+            # Not movable either (a copy reads it too): refused where it is, with S3's reason.
+            logger.warning("unreadable data file", extra={"key": candidate.key})
+            rejected.append(RejectedFile(candidate.key, f"{problem}; left in place", None))
             continue
         if checked is None:
             skipped.append(SkippedObject(candidate.key, "deleted while the run was starting"))
@@ -360,16 +275,20 @@ def _named_objects(
     skipped: list[SkippedObject] = []
     for key in sorted(wanted):
         if _ignored(key):
-            skipped.append(SkippedObject(key, "marker file (name starts with _ or .)"))
+            skipped.append(SkippedObject(key, IGNORED_REASON))
             continue
         if not key.startswith(layout.TRAIN_PREFIX):
             # Not ours to move: refuse it in place.
             candidates.append(_Candidate(key, None, None, 0))
             continue
-        current = _head(s3, bucket, key)
-        if current is None and unquote_plus(key) != key:
-            # Should an event ever carry a URL-encoded key, the decoded form is the object.
-            current = _head(s3, bucket, unquote_plus(key))
+        try:
+            current = _head(s3, bucket, key)
+            if current is None and unquote_plus(key) != key:
+                # Should an event ever carry a URL-encoded key, the decoded form is the object.
+                current = _head(s3, bucket, unquote_plus(key))
+        except UnreadableObject as problem:
+            candidates.append(_Candidate(key, None, None, 0, unreadable=str(problem)))
+            continue
         if current is None:
             skipped.append(SkippedObject(key, "no longer exists (deleted before the run)"))
         elif not any(_is_version(current, v, e) for v, e in wanted[key]):
@@ -396,7 +315,9 @@ def _listed(
         # Same key and ETag: the bytes that were trained on (a listing has no version ids; an
         # ETag that differs only costs a re-read).
         reuse = known if known is not None and known.same_object(None, etag) else None
-        candidates.append(_Candidate(key, etag, None, item.get("Size", 0), reuse))
+        candidates.append(
+            _Candidate(key, etag, None, item.get("Size", 0), reuse, item.get("StorageClass"))
+        )
     return candidates, []
 
 
@@ -406,18 +327,17 @@ def _check(
     candidate: _Candidate,
     max_file_bytes: int,
     expected: ExpectedColumns | None,
+    rule: LabelRule,
 ) -> DataFile | None:
-    """The checked file, None if it vanished, or :class:`InvalidDataFile` (nothing read)."""
+    """The checked file, None if it vanished, :class:`InvalidDataFile` (the file's fault) or
+    :class:`UnreadableObject` (S3 would not give it to refit)."""
+    if candidate.unreadable is not None:
+        raise UnreadableObject(candidate.unreadable)
     if not candidate.key.startswith(layout.TRAIN_PREFIX):
         raise InvalidDataFile(f"not under {layout.TRAIN_PREFIX}: refit trains only on that prefix")
-    segments = candidate.key[len(layout.TRAIN_PREFIX) :].split("/")
-    if any(segment in ("", ".", "..") for segment in segments):
-        # S3 keys are opaque, file paths are not: the job would read such a key under another
-        # name (a//b.csv is a/b.csv) or outside its channel (..), or fail and take the run down.
-        raise InvalidDataFile(
-            f"outside the expected layout {layout.TRAIN_PREFIX}[folder/...]<name>: the key has "
-            "an empty, '.' or '..' path segment"
-        )
+    problem = refit_data.path_problem(candidate.key[len(layout.TRAIN_PREFIX) :])
+    if problem is not None:
+        raise InvalidDataFile(problem)
     if not candidate.key.lower().endswith(layout.DATA_EXTENSIONS):
         raise InvalidDataFile(
             f"unsupported file type: data files must end with {', '.join(layout.DATA_EXTENSIONS)}"
@@ -428,6 +348,11 @@ def _check(
         raise InvalidDataFile(
             f"{candidate.size} bytes is over the limit of {max_file_bytes} bytes (MAX_FILE_MB)"
         )
+    if candidate.storage_class in ARCHIVED_STORAGE_CLASSES:
+        raise UnreadableObject(
+            f"stored in {candidate.storage_class}: restore it (or copy it to STANDARD) to train "
+            "on it"
+        )
     arguments: dict[str, Any] = {"Bucket": bucket, "Key": candidate.key}
     if candidate.version_id:
         arguments["VersionId"] = candidate.version_id
@@ -436,10 +361,10 @@ def _check(
     except s3.exceptions.ClientError as error:
         if _gone(error):
             return None
-        raise
+        raise _unreadable(error) from None
     body = response["Body"]
     try:
-        shape = inspect_csv(body.iter_chunks(_READ_CHUNK_BYTES), expected)
+        shape = refit_data.check_stream(body.iter_chunks(_READ_CHUNK_BYTES), rule, expected)
     finally:
         body.close()
     return DataFile(
@@ -450,6 +375,16 @@ def _check(
         rows=shape.rows,
         columns=shape.columns,
     )
+
+
+def _unreadable(error: Exception) -> Exception:
+    """The object's own fault as :class:`UnreadableObject`; S3's trouble re-raised as it was."""
+    details = getattr(error, "response", {}).get("Error", {})
+    code = str(details.get("Code"))
+    if code in _TRANSIENT_CODES:
+        return error
+    message = str(details.get("Message") or "").rstrip(".")
+    return UnreadableObject(f"S3 refused to read it: {code}{f' ({message})' if message else ''}")
 
 
 def _reject(
@@ -572,7 +507,11 @@ def _pin(s3: S3Client, bucket: str, run_id: str, data_file: DataFile) -> DataFil
             return SkippedObject(
                 data_file.key, "the validated version vanished before it was pinned"
             )
-        raise
+        problem = _unreadable(error)
+        if not isinstance(problem, UnreadableObject):
+            raise
+        logger.warning("validated version not copied", extra={"key": data_file.key})
+        return SkippedObject(data_file.key, f"not pinned: {problem}")
     return replace(data_file, pinned_key=target)
 
 
@@ -629,14 +568,19 @@ def _list(s3: S3Client, bucket: str, prefix: str) -> Iterator[Any]:
 
 
 def _head(s3: S3Client, bucket: str, key: str) -> _Candidate | None:
+    """The current version of ``key``; None if there is none; :class:`UnreadableObject`."""
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except s3.exceptions.ClientError as error:
         if _gone(error):
             return None
-        raise
+        raise _unreadable(error) from None
     return _Candidate(
-        key, _bare(head.get("ETag")), _version(head.get("VersionId")), head["ContentLength"]
+        key,
+        _bare(head.get("ETag")),
+        _version(head.get("VersionId")),
+        head["ContentLength"],
+        storage_class=head.get("StorageClass"),
     )
 
 
@@ -654,8 +598,15 @@ def _gone(error: Exception) -> bool:
     return str(response.get("Error", {}).get("Code")) in _GONE_CODES
 
 
+IGNORED_REASON = "not data: a name or folder starting with _ or . (markers, temporary files)"
+
+
 def _ignored(key: str) -> bool:
-    return key.rsplit("/", 1)[-1].startswith(layout.IGNORED_NAME_PREFIXES)
+    """What the job would not read (``refit_data.is_ignored``), relative to its channel."""
+    for prefix in (layout.TRAIN_PREFIX, layout.TEST_PREFIX):
+        if key.startswith(prefix):
+            return refit_data.is_ignored(key[len(prefix) :])
+    return refit_data.is_ignored(key.rsplit("/", 1)[-1])
 
 
 def _bare(etag: str | None) -> str | None:

@@ -46,7 +46,9 @@ TMP_PREFIX = "tmp/"
 # Written last under a batch run's output prefix (batch/output/<run>/): the output is complete.
 SUCCESS_MARKER = "_SUCCESS"
 
-# Data files refit trains on. The container ignores names starting with "_" or "." and so do we.
+# Data files refit trains on. A name or folder starting with "_" or "." is not data: the job skips
+# it, and so does every part of refit (the same tuple as refit_data.IGNORED_NAME_PREFIXES, the
+# data contract's, which Lambdas without the training code cannot import; a test ties them).
 DATA_EXTENSIONS = (".csv",)
 IGNORED_NAME_PREFIXES = ("_", ".")
 
@@ -74,6 +76,8 @@ MODEL_FILE = "xgboost-model"
 EVALUATION_FILE = "evaluation.json"
 TRAINING_ENTRY_POINT = "train.py"
 TRAINING_HELPER_MODULE = "refit_incremental.py"  # imported by train.py
+# refit's data contract: train.py reads its channels with it, PrepareRun checks uploads with it.
+DATA_CONTRACT_MODULE = "refit_data.py"
 INFERENCE_ENTRY_POINT = "inference.py"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 

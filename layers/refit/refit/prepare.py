@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import refit_data
 from aws_lambda_powertools import Logger
 
 from refit import datasets, layout
@@ -116,6 +117,8 @@ def prepare_run(
     datasets.require_test_data(s3, bucket)
     pointer = known_pointer(records, champion)
     since = data_window_since(request, pointer)
+    # The labels the stack's objective can learn, as the job will check them.
+    rule = refit_data.label_rule(settings.objective)
 
     selection = datasets.select_data(
         s3,
@@ -124,6 +127,7 @@ def prepare_run(
         run_id=run_id,
         max_file_bytes=settings.max_file_mb * 1024 * 1024,
         champion_features=champion.feature_count if champion is not None else None,
+        rule=rule,
         # A listing run (a full retrain, a prefix) reuses what earlier runs validated and pinned.
         trained=None if request.objects else load_trained(s3, bucket),
         since=since,
@@ -149,6 +153,7 @@ def prepare_run(
             run_id=run_id,
             max_file_bytes=settings.max_file_mb * 1024 * 1024,
             champion_features=champion.feature_count if champion is not None else None,
+            rule=rule,
             trained=load_trained(s3, bucket),
             since=since,
         )
