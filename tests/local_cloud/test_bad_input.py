@@ -4,8 +4,8 @@ reason, reported, and never blocking the good files uploaded with it.
 One LocalCloud for the module (``MaxFileMB=1`` so that "too large" costs a 1 MiB upload). After a
 first upload makes a champion with 4 features, two bursts go through the real trigger path:
 
-1. every kind of bad file together with two good ones (one with CRLF line endings): one run,
-   which trains on the good files only;
+1. every kind of bad file together with two good ones (one with CRLF line endings), an object in
+   GLACIER and one in a ``_temporary/`` folder: one run, which trains on the good files only;
 2. bad files only: the run ends ``REJECTED_INPUT`` without a training job or an endpoint change.
 """
 
@@ -73,7 +73,7 @@ BAD: dict[str, tuple[bytes, str]] = {
     ),
     f"{BURST}empty-label.csv": (
         with_line(csv(rows(5, seed=16)), 2, ",0.5,0.1,0.1,0.2"),
-        "line 2, column 1 (the label) is ''",
+        "line 2, column 1 (the label) is empty",
     ),
     f"{BURST}zero-bytes.csv": (b"", "empty file (0 bytes)"),
     f"{BURST}blank-lines.csv": (b"\n\r\n\n", "no data rows"),
@@ -82,7 +82,38 @@ BAD: dict[str, tuple[bytes, str]] = {
     f"{BURST}notes.txt": (csv(rows(5, seed=18)), "unsupported file type"),
     f"{BURST}odd/../dot-dot.csv": (csv(rows(5, seed=19)), "outside the expected layout"),
     f"{BURST}odd//empty-segment.csv": (csv(rows(5, seed=20)), "outside the expected layout"),
+    # Each of these was accepted once and then failed the whole run in the job (refit_data).
+    f"{BURST}beyond-float32.csv": (
+        with_line(csv(rows(5, seed=21)), 2, "1.0,0.5,1e39,0.1,0.2"),
+        "line 2, column 3: 1e39 is beyond float32's range",
+    ),
+    f"{BURST}bare-cr.csv": (
+        with_line(csv(rows(5, seed=22)), 4, "1.0,0.5,\r0.1,0.1,0.2"),
+        "line 4, column 3: a carriage return (CR) inside the line",
+    ),
+    f"{BURST}form-feed-line.csv": (csv(rows(5, seed=23)) + b"\x0c\n", "line 6, column 1"),
+    f"{BURST}nel.csv": (
+        with_line(csv(rows(5, seed=24)), 3, "1.0,0.5,0.1,0.1,0.2\u0085"),
+        "line 3, column 5: '0.2\\x85' is not a number ('\\x85', U+0085",
+    ),
+    f"{BURST}fullwidth-digit.csv": (
+        with_line(csv(rows(5, seed=25)), 2, "1.0,0.5,\uff12,0.1,0.2"),
+        "line 2, column 3: '\uff12' is not a number",
+    ),
+    f"{BURST}arabic-digit.csv": (
+        with_line(csv(rows(5, seed=26)), 2, "1.0,0.5,0.1,\u0662,0.2"),
+        "line 2, column 4: '\u0662' is not a number",
+    ),
+    f"{BURST}trailing-comma.csv": (
+        csv(rows(5, seed=27, features=3)).replace(b"\n", b",\n"),
+        "column 5 is missing on every row",
+    ),
+    f"{BURST}{'k' * 980}.csv": (csv(rows(5, seed=28)), "the limit is 900"),
 }
+#: Refused where they are: S3 will not hand them to refit (not movable either).
+ARCHIVED = f"{BURST}archived.csv"
+#: Not data for refit or the job (Spark's temporary output): neither trained nor rejected.
+IGNORED = f"{BURST}_temporary/0/part-0.csv"
 
 
 @dataclass
@@ -115,7 +146,8 @@ def assert_set_aside(runs: CloudRuns, run: Run, key: str, reason: str) -> None:
     assert not runs.exists(key), f"{key} is still in {layout.TRAIN_PREFIX}"
     assert runs.exists(target), f"{key} was not moved to {target}"
     metadata = runs.s3.head_object(Bucket=runs.bucket, Key=target)["Metadata"]
-    assert reason in metadata["refit-reason"], (key, metadata)
+    # (S3 metadata is ASCII: the reason travels escaped, as Python's unicode_escape writes it)
+    assert reason.encode("unicode_escape").decode("ascii") in metadata["refit-reason"], metadata
     assert metadata["refit-run"] == run.name
     sidecar = runs.json_object(f"{target}.reason.json")
     assert (sidecar["key"], sidecar["runId"], sidecar["movedTo"]) == (key, run.name, target)
@@ -132,8 +164,17 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
     runs = bad_input.runs
     jobs_before = runs.training_job_names()
 
-    # When the bad files and two good ones are uploaded together
-    run = runs.upload_run({**GOOD, **{key: body for key, (body, _) in BAD.items()}})
+    # When the bad files and two good ones are uploaded together, with one in GLACIER and one
+    # in a temporary folder
+    known = runs.execution_arns()
+    runs.s3.put_object(
+        Bucket=runs.bucket, Key=ARCHIVED, Body=csv(rows(5, seed=29)), StorageClass="GLACIER"
+    )
+    runs.put(IGNORED, csv(rows(5, seed=30)))
+    uploads = {**GOOD, **{key: body for key, (body, _) in BAD.items()}}
+    for key, body in uploads.items():
+        runs.put(key, body)
+    run = runs.finished(runs.triggered([*uploads, ARCHIVED], known))
 
     # Then one run covered them all (upload_run waits for exactly that), and trained on
     # exactly the good files
@@ -156,15 +197,21 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
 
     # And each bad file was refused for its own reason and set aside
     recorded = rejected_in(run.record)
-    assert set(recorded) == set(BAD), recorded
-    assert run.record["data"]["rejected"] == len(BAD)
+    assert set(recorded) == {*BAD, ARCHIVED}, recorded
+    assert run.record["data"]["rejected"] == len(BAD) + 1
     for key, (_, reason) in BAD.items():
         assert reason in recorded[key], (key, recorded[key])
         assert_set_aside(runs, run, key, reason)
+    # And the archived one where it is, saying how to train on it
+    assert recorded[ARCHIVED].startswith("stored in GLACIER: restore it"), recorded[ARCHIVED]
+    assert runs.exists(ARCHIVED) and not runs.exists(rejected_key(ARCHIVED))
+    # And the temporary file started nothing and is left alone, as the job would leave it
+    assert IGNORED not in recorded and runs.exists(IGNORED)
 
     # And the notification reports them
     notification = bad_input.notifications.for_run(run.name)
-    assert f"{len(GOOD)} file(s) accepted, {len(BAD)} rejected" in notification["message"]
+    rejected = len(BAD) + 1
+    assert f"{len(GOOD)} file(s) accepted, {rejected} rejected" in notification["message"]
     assert rejected_in(Notifications.record_in(notification)) == recorded
 
 

@@ -32,7 +32,7 @@ from local_sagemaker_harness import (
 from local_cloud.sagemaker import LocalSageMaker
 
 TRAINING_DIR = Path(__file__).resolve().parents[2] / "training"
-SCRIPTS = ("train.py", "refit_incremental.py", "inference.py")
+SCRIPTS = ("train.py", "refit_incremental.py", "refit_data.py", "inference.py")
 if not all((TRAINING_DIR / script).is_file() for script in SCRIPTS):
     pytest.skip("training/train.py or training/inference.py is missing", allow_module_level=True)
 
