@@ -45,6 +45,7 @@ from aws_lambda_powertools import Logger
 from refit_data import ExpectedColumns, InvalidDataFile, LabelRule
 
 from refit import layout
+from refit.rejected import RejectedFile, gone, set_aside
 from refit.run_input import DataObject, RunRequest
 from refit.trained_data import TrainedVersion
 
@@ -57,8 +58,6 @@ logger = Logger(child=True)
 _READ_CHUNK_BYTES = 1024 * 1024
 # copy_object's limit; a bigger rejected file stays where it is (still refused by every run).
 _COPY_MAX_BYTES = 5 * 1024**3
-_REASON_MAX_CHARS = 1024
-_GONE_CODES = ("404", "NoSuchKey", "NoSuchVersion")
 # Errors worth a retry of the whole step (Lambda's, then Step Functions'): not the object's fault.
 _TRANSIENT_CODES = ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503")
 # Storage classes whose objects must be restored before a GetObject (InvalidObjectState).
@@ -123,16 +122,6 @@ class DataFile:
             pinned_key=trained.pinned_key,
             pinned_by=trained.run_id,
         )
-
-
-@dataclass(frozen=True)
-class RejectedFile:
-    key: str
-    reason: str
-    moved_to: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "reason": self.reason, "movedTo": self.moved_to}
 
 
 @dataclass(frozen=True)
@@ -359,7 +348,7 @@ def _check(
     try:
         response = s3.get_object(**arguments)
     except s3.exceptions.ClientError as error:
-        if _gone(error):
+        if gone(error):
             return None
         raise _unreadable(error) from None
     body = response["Body"]
@@ -398,46 +387,14 @@ def _reject(
         return RejectedFile(candidate.key, f"{reason}; too large to move, left in place", None)
     version = candidate.version_id
     if version is None:
-        current = _head(s3, bucket, candidate.key)
+        try:
+            current = _head(s3, bucket, candidate.key)
+        except UnreadableObject:
+            return RejectedFile(candidate.key, f"{reason}; left in place", None)
         if current is None:
             return RejectedFile(candidate.key, reason, None)
         version = current.version_id
-    target = layout.REJECTED_PREFIX + candidate.key[len(layout.TRAIN_PREFIX) :]
-    source: CopySourceTypeDef = {"Bucket": bucket, "Key": candidate.key}
-    if version:
-        source["VersionId"] = version
-    try:
-        s3.copy_object(
-            Bucket=bucket,
-            Key=target,
-            CopySource=source,
-            MetadataDirective="REPLACE",
-            Metadata={"refit-reason": _header_safe(reason), "refit-run": run_id},
-        )
-    except s3.exceptions.ClientError as error:
-        if _gone(error):  # another run moved it first
-            return RejectedFile(candidate.key, reason, None)
-        raise
-    sidecar = {
-        "key": candidate.key,
-        "versionId": version,
-        "etag": candidate.etag,
-        "reason": reason,
-        "runId": run_id,
-        "movedTo": target,
-    }
-    s3.put_object(
-        Bucket=bucket,
-        Key=f"{target}.reason.json",
-        Body=json.dumps(sidecar, indent=2).encode(),
-        ContentType="application/json",
-    )
-    if version:
-        # Deleting this exact version: a newer upload of the same key stays live.
-        s3.delete_object(Bucket=bucket, Key=candidate.key, VersionId=version)
-    else:
-        s3.delete_object(Bucket=bucket, Key=candidate.key)
-    return RejectedFile(candidate.key, reason, target)
+    return set_aside(s3, bucket, candidate.key, version, candidate.etag, reason, run_id)
 
 
 # --- other prefixes and the manifests -----------------------------------------------------------
@@ -502,7 +459,7 @@ def _pin(s3: S3Client, bucket: str, run_id: str, data_file: DataFile) -> DataFil
         s3.copy_object(**arguments)
     except s3.exceptions.ClientError as error:
         code = str(getattr(error, "response", {}).get("Error", {}).get("Code"))
-        if _gone(error) or code in _CHANGED_CODES:
+        if gone(error) or code in _CHANGED_CODES:
             logger.warning("validated version gone before pinning", extra={"key": data_file.key})
             return SkippedObject(
                 data_file.key, "the validated version vanished before it was pinned"
@@ -572,7 +529,7 @@ def _head(s3: S3Client, bucket: str, key: str) -> _Candidate | None:
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except s3.exceptions.ClientError as error:
-        if _gone(error):
+        if gone(error):
             return None
         raise _unreadable(error) from None
     return _Candidate(
@@ -593,11 +550,6 @@ def _is_version(current: _Candidate, version_id: str | None, etag: str | None) -
     return True
 
 
-def _gone(error: Exception) -> bool:
-    response = getattr(error, "response", {})
-    return str(response.get("Error", {}).get("Code")) in _GONE_CODES
-
-
 IGNORED_REASON = "not data: a name or folder starting with _ or . (markers, temporary files)"
 
 
@@ -615,8 +567,3 @@ def _bare(etag: str | None) -> str | None:
 
 def _version(version_id: str | None) -> str | None:
     return None if version_id in (None, "", "null") else version_id
-
-
-def _header_safe(reason: str) -> str:
-    # S3 user metadata travels in HTTP headers: ASCII only, and the whole set is limited to 2 KB.
-    return reason.encode("unicode_escape").decode("ascii")[:_REASON_MAX_CHARS]
