@@ -1,6 +1,8 @@
 """StartRetrain: queue S3 uploads, close ended runs, start the next run when none is in flight.
 
-Closing a run that ended unrecorded also rejects its registered model package (SageMaker).
+Closing a run that ended unrecorded also rejects its registered model package (SageMaker); a run
+whose job failed on one accepted file has that file set aside and the rest queued once more
+(refit.quarantine) before the next dispatch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refit import trigger
+from refit import quarantine, trigger
 from refit.config import Settings
 from refit.notify import topic_arn
 from refit.run_ended import ExecutionEnded, record_ended_run
@@ -40,8 +42,31 @@ def _sagemaker() -> Any:
     return boto3.client("sagemaker")
 
 
+@cache
+def _s3() -> Any:
+    return boto3.client("s3")  # only for a run that ended: uploads need no S3 call
+
+
 def _record_ended(ended: ExecutionEnded) -> bool:
-    return record_ended_run(ended, records, sns, topic, settings.stack_name, sagemaker=_sagemaker())
+    wrote = record_ended_run(
+        ended, records, sns, topic, settings.stack_name, sagemaker=_sagemaker()
+    )
+    quarantine.retry_without_failed_file(
+        ended.name,
+        records=records,
+        queue=queue,
+        s3=_s3(),
+        bucket=settings.data_bucket,
+        sns=sns,
+        topic=topic,
+        stack_name=settings.stack_name,
+        now=_now(),
+    )
+    return wrote
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @logger.inject_lambda_context
@@ -54,7 +79,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         executions=executions,
         record_ended=_record_ended,
         max_objects_per_run=settings.max_objects_per_run,
-        now=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        now=_now(),
     )
     started = result.dispatch is not None and result.dispatch.outcome == "started"
     metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=int(started))

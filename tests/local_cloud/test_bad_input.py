@@ -25,10 +25,13 @@ from cloud_harness import (
     csv,
     fast_cloud,
     rows,
+    wait_for,
 )
 
 from local_cloud.cloud import LocalCloud
 from refit import layout
+from refit.run_input import DataObject
+from refit.run_queue import execution_name
 
 pytestmark = pytest.mark.slow
 
@@ -246,3 +249,51 @@ def test_a_run_with_nothing_valid_ends_rejected_input_without_training(
     notification = bad_input.notifications.for_run(run.name)
     assert notification["attributes"]["status"] == "REJECTED_INPUT"
     assert "0 file(s) accepted, 2 rejected" in notification["message"]
+
+
+def test_a_job_that_fails_on_one_accepted_file_sets_it_aside_and_trains_the_rest(
+    bad_input: BadInput,
+) -> None:
+    """Defence in depth (refit.quarantine): should the job still fail on a file PrepareRun
+    accepted, its FailureReason names the file; refit sets it aside and retries the rest once."""
+    runs, cloud = bad_input.runs, bad_input.cloud
+    files = {
+        f"{layout.TRAIN_PREFIX}defence/{name}": csv(rows(20, seed=40 + n))
+        for n, name in enumerate(("a.csv", "b.csv", "c.csv"))
+    }
+    bad_key = f"{layout.TRAIN_PREFIX}defence/b.csv"
+    known = runs.execution_arns()
+    uploaded = {key: runs.put(key, body) for key, body in files.items()}
+    # Given a job that fails on b.csv the way train.py reports a bad file (its pinned copy first)
+    first_name = execution_name(
+        [DataObject(k, r["ETag"].strip('"'), r.get("VersionId")) for k, r in uploaded.items()]
+    )
+    pinned = layout.pinned_data_key(first_name, bad_key)
+    cloud.inject_training_failure(
+        layout.sagemaker_name(first_name),
+        f"AlgorithmError: ExecuteUserScriptError: exit code 1\nlast output:\n"
+        f"ERROR training failed: train/{pinned}: line 2, column 3: a value train.py refused",
+    )
+    first = runs.finished(runs.triggered(list(files), known))
+    assert (first.name, first.status) == (first_name, "FAILED"), first.record
+
+    # Then b.csv is set aside with the job's reason, and the other two train in one more run
+    second = runs.finished(runs.triggered(sorted(set(files) - {bad_key}), known | {first.arn}))
+    assert second.execution_input["retryOf"] == first.name
+    assert second.record["request"]["retryOf"] == first.name
+    assert second.status in ("PROMOTED", "REJECTED"), second.record
+    assert_set_aside(runs, first, bad_key, "a value train.py refused")
+    record = runs.records.get_run(first.name)
+    assert record is not None
+    assert record["quarantine"]["key"] == bad_key
+    assert record["quarantine"]["requeuedObjects"] == 2
+    (notification,) = wait_for(
+        lambda: [
+            n
+            for n in bad_input.notifications.about(first.name)
+            if n["attributes"].get("status") == "QUARANTINED"
+        ],
+        10,
+        "the quarantine notification",
+    )
+    assert "other 2 file(s) are queued again" in notification["message"]

@@ -19,12 +19,17 @@ Schema (JSON object, every field optional, no other keys)::
       "deploymentMode": "endpoint" | "batch" | null         default: the stack's DEPLOYMENT_MODE
       "forceDecision":  "promote" | "reject" | null         default null: the gate decides
       "rollback":       {"toVersion": integer >= 1 | null}  excludes every field but source
+      "retryOf":        string | null                       set by the trigger (below)
     }
 
 ``forceDecision`` overrides the gate's verdict (recorded as forced, with what the gate said); it
 never overrides a failed training job or an unreadable evaluation.
 
 Neither ``objects`` nor ``prefix``: every data file under ``data/train/``.
+
+``retryOf`` names a failed run whose job failed on one of its files: refit set that file aside
+and queued the others once more (``refit.quarantine``); the trigger's run carries it so that a
+second failure is not retried again.
 
 ``rollback`` trains nothing: it puts an approved model of the stack's Model Registry group back on
 the endpoint (``toVersion``, else the newest approved one older than the live one) through the
@@ -34,7 +39,7 @@ same deployment path as a promotion (refit.rollback). ``refit rollback`` sends i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from refit import layout
@@ -56,6 +61,7 @@ _FIELDS = (
     "deploymentMode",
     "forceDecision",
     "rollback",
+    "retryOf",
 )
 _ROLLBACK_FIELDS = ("toVersion",)
 _OBJECT_FIELDS = ("key", "etag", "versionId", "size")
@@ -74,6 +80,9 @@ class DataObject:
     etag: str | None = None
     version_id: str | None = None
     size: int | None = None
+    # The failed run this object is queued again for (refit.quarantine): the queue's note, not
+    # part of the object's identity or of an execution input's object.
+    retry_of: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         item: dict[str, Any] = {"key": self.key}
@@ -102,6 +111,7 @@ class RunRequest:
     deployment_mode: DeploymentMode | None = None
     force_decision: ForcedDecision | None = None
     rollback: RollbackRequest | None = None
+    retry_of: str | None = None
 
     @property
     def data_prefix(self) -> str:
@@ -118,6 +128,7 @@ class RunRequest:
             "deploymentMode": self.deployment_mode,
             "forceDecision": self.force_decision,
             "rollback": None if self.rollback is None else {"toVersion": self.rollback.to_version},
+            "retryOf": self.retry_of,
         }
 
 
@@ -139,6 +150,7 @@ def parse_run_input(document: Any) -> RunRequest:
         training_mode=_choice(document, "trainingMode", TRAINING_MODES, "auto"),
         deployment_mode=_optional_choice(document, "deploymentMode", DEPLOYMENT_MODES),
         force_decision=_optional_choice(document, "forceDecision", FORCED_DECISIONS),
+        retry_of=_optional_text(document, "retryOf", "execution input"),
     )
 
 

@@ -96,8 +96,13 @@ def identity(obj: DataObject) -> tuple[str, str, str]:
 
 
 def execution_input(objects: Sequence[DataObject]) -> dict[str, Any]:
-    """The input of a trigger-started run (see refit.run_input)."""
-    return {"source": "s3", "objects": [obj.to_dict() for obj in objects]}
+    """The input of a trigger-started run (see refit.run_input); ``retryOf`` when it carries
+    objects queued again after a failed run (refit.quarantine)."""
+    document: dict[str, Any] = {"source": "s3", "objects": [obj.to_dict() for obj in objects]}
+    retried = sorted({obj.retry_of for obj in objects if obj.retry_of})
+    if retried:
+        document["retryOf"] = retried[0]
+    return document
 
 
 def input_bytes(obj: DataObject) -> int:
@@ -312,6 +317,49 @@ class RunQueue:
                 )
             self._db.transact_write_items(TransactItems=actions)
 
+    def requeue(self, failed_run: str, objects: Iterable[DataObject], queued_at: str) -> int:
+        """Queue objects ``failed_run`` took once more, noting it (``retryOf``); returns how many.
+
+        Only objects whose ledger still names ``failed_run`` go back (a redelivered end event
+        queues nothing twice); their ledger item says "queued" again, so a late S3 event for
+        them stays a duplicate.
+        """
+        requeued = 0
+        for obj in objects:
+            sort_key = ledger_sort_key(obj)
+            attributes = {k: v for k, v in _object_attributes(obj).items() if v is not None} | {
+                "queuedAt": queued_at,
+                "retryOf": failed_run,
+            }
+            actions: list[Any] = [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": dynamo_item({"pk": self._ledger_pk, "sk": sort_key}),
+                        "UpdateExpression": "REMOVE runName, claimedAt SET queuedAt = :at",
+                        "ConditionExpression": "runName = :run",
+                        "ExpressionAttributeValues": dynamo_item(
+                            {":run": failed_run, ":at": queued_at}
+                        ),
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": dynamo_item({"pk": self._queue_pk, "sk": sort_key, **attributes}),
+                    }
+                },
+            ]
+            try:
+                self._db.transact_write_items(TransactItems=actions)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                logger.info("not queued again", extra={"key": obj.key, "runName": failed_run})
+                continue
+            requeued += 1
+        return requeued
+
     def ledger(self, objects: Iterable[DataObject]) -> dict[DataObject, str | None]:
         """Ledger state of each object seen before: the run that took it, or None while queued."""
         found: dict[DataObject, str | None] = {}
@@ -521,11 +569,13 @@ def _object_attributes(obj: DataObject) -> dict[str, Any]:
 
 def _data_object(item: Mapping[str, Any]) -> DataObject:
     size = item.get("size")
+    retry_of = item.get("retryOf")
     return DataObject(
         key=str(item["key"]),
         etag=item.get("etag"),
         version_id=item.get("versionId"),
         size=size if isinstance(size, int) else None,
+        retry_of=retry_of if isinstance(retry_of, str) else None,
     )
 
 
