@@ -33,6 +33,19 @@ from refit.run_records import RunRecords
 REGRESSION_LABELS = label_rule("reg:squarederror")
 
 
+def select_all(aws: Aws) -> datasets.DataSelection:
+    """What a listing run of run id ``r`` selects from ``data/train/``."""
+    return datasets.select_data(
+        aws.s3,
+        BUCKET,
+        RunRequest(),
+        run_id="r",
+        max_file_bytes=2**20,
+        champion_features=None,
+        rule=REGRESSION_LABELS,
+    )
+
+
 @pytest.fixture
 def prepare_app(aws: Aws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
     monkeypatch.setenv("TRAINING_CODE_DIR", str(write_training_code(tmp_path / "training")))
@@ -148,15 +161,7 @@ def test_the_run_manifest_has_versions_etags_rows_and_pinned_copies(
 def test_a_deletion_between_validation_and_pinning_still_pins_the_version(aws: Aws) -> None:
     # Given a checked file whose key is deleted before the copy (a delete marker)
     put(aws.s3, "data/train/a.csv", csv_rows(3))
-    selection = datasets.select_data(
-        aws.s3,
-        BUCKET,
-        RunRequest(),
-        run_id="r",
-        max_file_bytes=2**20,
-        champion_features=None,
-        rule=REGRESSION_LABELS,
-    )
+    selection = select_all(aws)
     aws.s3.delete_object(Bucket=BUCKET, Key="data/train/a.csv")
     # When it is pinned
     pinned = datasets.pin_accepted(aws.s3, BUCKET, "r", selection)
@@ -169,15 +174,7 @@ def test_a_deletion_between_validation_and_pinning_still_pins_the_version(aws: A
 def test_a_version_gone_for_good_is_skipped_not_replaced(aws: Aws) -> None:
     # Given a checked file, overwritten since, whose checked version is then deleted for good
     put(aws.s3, "data/train/gone.csv", csv_rows(3))
-    selection = datasets.select_data(
-        aws.s3,
-        BUCKET,
-        RunRequest(),
-        run_id="r",
-        max_file_bytes=2**20,
-        champion_features=None,
-        rule=REGRESSION_LABELS,
-    )
+    selection = select_all(aws)
     put(aws.s3, "data/train/gone.csv", csv_rows(9))
     (checked,) = selection.accepted
     aws.s3.delete_object(Bucket=BUCKET, Key=checked.key, VersionId=checked.version_id)
@@ -219,15 +216,7 @@ def test_without_a_version_id_the_checked_etag_guards_the_copy(
 def test_many_files_are_pinned_in_parallel(aws: Aws) -> None:
     for index in range(40):
         put(aws.s3, f"data/train/batch/{index:02}.csv", csv_rows(2))
-    selection = datasets.select_data(
-        aws.s3,
-        BUCKET,
-        RunRequest(),
-        run_id="r",
-        max_file_bytes=2**20,
-        champion_features=None,
-        rule=REGRESSION_LABELS,
-    )
+    selection = select_all(aws)
     pinned = datasets.pin_accepted(aws.s3, BUCKET, "r", selection)
     assert [f.pinned_key for f in pinned.accepted] == [
         f"runs/r/data/batch/{index:02}.csv" for index in range(40)
