@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import cold_start, incremental, local_cloud_figures, lookups
+from bench import cold_start, incremental, local_cloud_figures, lookups, validation
 from bench.report import Row, closing_notes, document, error_row, markdown_table, write
 
 LOCAL_CLOUD = {2, 3, 6, 7}
@@ -32,21 +32,23 @@ NAMES = {
     1: ("incremental vs full", "≤ 25 % compute, metric within 1 %"),
     4: ("Lambda cold start and size", "≤ 250 ms, ≤ 15 MB"),
     5: ("lookup API calls", "constant / proportional"),
+    8: ("data validation", "a run of 1,000 files x 100 MB fits"),
 }
 STANDALONE: dict[int, Callable[..., list[Row]]] = {
     1: incremental.measure,
     4: cold_start.measure,
     5: lookups.measure,
+    8: validation.measure,
 }
 
 
 def parse_figures(text: str | None) -> set[int]:
     if not text:
-        return set(range(1, 8))
+        return set(range(1, 9))
     chosen = {int(part) for part in text.replace(" ", "").split(",") if part}
-    unknown = chosen - set(range(1, 8))
+    unknown = chosen - set(range(1, 9))
     if unknown:
-        raise argparse.ArgumentTypeError(f"no figure {sorted(unknown)}: choose from 1-7")
+        raise argparse.ArgumentTypeError(f"no figure {sorted(unknown)}: choose from 1-8")
     return chosen
 
 

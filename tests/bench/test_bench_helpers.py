@@ -52,10 +52,10 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_parse_figures() -> None:
-    assert parse_figures(None) == set(range(1, 8))
+    assert parse_figures(None) == set(range(1, 9))
     assert parse_figures("3, 1") == {1, 3}
     with pytest.raises(Exception, match="no figure"):
-        parse_figures("8")
+        parse_figures("9")
 
 
 def test_table_marks_misses_and_notes_say_why() -> None:
