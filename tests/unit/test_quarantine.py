@@ -9,10 +9,11 @@ from builders import csv_rows, keys_under, put
 from moto_stack import BUCKET, STACK, TABLE, Aws
 
 from refit import layout
-from refit.quarantine import ManifestEntry, failed_file, retry_without_failed_file
+from refit.quarantine import failed_file, retry_without_failed_file
 from refit.run_input import DataObject
 from refit.run_queue import RunQueue, execution_input
 from refit.run_records import RunRecords
+from refit.trained_data import TrainedVersion
 
 RUN = "s3-failed"
 NOW = "2026-12-07T20:00:00Z"
@@ -35,9 +36,11 @@ def failed_run(aws: Aws, reason: str, **request: Any) -> list[DataObject]:
         put(aws.s3, pinned, csv_rows(3))
         obj = DataObject(uploaded["key"], uploaded["etag"], uploaded["versionId"], uploaded["size"])
         objects.append(obj)
-        accepted.append({**obj.to_dict(), "pinnedUri": f"s3://{BUCKET}/{pinned}"})
+        accepted.append(
+            {**obj.to_dict(), "rows": 3, "columns": 4, "pinnedUri": f"s3://{BUCKET}/{pinned}"}
+        )
     manifest_key = f"{layout.run_prefix(RUN)}manifest.json"
-    put(aws.s3, manifest_key, json.dumps({"accepted": accepted}).encode())
+    put(aws.s3, manifest_key, json.dumps({"runId": RUN, "accepted": accepted}).encode())
     queue(aws).enqueue(objects, NOW)
     queue(aws).take(RUN, objects, NOW)
     ledger = records(aws)
@@ -137,8 +140,8 @@ def test_a_failure_that_names_no_file_of_the_run_changes_nothing(aws: Aws) -> No
 
 def test_the_longest_pinned_path_named_wins() -> None:
     entries = [
-        ManifestEntry("data/train/a.csv", None, None, 1, "runs/r/data/a.csv"),
-        ManifestEntry("data/train/x/a.csv", None, None, 1, "runs/r/data/x/a.csv"),
+        TrainedVersion("data/train/a.csv", None, None, 1, 1, 2, "runs/r/data/a.csv", "r", NOW),
+        TrainedVersion("data/train/x/a.csv", None, None, 1, 1, 2, "runs/r/data/x/a.csv", "r", NOW),
     ]
     found = failed_file("train/runs/r/data/x/a.csv: line 1", entries)
     assert found is not None and found.key == "data/train/x/a.csv"

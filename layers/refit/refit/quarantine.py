@@ -7,7 +7,8 @@ contract), so this is defence in depth: should a job still fail because of one a
 When the run has ended, the trigger (StartRetrain, before it dispatches the queue) calls
 :func:`retry_without_failed_file`, which
 
-1. finds the accepted file whose pinned copy the reason names (``runs/<run>/manifest.json``);
+1. finds the accepted file whose pinned copy the reason names (``runs/<run>/manifest.json``,
+   read by :func:`refit.trained_data.run_versions`);
 2. moves that version to ``data/rejected/`` with the reason, like any refused upload
    (:func:`refit.rejected.set_aside`, copying the pinned bytes, so an overwrite since is kept);
 3. for a run the trigger started (``source`` ``s3``), queues its other accepted objects once
@@ -24,17 +25,16 @@ file of the run (a script error, out of memory, a bad hyperparameter) changes no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from refit import layout
 from refit.notify import Notification, publish
 from refit.rejected import set_aside
 from refit.run_input import DataObject
+from refit.trained_data import TrainedDataUnreadable, TrainedVersion, run_versions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,35 +46,6 @@ if TYPE_CHECKING:
 logger = Logger(child=True)
 
 FAILED = "FAILED"
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One accepted file of a run manifest (``refit.datasets.DataFile.to_dict``)."""
-
-    key: str
-    version_id: str | None
-    etag: str | None
-    size: int | None
-    pinned_key: str
-
-    def data_object(self, retry_of: str) -> DataObject:
-        return DataObject(self.key, self.etag, self.version_id, self.size, retry_of=retry_of)
-
-    @classmethod
-    def parse(cls, item: Mapping[str, Any], bucket: str) -> ManifestEntry | None:
-        pinned = item.get("pinnedUri")
-        key = item.get("key")
-        if not isinstance(pinned, str) or not isinstance(key, str):
-            return None
-        size = item.get("size")
-        return cls(
-            key=key,
-            version_id=_text(item.get("versionId")),
-            etag=_text(item.get("etag")),
-            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-            pinned_key=pinned.removeprefix(f"s3://{bucket}/"),
-        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +68,7 @@ class Quarantine:
         }
 
 
-def failed_file(failure_reason: str, accepted: Sequence[ManifestEntry]) -> ManifestEntry | None:
+def failed_file(failure_reason: str, accepted: Sequence[TrainedVersion]) -> TrainedVersion | None:
     """The accepted file the job's failure names: its pinned copy's path, then a colon."""
     named = [entry for entry in accepted if f"{entry.pinned_key}:" in failure_reason]
     return max(named, key=lambda entry: len(entry.pinned_key)) if named else None
@@ -124,7 +95,11 @@ def retry_without_failed_file(
     manifest_uri = record.get("manifestUri")
     if not isinstance(failure_reason, str) or not isinstance(manifest_uri, str):
         return None
-    accepted = _accepted(s3, bucket, manifest_uri)
+    try:
+        _, accepted = run_versions(s3, manifest_uri, now)
+    except TrainedDataUnreadable as error:
+        logger.warning("failed run's manifest unreadable", extra={"error": str(error)})
+        return None
     bad = failed_file(failure_reason, accepted)
     if bad is None:
         return None
@@ -132,7 +107,11 @@ def retry_without_failed_file(
     moved = set_aside(
         s3, bucket, bad.key, bad.version_id, bad.etag, reason, run_id, copy_from=bad.pinned_key
     )
-    others = [entry.data_object(run_id) for entry in accepted if entry != bad]
+    others = [
+        DataObject(e.key, e.etag, e.version_id, e.size, retry_of=run_id)
+        for e in accepted
+        if e != bad
+    ]
     request = record.get("request")
     request = request if isinstance(request, Mapping) else {}
     requeued, not_retried = 0, None
@@ -157,21 +136,6 @@ def retry_without_failed_file(
     return outcome
 
 
-def _accepted(s3: S3Client, bucket: str, manifest_uri: str) -> list[ManifestEntry]:
-    key = manifest_uri.removeprefix(f"s3://{bucket}/")
-    if not key.startswith(layout.RUNS_PREFIX):
-        return []
-    try:
-        document = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except (s3.exceptions.NoSuchKey, ValueError):
-        return []
-    items = document.get("accepted") if isinstance(document, Mapping) else None
-    entries = (
-        ManifestEntry.parse(item, bucket) for item in items or [] if isinstance(item, Mapping)
-    )
-    return [entry for entry in entries if entry is not None]
-
-
 def _notification(run_id: str, stack_name: str, outcome: Quarantine) -> Notification:
     lines = [
         f"Run {run_id}'s training job failed on {outcome.key}, which data validation had accepted.",
@@ -184,7 +148,3 @@ def _notification(run_id: str, stack_name: str, outcome: Quarantine) -> Notifica
         message="\n".join(lines),
         attributes={"status": "QUARANTINED", "stack": stack_name},
     )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

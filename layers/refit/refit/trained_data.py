@@ -145,15 +145,11 @@ def record_trained(s3: S3Client, run_manifest_uri: str, trained_at: str) -> Trai
     called only from inside an execution (EvaluateModels), so no two updates interleave. Calling
     it again for the same run changes nothing (a Lambda retry).
     """
-    bucket, manifest_key = _split(run_manifest_uri)
-    run = _read_json(s3, bucket, manifest_key)
-    if not isinstance(run, Mapping) or not isinstance(run.get("accepted"), list):
-        raise TrainedDataUnreadable(f"{run_manifest_uri} is missing or has no accepted list")
-    run_id = str(run.get("runId"))
+    bucket, _ = _split(run_manifest_uri)
+    run_id, accepted = run_versions(s3, run_manifest_uri, trained_at)
     entries = load_trained(s3, bucket)
     added = replaced = 0
-    for item in run["accepted"]:
-        trained = _trained_version(item, bucket, run_id, trained_at)
+    for trained in accepted:
         known = entries.get(trained.key)
         if known is not None and known.same_object(trained.version_id, trained.etag):
             continue  # a full retrain reusing it: the first run that trained it stays on record
@@ -192,6 +188,19 @@ def record_trained(s3: S3Client, run_manifest_uri: str, trained_at: str) -> Trai
     )
     logger.info("cumulative manifest updated", extra=update.to_dict())
     return update
+
+
+def run_versions(
+    s3: S3Client, run_manifest_uri: str, trained_at: str
+) -> tuple[str, list[TrainedVersion]]:
+    """A run manifest's id and accepted versions (``refit.datasets.write_manifests``), each with
+    its pinned copy; ``trained_at`` stamps them. :class:`TrainedDataUnreadable` if it is not one."""
+    bucket, manifest_key = _split(run_manifest_uri)
+    run = _read_json(s3, bucket, manifest_key)
+    if not isinstance(run, Mapping) or not isinstance(run.get("accepted"), list):
+        raise TrainedDataUnreadable(f"{run_manifest_uri} is missing or has no accepted list")
+    run_id = str(run.get("runId"))
+    return run_id, [_trained_version(item, bucket, run_id, trained_at) for item in run["accepted"]]
 
 
 def _trained_version(item: Any, bucket: str, run_id: str, trained_at: str) -> TrainedVersion:
