@@ -291,6 +291,10 @@ def test_a_delivery_that_outgrew_the_champion_retrains_on_all_data_in_its_window
     live_champion(aws, DataWindow("2026-11-28T10:00:00.250Z", base_rows=5, seen_rows=10))
     # When a delivery of 5 rows brings its lineage to 3x the rows its trees were grown on
     delivered = put(aws.s3, "data/train/new.csv", csv_rows(5))
+    reads: list[str] = []
+    app.s3.meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: reads.append(params["url_path"])
+    )
     plan = prepare(app, {"source": "s3", "objects": [delivered]})
     # Then the run retrains from scratch on all data since the drift, the delivery included
     assert plan["trainingMode"] == "full"
@@ -299,6 +303,8 @@ def test_a_delivery_that_outgrew_the_champion_retrains_on_all_data_in_its_window
     assert train_keys(plan, aws) == ["data/train/after-drift.csv", "data/train/new.csv"]
     assert plan["dataWindow"] == {"since": "2026-11-28T10:00:00.250Z", "outsideWindow": 1}
     assert plan["data"]["rows"] == 10
+    # (the delivery was read once: the retrain on all data takes it as just checked)
+    assert sum(path.endswith("/data/train/new.csv") for path in reads) == 1
     record = records(aws).get_run("run-1")
     assert record is not None and record["dataWindow"] == plan["dataWindow"]
 

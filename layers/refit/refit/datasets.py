@@ -33,7 +33,7 @@ with the same ETag, that entry's pinned copy and row count instead of reading it
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -184,6 +184,7 @@ def select_data(
     rule: LabelRule,
     trained: Mapping[str, TrainedVersion] | None = None,
     since: str | None = None,
+    already_checked: Sequence[DataFile] = (),
 ) -> DataSelection:
     """Check every file the request covers; move the bad ones to ``data/rejected/``.
 
@@ -194,6 +195,8 @@ def select_data(
     and a fitting column count as it was trained before: its pinned copy, no re-read; with
     ``since`` (a data window, ``refit.run_records.DataWindow``) it leaves out what ``trained``
     holds from before then, unchanged since: the data of a relationship a drift replaced.
+    ``already_checked``: files this run has checked already, taken as they are when listed with the
+    same ETag.
     """
     expected = champion_columns(champion_features) if champion_features is not None else None
     candidates, skipped = (
@@ -205,7 +208,13 @@ def select_data(
     candidates = [c for c in candidates if not _before(c.trained, since)]
     accepted: list[DataFile] = []
     rejected: list[RejectedFile] = []
+    earlier = {f.key: f for f in already_checked}
     for candidate in candidates:
+        known = earlier.get(candidate.key)
+        if known is not None and known.etag == candidate.etag:
+            accepted.append(known)
+            expected = expected or ExpectedColumns(known.columns, f"as in {known.key}")
+            continue
         if candidate.trained is not None and (
             expected is None or candidate.trained.columns == expected.count
         ):

@@ -13,6 +13,7 @@ target in the Model Registry and plans the deployment only; the bucket is not to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -119,19 +120,27 @@ def prepare_run(
     since = data_window_since(request, pointer)
     # The labels the stack's objective can learn, as the job will check them.
     rule = refit_data.label_rule(settings.objective)
+    trained = functools.cache(lambda: load_trained(s3, bucket))  # read at most once
 
-    selection = datasets.select_data(
-        s3,
-        bucket,
-        request,
-        run_id=run_id,
-        max_file_bytes=settings.max_file_mb * 1024 * 1024,
-        champion_features=champion.feature_count if champion is not None else None,
-        rule=rule,
-        # A listing run (a full retrain, a prefix) reuses what earlier runs validated and pinned.
-        trained=None if request.objects else load_trained(s3, bucket),
-        since=since,
-    )
+    def select(
+        covered: RunRequest, checked: tuple[datasets.DataFile, ...] = ()
+    ) -> datasets.DataSelection:
+        return datasets.select_data(
+            s3,
+            bucket,
+            covered,
+            run_id=run_id,
+            max_file_bytes=settings.max_file_mb * 1024 * 1024,
+            champion_features=champion.feature_count if champion is not None else None,
+            rule=rule,
+            # A listing run (a full retrain, a prefix) reuses what earlier runs validated and
+            # pinned.
+            trained=None if covered.objects else trained(),
+            since=since,
+            already_checked=checked,
+        )
+
+    selection = select(request)
     # The gate: may this run warm-start (HeadObjects and one GetItem, nothing changed).
     warm_start = check_warm_start(
         s3,
@@ -145,18 +154,9 @@ def prepare_run(
         full_retrain_growth=settings.full_retrain_growth,
     )
     if _retrains_on_all_data(request, warm_start):
-        # A full retrain instead of this delivery's increment: on every file in the window.
-        everything = datasets.select_data(
-            s3,
-            bucket,
-            replace(request, objects=(), prefix=None),
-            run_id=run_id,
-            max_file_bytes=settings.max_file_mb * 1024 * 1024,
-            champion_features=champion.feature_count if champion is not None else None,
-            rule=rule,
-            trained=load_trained(s3, bucket),
-            since=since,
-        )
+        # A full retrain instead of this delivery's increment: on every file in the window (the
+        # delivery's own files as just checked, not read again).
+        everything = select(replace(request, objects=(), prefix=None), selection.accepted)
         selection = replace(
             everything,
             rejected=selection.rejected + everything.rejected,
