@@ -408,27 +408,30 @@ def _readable(data: bytes) -> bool:
 
 
 def _parse(data: bytes) -> npt.NDArray[np.float32] | None:
+    text = data.decode("ascii")
+    rows = _loadtxt(text)
+    if rows is None:
+        # The fast path takes no empty fields or blank lines with spaces: fill them in.
+        filled = _BLANK_LINE.sub("\n", "\n" + text)
+        filled = _EMPTY_FIRST_FIELD.sub("\nnan,", filled)
+        rows = _loadtxt(_EMPTY_OTHER_FIELD.sub(",nan", filled)[1:])
+    return rows
+
+
+def _loadtxt(text: str) -> npt.NDArray[np.float32] | None:
     import warnings
 
     import numpy as np
 
-    text = data.decode("ascii")
-    for attempt in (text, None):
-        if attempt is None:
-            # The fast path takes no empty fields or blank lines with spaces: fill them in.
-            attempt = _BLANK_LINE.sub("\n", "\n" + text)
-            attempt = _EMPTY_FIRST_FIELD.sub("\nnan,", attempt)
-            attempt = _EMPTY_OTHER_FIELD.sub(",nan", attempt)[1:]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-                rows: npt.NDArray[np.float32] = np.loadtxt(
-                    io.StringIO(attempt), dtype=np.float32, **_LOADTXT_OPTIONS
-                )
-            return rows
-        except ValueError:
-            continue
-    return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            rows: npt.NDArray[np.float32] = np.loadtxt(
+                io.StringIO(text), dtype=np.float32, **_LOADTXT_OPTIONS
+            )
+    except ValueError:
+        return None
+    return rows
 
 
 def _valid(

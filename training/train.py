@@ -206,15 +206,9 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
-class ColumnCount:
-    columns: int
-    source: str  # what set the count, for error messages
-
-
-@dataclass(frozen=True)
 class ChannelData:
     rows: Matrix  # label first
-    columns: ColumnCount
+    columns: data.ExpectedColumns  # what the other channels must have, and why
 
     @property
     def matrix(self) -> xgb.DMatrix:
@@ -428,7 +422,7 @@ def check_metric_fits_objective(config: TrainingConfig) -> None:
 
 
 def load_channel(
-    channel: str, directory: Path, expected: ColumnCount | None, rule: data.LabelRule
+    channel: str, directory: Path, expected: data.ExpectedColumns | None, rule: data.LabelRule
 ) -> ChannelData:
     """The channel's files as one table, read by refit's data contract (``refit_data``):
     every file must have the ``expected`` columns and labels ``rule`` allows."""
@@ -438,16 +432,12 @@ def load_channel(
     names = [f"{channel}/{path.relative_to(directory).as_posix()}" for path in files]
     blocks: list[Matrix] = []
     for path, name in zip(files, names, strict=True):
-        columns = (
-            data.ExpectedColumns(expected.columns, f"as in {expected.source}") if expected else None
-        )
         try:
-            rows = data.read_table(path, rule, columns)
+            rows = data.read_table(path, rule, expected)
         except data.InvalidDataFile as error:
-            # The file's name first: refit finds it in the FailureReason (refit.failed_file).
+            # The file's name first: refit finds it in the FailureReason (refit.quarantine).
             raise TrainingError(f"{name}: {error}") from None
-        if expected is None:
-            expected = ColumnCount(rows.shape[1], name)
+        expected = expected or data.ExpectedColumns(rows.shape[1], f"as in {name}")
         blocks.append(rows)
     table = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     del blocks  # only ``table`` from here: the channel is in memory once, then once in a DMatrix
@@ -458,15 +448,11 @@ def load_channel(
         table.shape[1] - 1,
         len(files),
     )
-    return ChannelData(table, ColumnCount(table.shape[1], names[0]))
+    return ChannelData(table, data.ExpectedColumns(table.shape[1], f"as in {names[0]}"))
 
 
 def has_data(directory: Path) -> bool:
     return directory.is_dir() and bool(data.data_files(directory))
-
-
-def describe_columns(columns: int) -> str:
-    return f"{columns} columns (label + {columns - 1} features)"
 
 
 # --- Champion and checkpoints --------------------------------------------------------------
@@ -619,8 +605,12 @@ def with_class_count(
         return config
     count = champion_classes(champion) if champion is not None else 0
     # A class the champion does not know (unknown_class) makes the job train from scratch.
-    count = max(count, 1 + int(max(float(column.max()) for column in labels)))
+    count = max(count, 1 + largest_class(labels))
     return dataclasses.replace(config, extra_params={**config.extra_params, "num_class": count})
+
+
+def largest_class(labels: list[npt.NDArray[np.float32]]) -> int:
+    return int(max(float(column.max()) for column in labels))
 
 
 def champion_classes(champion: xgb.Booster) -> int:
@@ -635,7 +625,7 @@ def unknown_class(
     if not config.multiclass or champion is None or "num_class" in config.extra_params:
         return None
     known = champion_classes(champion)
-    largest = int(max(float(column.max()) for column in labels))
+    largest = largest_class(labels)
     if known < 1 or largest < known:
         return None
     return f"the data has class {largest}, the champion knows {known} classes (0..{known - 1})"
@@ -1117,7 +1107,7 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
         if has_data(paths.validation)
         else None
     )
-    features = train.columns.columns - 1
+    features = train.columns.count - 1
     mode, mode_fallback = resolve_mode(config, champion, champion_problem, features)
     new_class = unknown_class(config, champion, [train.rows[:, 0], test.get_label()])
     if mode == "incremental" and new_class is not None:
