@@ -35,6 +35,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
+from refit.timestamps import parse_utc
+
 PRICES_FILE = "prices.json"
 SECONDS_PER_HOUR = 3600
 # Micro-dollars: a few seconds of a small instance cost a fraction of a cent.
@@ -191,10 +193,9 @@ def parse_time(value: Any) -> datetime | None:
             return None
     if isinstance(value, str) and value:
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_utc(value)
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 

@@ -36,7 +36,6 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -47,6 +46,7 @@ from refit_data import ExpectedColumns, InvalidDataFile, LabelRule
 from refit import layout
 from refit.rejected import RejectedFile, gone, set_aside
 from refit.run_input import DataObject, RunRequest
+from refit.timestamps import parse_utc
 from refit.trained_data import TrainedVersion
 
 if TYPE_CHECKING:
@@ -251,15 +251,9 @@ def select_data(
 
 
 def _before(trained: TrainedVersion | None, since: str | None) -> bool:
-    # Parsed, not compared as text: the two times are written at different precisions.
     if trained is None or since is None:
         return False
-    return _instant(trained.trained_at) < _instant(since)
-
-
-def _instant(timestamp: str) -> datetime:
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_utc(trained.trained_at) < parse_utc(since)
 
 
 def _named_objects(

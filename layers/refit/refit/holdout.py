@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from refit import layout
 from refit.champion import Champion
 from refit.run_records import RunRecords
+from refit.timestamps import parse_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -86,7 +87,7 @@ def split_holdout(
         return HoldoutSplit(
             None, len(files), 0, None, None, "no champion with a known run: all of data/test/"
         )
-    cutoff = _instant(champion_started_at)
+    cutoff = parse_utc(champion_started_at)
     fresh = [key for key, modified in files if modified >= cutoff]
     retained = [key for key, modified in files if modified < cutoff]
     if not fresh or not retained:
@@ -125,10 +126,6 @@ def _test_files(s3: S3Client, bucket: str) -> Iterator[tuple[str, datetime]]:
             ):
                 continue
             yield key, item["LastModified"]
-
-
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _write_manifest(s3: S3Client, bucket: str, key: str, keys: list[str]) -> str:

@@ -28,7 +28,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aws_lambda_powertools import Logger
@@ -37,6 +37,7 @@ from botocore.exceptions import ClientError
 from refit import layout
 from refit.run_input import DataObject
 from refit.run_records import RUNNING, dynamo_item, is_condition_failure, plain_item
+from refit.timestamps import parse_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -550,9 +551,7 @@ def hold_run_lock(
 def _outlived_retention(acquired_at: str, now: str) -> bool:
     """Older than Step Functions' retention of closed executions (90 days)."""
     try:
-        age = datetime.fromisoformat(now.replace("Z", "+00:00")) - datetime.fromisoformat(
-            acquired_at.replace("Z", "+00:00")
-        )
+        age = parse_utc(now) - parse_utc(acquired_at)
     except ValueError:
         return False
     return age > timedelta(days=EXECUTION_RETENTION_DAYS)

@@ -1,0 +1,14 @@
+"""ISO 8601 times as refit writes and reads them: ``...Z`` or an offset, any precision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def parse_utc(text: str) -> datetime:
+    """``text`` as an aware datetime (no offset means UTC); ValueError if it is none.
+
+    Parsed, never compared as text: records write times at different precisions.
+    """
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
