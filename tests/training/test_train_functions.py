@@ -24,6 +24,9 @@ def test_shared_names_match_layout(train_module: ModuleType) -> None:
     ):
         assert getattr(train_module, name) == getattr(layout, name), name
     assert train_module.data.IGNORED_NAME_PREFIXES == layout.IGNORED_NAME_PREFIXES
+    # The Lambdas without the training code apply the contract's path rule through layout
+    for path in ("a.csv", "_SUCCESS", "x/_temporary/a.csv", ".hidden/a.csv", "a/../b.csv", "a_b"):
+        assert layout.is_ignored(path) == train_module.data.is_ignored(path), path
 
 
 def test_without_environment_the_paths_are_sagemakers(train_module: ModuleType) -> None:

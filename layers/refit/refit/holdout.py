@@ -121,9 +121,7 @@ def _test_files(s3: S3Client, bucket: str) -> Iterator[tuple[str, datetime]]:
         for item in page.get("Contents", []):
             key = item["Key"]
             relative = key[len(layout.TEST_PREFIX) :]
-            if key.endswith("/") or any(
-                part.startswith(layout.IGNORED_NAME_PREFIXES) for part in relative.split("/")
-            ):
+            if key.endswith("/") or layout.is_ignored(relative):
                 continue
             yield key, item["LastModified"]
 

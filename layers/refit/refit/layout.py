@@ -52,6 +52,16 @@ SUCCESS_MARKER = "_SUCCESS"
 DATA_EXTENSIONS = (".csv",)
 IGNORED_NAME_PREFIXES = ("_", ".")
 
+
+def is_ignored(relative_path: str) -> bool:
+    """A path (under a channel's prefix) that is not data: a segment starts with ``_`` or ``.``
+    (``.`` and ``..`` are a broken path instead); ``refit_data.is_ignored``'s rule."""
+    return any(
+        segment.startswith(IGNORED_NAME_PREFIXES) and segment not in (".", "..")
+        for segment in relative_path.split("/")
+    )
+
+
 # --- Ownership -----------------------------------------------------------------------------
 # Every SageMaker resource refit creates carries these tags. Cleanup deletes only resources whose
 # TAG_STACK equals its own stack name: never by name prefix.

@@ -196,14 +196,10 @@ def _object_in(message_id: str, document: dict[str, Any], bucket: str) -> DataOb
     name = key.rsplit("/", 1)[-1]
     # An empty name is a folder marker (the S3 console's "Create folder"), not data; neither is
     # a name or folder starting with _ or . (markers, Spark's _temporary/): the job skips them.
-    # ("." and ".." are a broken path, which PrepareRun refuses with its reason.)
     if (
         not key.startswith(layout.TRAIN_PREFIX)
         or not name
-        or any(
-            part.startswith(layout.IGNORED_NAME_PREFIXES) and part not in (".", "..")
-            for part in key[len(layout.TRAIN_PREFIX) :].split("/")
-        )
+        or layout.is_ignored(key[len(layout.TRAIN_PREFIX) :])
     ):
         logger.info("ignoring an object that is not training data", extra={"key": key})
         return None
