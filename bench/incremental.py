@@ -31,7 +31,7 @@ from refit.warm_start import outgrown
 HIGHER_IS_BETTER = {"auc", "aucpr", "accuracy"}
 COMPUTE_TARGET = 0.25
 METRIC_TARGET = 0.01
-REPEATS = 1  # extra samples of the two jobs the ratio compares
+REPEATS = 3  # extra samples of the two jobs the ratio compares (the same job varies ±20 %)
 SIZES = {  # initial rows, rows per new batch, new batches, holdout rows
     False: (100_000, 50_000, 6, 20_000),
     True: (10_000, 5_000, 3, 5_000),
@@ -133,10 +133,10 @@ GROWTH_SIZES = {  # initial rows, rows per batch, earlier deliveries measured
 }
 GROWTH_FLAT = 1.5  # incremental CPU at the most deliveries ÷ at the fewest, at most
 FIXED_COST_NOTE = (
-    "a profile of the last job (CPU s): ~0.6 interpreter start and numpy/xgboost import, 0.15 "
-    "parsing, ~0.5 the leaf refresh at refresh_budget = 5M rows x trees lookups, ~1.4 the "
-    "appended rounds on new + replay rows, ~0.5 scoring; a smaller budget or patience lost "
-    "quality (README, 'Why the misses'); the ratio falls as data grows (see the growth row)"
+    "a profile of the last job (CPU s): ~0.75 interpreter start and numpy/xgboost import, 0.2 "
+    "parsing, ~0.6 the leaf refresh at refresh_budget = 5M rows x trees lookups, ~0.035 per "
+    "appended round on new + replay rows, ~0.4 scoring; a smaller refresh budget lost quality; "
+    "the ratio falls as data grows (see the growth row)"
 )
 
 

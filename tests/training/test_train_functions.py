@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-from training_harness import regression_rows, train_booster
+import xgboost as xgb
+from training_harness import (
+    Table,
+    binary_rows,
+    multiclass_rows,
+    regression_rows,
+    train_booster,
+)
 
 from refit import layout
 
@@ -143,3 +151,36 @@ def test_checkpoints_keep_the_newest_three_and_skip_a_torn_one(
     rounds, newest = checkpoints.newest()
     assert rounds == newest.num_boosted_rounds() == 4
     assert not list(tmp_path.glob(".*"))  # no partial files left behind
+
+
+@pytest.mark.parametrize(
+    ("objective", "metric", "rows"),
+    [
+        ("reg:squarederror", "rmse", regression_rows),
+        ("binary:logistic", "logloss", binary_rows),
+        ("multi:softprob", "mlogloss", multiclass_rows),
+    ],
+)
+def test_the_boosted_validation_score_reads_the_champions_trees_once(
+    train_module: ModuleType, objective: str, metric: str, rows: Callable[[int, int], Table]
+) -> None:
+    params = {"objective": objective, **({"num_class": 3} if objective.startswith("multi") else {})}
+    champion = train_booster(rows(300, 1), 8, params)
+    boosted = train_booster(rows(300, 2), 5, params, start=champion)
+    validation_rows = rows(200, 3)
+    validation = xgb.DMatrix(validation_rows[:, 1:], label=validation_rows[:, 0])
+    config = train_module.training_config(
+        {"num_round": "5", "eval_metric": metric, "objective": objective}
+    )
+
+    scores = train_module.validation_scores(champion, boosted, 8, validation, config)
+    fresh = xgb.DMatrix(validation_rows[:, 1:], label=validation_rows[:, 0])
+
+    assert scores["refreshedValidation"] == train_module.score(champion, fresh, config)
+    assert scores["boostedValidation"] == pytest.approx(
+        train_module.score(boosted, fresh, config), rel=1e-6
+    )
+    assert scores["boostedValidation"] != pytest.approx(scores["refreshedValidation"], rel=1e-6)
+    # Nothing appended: the boosted model is the refreshed one.
+    same = train_module.validation_scores(champion, champion, 8, validation, config)
+    assert same["boostedValidation"] == same["refreshedValidation"]
