@@ -193,7 +193,7 @@ def stand_in(name: str, value: Any) -> str:
     if name in by_variable:
         return by_variable[name]
     parameter = "".join(part.capitalize() for part in name.split("_"))
-    aliases = {"NumRoundsFull": "NumRoundsFull", "MaxFileMb": "MaxFileMB"}
+    aliases = {"MaxFileMb": "MaxFileMB", "InlineCheckMb": "InlineCheckMB"}
     parameter = aliases.get(parameter, parameter)
     if parameter in defaults:
         return defaults[parameter]

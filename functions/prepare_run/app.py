@@ -51,8 +51,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         now=datetime.now(UTC),
         sfn=_sfn,
     )
-    data = plan["data"]
-    if data is not None:  # a rollback run plans no data
+    data = plan.get("data")  # none: a rollback run, or files left to the CheckDataFiles map
+    if data is not None:
         metrics.add_metric(name="FilesAccepted", unit=MetricUnit.Count, value=data["accepted"])
         metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=data["rejected"])
     return plan

@@ -193,6 +193,11 @@ class CloudRuns:
         listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key)
         return any(o["Key"] == key for o in listed.get("Contents", []))
 
+    def keys(self, prefix: str) -> list[str]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
     def json_object(self, uri_or_key: str) -> Any:
         key = uri_or_key.removeprefix(f"s3://{self.bucket}/")
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())

@@ -129,7 +129,10 @@ class BadInput:
 
 @pytest.fixture(scope="module")
 def bad_input(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadInput]:
-    with fast_cloud(tmp_path_factory, "bad-input", MaxFileMB=str(MAX_FILE_MB)) as cloud:
+    # InlineCheckMB=0: every file is checked by the CheckDataFiles map (refit.file_checks).
+    with fast_cloud(
+        tmp_path_factory, "bad-input", MaxFileMB=str(MAX_FILE_MB), InlineCheckMB="0"
+    ) as cloud:
         runs = CloudRuns(cloud)
         notifications = Notifications(cloud)
         runs.put(TEST_KEY, csv(rows(80, seed=1)))
@@ -179,8 +182,11 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
         runs.put(key, body)
     run = runs.finished(runs.triggered([*uploads, ARCHIVED], known))
 
-    # Then one run covered them all (upload_run waits for exactly that), and trained on
-    # exactly the good files
+    # Then one run covered them all (upload_run waits for exactly that), each file checked by
+    # its own CheckDataFile in the CheckDataFiles map, and trained on exactly the good files
+    assert runs.states_entered(run.arn).count("CheckDataFiles") == 1
+    verdicts = runs.keys(f"{layout.RUNS_PREFIX}{run.name}/checks/verdicts/")
+    assert len(verdicts) == len(uploads) + 1, verdicts  # + the archived one
     manifest = runs.json_object(run.record["manifestUri"])
     assert manifest["runId"] == run.name
     assert sorted(f["key"] for f in manifest["accepted"]) == sorted(GOOD)

@@ -34,6 +34,7 @@ REGION = "us-east-1"
 FUNCTIONS = {
     "StartRetrainFunction": "functions/start_retrain",
     "PrepareRunFunction": "functions/prepare_run",
+    "CheckDataFileFunction": "functions/check_data_file",
     "EvaluateModelsFunction": "functions/evaluate_models",
     "CleanupResourcesFunction": "functions/cleanup_resources",
     "RecordRunFunction": "functions/record_run",
@@ -166,6 +167,7 @@ def test_state_machine_definition_is_the_asl_file_with_its_substitutions(
         asl,
         {
             "PrepareRunFunctionArn": stack.functions["PrepareRunFunction"].arn,
+            "CheckDataFileFunctionArn": stack.functions["CheckDataFileFunction"].arn,
             "EvaluateModelsFunctionArn": stack.functions["EvaluateModelsFunction"].arn,
             "CleanupResourcesFunctionArn": stack.functions["CleanupResourcesFunction"].arn,
             "RecordRunFunctionArn": stack.functions["RecordRunFunction"].arn,
@@ -202,7 +204,7 @@ def test_functions_keep_the_template_code_handler_layers_and_environment(
         layers = [layer.name for layer in function.layers]
         expected = (
             ["refit-refit", "refit-training-code"]
-            if folder.endswith("prepare_run")
+            if folder.endswith(("prepare_run", "check_data_file"))
             else ["refit-refit"]
         )
         assert layers == expected

@@ -799,6 +799,8 @@ def workflow(cloud: Cloud) -> Workflow:
     arns = {}
     for key, handler in {
         "PrepareRun": lambda event: plans[event["executionName"]],
+        # (the CheckDataFiles path runs with the real functions: test_bad_input.py)
+        "CheckDataFile": lambda event: {"outcome": "accepted"},
         "EvaluateModels": lambda event: {
             "metric": "rmse",
             "decision": decisions[event["run"]["runId"]],

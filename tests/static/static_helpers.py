@@ -20,6 +20,7 @@ ASL_PATH = REPO / "statemachine" / "retrain.asl.json"
 FUNCTIONS = {
     "start_retrain": "StartRetrainFunction",
     "prepare_run": "PrepareRunFunction",
+    "check_data_file": "CheckDataFileFunction",
     "evaluate_models": "EvaluateModelsFunction",
     "cleanup_resources": "CleanupResourcesFunction",
     "record_run": "RecordRunFunction",
@@ -27,6 +28,7 @@ FUNCTIONS = {
 # docs/architecture.md, "Definition substitutions".
 SUBSTITUTIONS = {
     "PrepareRunFunctionArn",
+    "CheckDataFileFunctionArn",
     "EvaluateModelsFunctionArn",
     "CleanupResourcesFunctionArn",
     "RecordRunFunctionArn",

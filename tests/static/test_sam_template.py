@@ -61,7 +61,7 @@ FUNCTION_ONLY_ENV = {
     "STATE_MACHINE_ARN": {"StartRetrainFunction"},
     # RecordRun notifies every recorded run; StartRetrain the runs that ended unrecorded.
     "NOTIFICATION_TOPIC_ARN": {"RecordRunFunction", "StartRetrainFunction"},
-    "TRAINING_CODE_DIR": {"PrepareRunFunction"},
+    "TRAINING_CODE_DIR": {"PrepareRunFunction", "CheckDataFileFunction"},
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"}
 
@@ -527,6 +527,8 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "FullRetrainScheduleTimezone": "UTC",
         "MaxFileMB": 512,
         "MaxObjectsPerRun": 1000,
+        "InlineCheckMB": 256,
+        "CheckConcurrency": 100,
         "BatchingWindowSeconds": 30,
         "TriggerBatchSize": 1000,
         "EndpointPollSeconds": 30,

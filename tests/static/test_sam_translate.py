@@ -43,13 +43,13 @@ def monkeypatch_module() -> Any:
 def test_translation_produces_the_expected_resources(translated: dict[str, Any]) -> None:
     # Then the resource types are those of the design
     types = Counter(r["Type"] for r in translated["Resources"].values())
-    assert types["AWS::Lambda::Function"] == 5
+    assert types["AWS::Lambda::Function"] == 6
     assert types["AWS::Lambda::LayerVersion"] == 2
     # uploads and ends of runs, both into StartRetrain
     assert types["AWS::Lambda::EventSourceMapping"] == 2
     assert types["AWS::StepFunctions::StateMachine"] == 1
     # one role per function, plus the workflow's, SageMaker's and the full-retrain schedule's
-    assert types["AWS::IAM::Role"] == 8
+    assert types["AWS::IAM::Role"] == 9
     assert types["AWS::Scheduler::Schedule"] == 1
     for kind in (
         "AWS::S3::Bucket",
@@ -110,6 +110,7 @@ def test_state_machine_uses_the_explicit_role(translated: dict[str, Any]) -> Non
     assert "RetrainStateMachineRole" not in translated["Resources"]
     assert set(machine["DefinitionSubstitutions"]) == {
         "PrepareRunFunctionArn",
+        "CheckDataFileFunctionArn",
         "EvaluateModelsFunctionArn",
         "CleanupResourcesFunctionArn",
         "RecordRunFunctionArn",

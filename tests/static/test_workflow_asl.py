@@ -190,7 +190,7 @@ def _guaranteed_keys(asl: dict[str, Any]) -> dict[str, frozenset[str]]:
         name = pending.pop()
         state, keys = states[name], found[name]
         outgoing: list[tuple[str, frozenset[str]]] = []
-        if state["Type"] in ("Task", "Pass"):
+        if state["Type"] in ("Task", "Pass", "Map"):
             if state.get("ResultPath", "$") == "$":
                 produced = frozenset(state.get("ResultSelector", state.get("Parameters", {})))
                 out = frozenset(k.removesuffix(".$") for k in produced)
@@ -217,8 +217,11 @@ def test_asl_is_statelint_clean() -> None:
     config = Config(ignored_problem_types={ProblemType.URI})
     # When statelint validates it
     problems = Linter.validate(str(ASL_PATH), config)
-    # Then it reports nothing
-    assert problems == []
+    # Then it reports nothing but its one known gap: statelint 3.1.0 allows only MaxItems in an
+    # ItemReader's ReaderConfig, while Step Functions requires InputType for an s3:getObject
+    # reader (docs.aws.amazon.com/step-functions/latest/dg/input-output-itemreader.html).
+    known_gap = 'Field "InputType" not allowed in State Machine.States.CheckDataFiles.ItemReader'
+    assert [p for p in problems if not p.startswith(known_gap)] == []
 
 
 def test_jsonpath_only_and_valid_json_before_substitution(

@@ -24,8 +24,10 @@ def select(
     s3: Any = None,
     objective: str = "reg:squarederror",
 ) -> datasets.DataSelection:
-    return datasets.select_data(
-        s3 or aws.s3,
+    """What PrepareRun selects (run ``run-1``), its refused files then set aside as it does."""
+    client = s3 or aws.s3
+    selection = datasets.select_data(
+        client,
         BUCKET,
         request,
         run_id="run-1",
@@ -33,6 +35,7 @@ def select(
         champion_features=champion_features,
         rule=label_rule(objective),
     )
+    return datasets.set_aside_rejected(client, BUCKET, "run-1", selection)
 
 
 class FaultyS3:

@@ -35,7 +35,7 @@ REGRESSION_LABELS = label_rule("reg:squarederror")
 
 def select_all(aws: Aws) -> datasets.DataSelection:
     """What a listing run of run id ``r`` selects from ``data/train/``."""
-    return datasets.select_data(
+    selection = datasets.select_data(
         aws.s3,
         BUCKET,
         RunRequest(),
@@ -44,6 +44,7 @@ def select_all(aws: Aws) -> datasets.DataSelection:
         champion_features=None,
         rule=REGRESSION_LABELS,
     )
+    return datasets.set_aside_rejected(aws.s3, BUCKET, "r", selection)
 
 
 @pytest.fixture

@@ -114,6 +114,9 @@ class Settings:
     replay_sample_rows: int
     max_file_mb: int
     max_objects_per_run: int
+    # A run reading more than this checks its files in the CheckDataFiles map (refit.file_checks)
+    inline_check_mb: int
+    check_concurrency: int
     endpoint_poll_seconds: int
     endpoint_max_polls: int
     training_code_dir: str
@@ -160,6 +163,8 @@ class Settings:
             replay_sample_rows=env.integer("REPLAY_SAMPLE_ROWS", 50000, minimum=0),
             max_file_mb=env.integer("MAX_FILE_MB", 512, minimum=1),
             max_objects_per_run=env.integer("MAX_OBJECTS_PER_RUN", 1000, minimum=1),
+            inline_check_mb=env.integer("INLINE_CHECK_MB", 256, minimum=0),
+            check_concurrency=env.integer("CHECK_CONCURRENCY", 100, minimum=1),
             endpoint_poll_seconds=env.integer("ENDPOINT_POLL_SECONDS", 30, minimum=1),
             endpoint_max_polls=env.integer("ENDPOINT_MAX_POLLS", 120, minimum=1),
             training_code_dir=env.text("TRAINING_CODE_DIR", "/opt/refit_training"),

@@ -135,6 +135,77 @@ class SkippedObject:
         return {"key": self.key, "reason": self.reason}
 
 
+ACCEPTED, INVALID, UNREADABLE, GONE = "accepted", "invalid", "unreadable", "gone"
+
+
+@dataclass(frozen=True)
+class FileVerdict:
+    """What a check of one object version found. ``etag``: the version as listed (a verdict
+    holds for those bytes only); ``file``: the accepted file as read."""
+
+    key: str
+    etag: str | None
+    outcome: str
+    reason: str | None = None
+    file: DataFile | None = None
+
+    @classmethod
+    def of(cls, checked: DataFile, listed_etag: str | None) -> FileVerdict:
+        return cls(checked.key, listed_etag, ACCEPTED, file=checked)
+
+    def data_file(self) -> DataFile:
+        if self.file is None:
+            raise ValueError(f"{self.key} was not accepted ({self.outcome})")
+        return self.file
+
+    def with_columns_of(self, expected: ExpectedColumns) -> FileVerdict:
+        """Invalid when the run's column count, fixed after this file was checked, differs
+        (the message is the contract's own, for line 1)."""
+        columns = self.data_file().columns
+        if columns == expected.count:
+            return self
+        reason = f"line 1 has {columns} columns, expected {expected.count} ({expected.because})"
+        return replace(self, outcome=INVALID, reason=reason, file=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        checked = self.file
+        return {
+            "key": self.key,
+            "etag": self.etag,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "file": None
+            if checked is None
+            else {
+                "etag": checked.etag,
+                "versionId": checked.version_id,
+                "size": checked.size,
+                "rows": checked.rows,
+                "columns": checked.columns,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> FileVerdict:
+        key, checked = str(document["key"]), document.get("file")
+        return cls(
+            key,
+            document.get("etag"),
+            str(document["outcome"]),
+            document.get("reason"),
+            None
+            if not checked
+            else DataFile(
+                key=key,
+                etag=checked.get("etag"),
+                version_id=checked.get("versionId"),
+                size=int(checked["size"]),
+                rows=int(checked["rows"]),
+                columns=int(checked["columns"]),
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class DataSelection:
     accepted: tuple[DataFile, ...]
@@ -142,6 +213,25 @@ class DataSelection:
     skipped: tuple[SkippedObject, ...]
     # Listed files left out because they trained before the data window (a detected drift).
     outside_window: int = 0
+    # Rejected files still in data/train/: ``set_aside_rejected`` moves them once the run is
+    # planned (nothing changes the bucket before every check is done).
+    to_set_aside: tuple[tuple[Candidate, str], ...] = ()
+    # Not checked: too many bytes for one PrepareRun (``fan_out_bytes``), for the CheckDataFiles
+    # map (refit.file_checks). Nothing else in the selection is meaningful then.
+    to_check: tuple[Candidate, ...] = ()
+
+    @property
+    def rejected_keys(self) -> frozenset[str]:
+        return frozenset(r.key for r in self.rejected) | {c.key for c, _ in self.to_set_aside}
+
+    def merged(self, other: DataSelection) -> DataSelection:
+        """``other`` (a listing of everything) with this selection's refusals added."""
+        return replace(
+            other,
+            rejected=self.rejected + other.rejected,
+            skipped=self.skipped + other.skipped,
+            to_set_aside=self.to_set_aside + other.to_set_aside,
+        )
 
     @property
     def rows(self) -> int:
@@ -159,7 +249,9 @@ class RunManifests:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
+    """An object version the run may train on, as listed or described (not read yet)."""
+
     key: str
     etag: str | None
     version_id: str | None
@@ -185,6 +277,9 @@ def select_data(
     trained: Mapping[str, TrainedVersion] | None = None,
     since: str | None = None,
     already_checked: Sequence[DataFile] = (),
+    already_rejected: frozenset[str] = frozenset(),
+    verdicts: Mapping[str, FileVerdict] | None = None,
+    fan_out_bytes: int | None = None,
 ) -> DataSelection:
     """Check every file the request covers; move the bad ones to ``data/rejected/``.
 
@@ -196,7 +291,13 @@ def select_data(
     ``since`` (a data window, ``refit.run_records.DataWindow``) it leaves out what ``trained``
     holds from before then, unchanged since: the data of a relationship a drift replaced.
     ``already_checked``: files this run has checked already, taken as they are when listed with the
-    same ETag.
+    same ETag; ``already_rejected``: keys this run refused already (left out, reported once).
+    ``verdicts``: the CheckDataFiles map's, by key (``refit.file_checks``), taken for the same
+    ETag. ``fan_out_bytes``: when the files to read add up to more, read none: the selection's
+    ``to_check`` lists them for the map.
+
+    Nothing here changes the bucket: refused files are in ``to_set_aside`` until
+    :func:`set_aside_rejected`.
     """
     expected = champion_columns(champion_features) if champion_features is not None else None
     candidates, skipped = (
@@ -205,10 +306,19 @@ def select_data(
         else _listed(s3, bucket, request, trained or {})
     )
     outside = sum(1 for c in candidates if _before(c.trained, since))
-    candidates = [c for c in candidates if not _before(c.trained, since)]
+    candidates = [
+        c for c in candidates if not _before(c.trained, since) and c.key not in already_rejected
+    ]
+    earlier = {f.key: f for f in already_checked}
+    verdicts = verdicts or {}
+    if fan_out_bytes is not None:
+        to_read = [c for c in candidates if _needs_read(c, earlier, verdicts)]
+        if sum(c.size for c in to_read) > fan_out_bytes:
+            logger.info("data to check in parallel", extra={"files": len(to_read)})
+            return DataSelection((), (), tuple(skipped), outside, to_check=tuple(to_read))
     accepted: list[DataFile] = []
     rejected: list[RejectedFile] = []
-    earlier = {f.key: f for f in already_checked}
+    to_set_aside: list[tuple[Candidate, str]] = []
     for candidate in candidates:
         known = earlier.get(candidate.key)
         if known is not None and known.etag == candidate.etag:
@@ -223,31 +333,62 @@ def select_data(
                 candidate.trained.columns, f"as in {candidate.key}"
             )
             continue
-        try:
-            checked = _check(s3, bucket, candidate, max_file_bytes, expected, rule)
-        except InvalidDataFile as problem:
-            rejected.append(_reject(s3, bucket, candidate, str(problem), run_id))
-            continue
-        except UnreadableObject as problem:
+        verdict = verdicts.get(candidate.key)
+        if verdict is None or verdict.etag != candidate.etag:
+            verdict = check_candidate(s3, bucket, candidate, max_file_bytes, expected, rule)
+        elif verdict.outcome == ACCEPTED and expected is not None:
+            verdict = verdict.with_columns_of(expected)
+        if verdict.outcome == INVALID:
+            logger.warning("rejected data file", extra={"key": candidate.key})
+            to_set_aside.append((candidate, str(verdict.reason)))
+        elif verdict.outcome == UNREADABLE:
             # Not movable either (a copy reads it too): refused where it is, with S3's reason.
             logger.warning("unreadable data file", extra={"key": candidate.key})
-            rejected.append(RejectedFile(candidate.key, f"{problem}; left in place", None))
-            continue
-        if checked is None:
+            rejected.append(RejectedFile(candidate.key, f"{verdict.reason}; left in place", None))
+        elif verdict.outcome == GONE:
             skipped.append(SkippedObject(candidate.key, "deleted while the run was starting"))
-            continue
-        accepted.append(checked)
-        expected = expected or ExpectedColumns(checked.columns, f"as in {checked.key}")
+        else:
+            checked = verdict.data_file()
+            accepted.append(checked)
+            expected = expected or ExpectedColumns(checked.columns, f"as in {checked.key}")
     logger.info(
         "data selected",
         extra={
             "accepted": len(accepted),
-            "rejected": len(rejected),
+            "rejected": len(rejected) + len(to_set_aside),
             "skipped": len(skipped),
             "outsideWindow": outside,
         },
     )
-    return DataSelection(tuple(accepted), tuple(rejected), tuple(skipped), outside)
+    return DataSelection(
+        tuple(accepted), tuple(rejected), tuple(skipped), outside, tuple(to_set_aside)
+    )
+
+
+def _needs_read(
+    candidate: Candidate, earlier: Mapping[str, DataFile], verdicts: Mapping[str, FileVerdict]
+) -> bool:
+    """Whether selecting ``candidate`` reads its bytes (nothing known about this version)."""
+    known = earlier.get(candidate.key) or verdicts.get(candidate.key)
+    if known is not None and known.etag == candidate.etag:
+        return False
+    return candidate.trained is None
+
+
+def set_aside_rejected(
+    s3: S3Client, bucket: str, run_id: str, selection: DataSelection
+) -> DataSelection:
+    """Move the refused files of ``selection`` to ``data/rejected/``, in parallel."""
+    if not selection.to_set_aside:
+        return selection
+    with ThreadPoolExecutor(max_workers=min(PIN_WORKERS, len(selection.to_set_aside))) as pool:
+        moved = list(
+            pool.map(
+                lambda pending: _reject(s3, bucket, pending[0], pending[1], run_id),
+                selection.to_set_aside,
+            )
+        )
+    return replace(selection, rejected=selection.rejected + tuple(moved), to_set_aside=())
 
 
 def _before(trained: TrainedVersion | None, since: str | None) -> bool:
@@ -258,12 +399,12 @@ def _before(trained: TrainedVersion | None, since: str | None) -> bool:
 
 def _named_objects(
     s3: S3Client, bucket: str, request: RunRequest
-) -> tuple[list[_Candidate], list[SkippedObject]]:
+) -> tuple[list[Candidate], list[SkippedObject]]:
     """The current version of each named key, unless it was deleted or overwritten since."""
     wanted: dict[str, list[tuple[str | None, str | None]]] = {}
     for obj in request.objects:
         wanted.setdefault(obj.key, []).append((obj.version_id, _bare(obj.etag)))
-    candidates: list[_Candidate] = []
+    candidates: list[Candidate] = []
     skipped: list[SkippedObject] = []
     for key in sorted(wanted):
         if _ignored(key):
@@ -271,7 +412,7 @@ def _named_objects(
             continue
         if not key.startswith(layout.TRAIN_PREFIX):
             # Not ours to move: refuse it in place.
-            candidates.append(_Candidate(key, None, None, 0))
+            candidates.append(Candidate(key, None, None, 0))
             continue
         try:
             current = _head(s3, bucket, key)
@@ -279,7 +420,7 @@ def _named_objects(
                 # Should an event ever carry a URL-encoded key, the decoded form is the object.
                 current = _head(s3, bucket, unquote_plus(key))
         except UnreadableObject as problem:
-            candidates.append(_Candidate(key, None, None, 0, unreadable=str(problem)))
+            candidates.append(Candidate(key, None, None, 0, unreadable=str(problem)))
             continue
         if current is None:
             skipped.append(SkippedObject(key, "no longer exists (deleted before the run)"))
@@ -296,8 +437,8 @@ def _named_objects(
 
 def _listed(
     s3: S3Client, bucket: str, request: RunRequest, trained: Mapping[str, TrainedVersion]
-) -> tuple[list[_Candidate], list[SkippedObject]]:
-    candidates: list[_Candidate] = []
+) -> tuple[list[Candidate], list[SkippedObject]]:
+    candidates: list[Candidate] = []
     for item in _list(s3, bucket, request.data_prefix):
         key = item["Key"]
         if key.endswith("/") or _ignored(key):
@@ -308,15 +449,36 @@ def _listed(
         # ETag that differs only costs a re-read).
         reuse = known if known is not None and known.same_object(None, etag) else None
         candidates.append(
-            _Candidate(key, etag, None, item.get("Size", 0), reuse, item.get("StorageClass"))
+            Candidate(key, etag, None, item.get("Size", 0), reuse, item.get("StorageClass"))
         )
     return candidates, []
+
+
+def check_candidate(
+    s3: S3Client,
+    bucket: str,
+    candidate: Candidate,
+    max_file_bytes: int,
+    expected: ExpectedColumns | None,
+    rule: LabelRule,
+) -> FileVerdict:
+    """Read ``candidate`` through the data contract: accepted, invalid (the file's fault),
+    unreadable (S3 would not give it to refit) or gone. S3's own trouble is raised."""
+    try:
+        checked = _check(s3, bucket, candidate, max_file_bytes, expected, rule)
+    except InvalidDataFile as problem:
+        return FileVerdict(candidate.key, candidate.etag, INVALID, reason=str(problem))
+    except UnreadableObject as problem:
+        return FileVerdict(candidate.key, candidate.etag, UNREADABLE, reason=str(problem))
+    if checked is None:
+        return FileVerdict(candidate.key, candidate.etag, GONE)
+    return FileVerdict.of(checked, candidate.etag)
 
 
 def _check(
     s3: S3Client,
     bucket: str,
-    candidate: _Candidate,
+    candidate: Candidate,
     max_file_bytes: int,
     expected: ExpectedColumns | None,
     rule: LabelRule,
@@ -380,7 +542,7 @@ def _unreadable(error: Exception) -> Exception:
 
 
 def _reject(
-    s3: S3Client, bucket: str, candidate: _Candidate, reason: str, run_id: str
+    s3: S3Client, bucket: str, candidate: Candidate, reason: str, run_id: str
 ) -> RejectedFile:
     """Move a refused file out of ``data/train/``, keeping the reason beside it."""
     logger.warning("rejected data file", extra={"key": candidate.key, "reason": reason})
@@ -527,7 +689,7 @@ def _list(s3: S3Client, bucket: str, prefix: str) -> Iterator[Any]:
         yield from page.get("Contents", [])
 
 
-def _head(s3: S3Client, bucket: str, key: str) -> _Candidate | None:
+def _head(s3: S3Client, bucket: str, key: str) -> Candidate | None:
     """The current version of ``key``; None if there is none; :class:`UnreadableObject`."""
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -535,7 +697,7 @@ def _head(s3: S3Client, bucket: str, key: str) -> _Candidate | None:
         if gone(error):
             return None
         raise _unreadable(error) from None
-    return _Candidate(
+    return Candidate(
         key,
         _bare(head.get("ETag")),
         _version(head.get("VersionId")),
@@ -544,7 +706,7 @@ def _head(s3: S3Client, bucket: str, key: str) -> _Candidate | None:
     )
 
 
-def _is_version(current: _Candidate, version_id: str | None, etag: str | None) -> bool:
+def _is_version(current: Candidate, version_id: str | None, etag: str | None) -> bool:
     """Whether the current object is the version a request named (no pin = any version)."""
     if version_id and current.version_id:
         return version_id == current.version_id

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import refit_data
 from aws_lambda_powertools import Logger
 
-from refit import datasets, layout
+from refit import datasets, file_checks, layout
 from refit.champion import ChampionState, resolve_champion
 from refit.config import Settings
 from refit.holdout import champion_run_started_at, split_holdout
@@ -56,6 +56,8 @@ class PrepareRunEvent:
     execution_name: str
     execution_arn: str
     start_time: str | None = None
+    # The second call, after the CheckDataFiles map: take its verdicts, never fan out again.
+    after_checks: bool = False
 
     @classmethod
     def parse(cls, event: Mapping[str, Any]) -> PrepareRunEvent:
@@ -65,7 +67,13 @@ class PrepareRunEvent:
             # A wiring mistake in the ASL, not a user error.
             raise ValueError("PrepareRun expects {input, executionName, executionArn}")
         start = event.get("startTime")
-        return cls(event.get("input"), name, arn, start if isinstance(start, str) else None)
+        return cls(
+            event.get("input"),
+            name,
+            arn,
+            start if isinstance(start, str) else None,
+            after_checks=event.get("afterChecks") is True,
+        )
 
 
 def prepare_run(
@@ -121,9 +129,21 @@ def prepare_run(
     # The labels the stack's objective can learn, as the job will check them.
     rule = refit_data.label_rule(settings.objective)
     trained = functools.cache(lambda: load_trained(s3, bucket))  # read at most once
+    # Many bytes to read: the CheckDataFiles map checks the files in parallel, then this runs
+    # again with its verdicts (refit.file_checks).
+    verdicts = file_checks.load_verdicts(s3, bucket, run_id) if event.after_checks else None
+    features = champion.feature_count if champion is not None else None
+    expected = datasets.champion_columns(features) if features is not None else None
+
+    def fan_out(to_check: tuple[datasets.Candidate, ...]) -> dict[str, Any]:
+        return file_checks.plan_checks(
+            s3, bucket, run_id, to_check, expected, settings.check_concurrency
+        )
 
     def select(
-        covered: RunRequest, checked: tuple[datasets.DataFile, ...] = ()
+        covered: RunRequest,
+        checked: tuple[datasets.DataFile, ...] = (),
+        refused: frozenset[str] = frozenset(),
     ) -> datasets.DataSelection:
         return datasets.select_data(
             s3,
@@ -138,9 +158,14 @@ def prepare_run(
             trained=None if covered.objects else trained(),
             since=since,
             already_checked=checked,
+            already_rejected=refused,
+            verdicts=verdicts,
+            fan_out_bytes=None if event.after_checks else settings.inline_check_mb * 1024**2,
         )
 
     selection = select(request)
+    if selection.to_check:
+        return fan_out(selection.to_check)
     # The gate: may this run warm-start (HeadObjects and one GetItem, nothing changed).
     warm_start = check_warm_start(
         s3,
@@ -156,13 +181,17 @@ def prepare_run(
     if _retrains_on_all_data(request, warm_start):
         # A full retrain instead of this delivery's increment: on every file in the window (the
         # delivery's own files as just checked, not read again).
-        everything = select(replace(request, objects=(), prefix=None), selection.accepted)
-        selection = replace(
-            everything,
-            rejected=selection.rejected + everything.rejected,
-            skipped=selection.skipped + everything.skipped,
+        everything = select(
+            replace(request, objects=(), prefix=None),
+            selection.accepted,
+            selection.rejected_keys,
         )
-    # The job reads these copies, not the keys: nothing after this line changes its data.
+        if everything.to_check:
+            return fan_out(everything.to_check)
+        selection = selection.merged(everything)
+    # Every check is done: now the bucket changes. Refused files leave data/train/, and the job
+    # reads pinned copies, not the keys: nothing after this line changes its data.
+    selection = datasets.set_aside_rejected(s3, bucket, run_id, selection)
     selection = datasets.pin_accepted(s3, bucket, run_id, selection)
     if request.source != "s3":
         # A manual run trains on files it listed itself: record them in the intake ledger so an
