@@ -38,6 +38,8 @@ What each module patches (see their docstrings):
   policies (the SageMaker Python SDK v3 validates roles with it).
 - :mod:`.lambda_api`: ``moto.awslambda``: every invocation -> ``invoke_lambda``; SQS event source
   mappings no longer deliver inside SendMessage.
+- :mod:`.s3_sse_c`: ``moto.s3``: an object stored with SSE-C answers only to its key (GetObject,
+  HeadObject, CopyObject), as on AWS; moto served it to anyone.
 
 Requirements for the process that runs moto:
 
@@ -87,6 +89,7 @@ def all_patches() -> list[Patch]:
             dynamodb_api,
             iam_api,
             lambda_api,
+            s3_sse_c,
             sagemaker_api,
             sagemaker_runtime_api,
             stepfunctions_api,
@@ -110,6 +113,7 @@ def all_patches() -> list[Patch]:
         *dynamodb_api.patches(),
         *cloudwatch_alarms.patches(),
         *iam_api.patches(),
+        *s3_sse_c.patches(),
     ]
 
 

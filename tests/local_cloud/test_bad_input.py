@@ -5,12 +5,15 @@ One LocalCloud for the module (``MaxFileMB=1`` so that "too large" costs a 1 MiB
 first upload makes a champion with 4 features, two bursts go through the real trigger path:
 
 1. every kind of bad file together with two good ones (one with CRLF line endings), an object in
-   GLACIER and one in a ``_temporary/`` folder: one run, which trains on the good files only;
+   GLACIER, one encrypted with a customer key refit lacks (SSE-C) and one in a ``_temporary/``
+   folder: one run, whose files the CheckDataFiles map checks (``InlineCheckMB=0``), which
+   trains on the good files only;
 2. bad files only: the run ends ``REJECTED_INPUT`` without a training job or an endpoint change.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,6 +118,7 @@ BAD: dict[str, tuple[bytes, str]] = {
 }
 #: Refused where they are: S3 will not hand them to refit (not movable either).
 ARCHIVED = f"{BURST}archived.csv"
+CUSTOMER_KEY_ENCRYPTED = f"{BURST}sse-c.csv"
 #: Not data for refit or the job (Spark's temporary output): neither trained nor rejected.
 IGNORED = f"{BURST}_temporary/0/part-0.csv"
 
@@ -177,16 +181,23 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
         Bucket=runs.bucket, Key=ARCHIVED, Body=csv(rows(5, seed=29)), StorageClass="GLACIER"
     )
     runs.put(IGNORED, csv(rows(5, seed=30)))
+    runs.s3.put_object(
+        Bucket=runs.bucket,
+        Key=CUSTOMER_KEY_ENCRYPTED,
+        Body=csv(rows(5, seed=31)),
+        SSECustomerAlgorithm="AES256",
+        SSECustomerKey=base64.b64encode(b"a key refit does not have, 32 B").decode(),
+    )
     uploads = {**GOOD, **{key: body for key, (body, _) in BAD.items()}}
     for key, body in uploads.items():
         runs.put(key, body)
-    run = runs.finished(runs.triggered([*uploads, ARCHIVED], known))
+    run = runs.finished(runs.triggered([*uploads, ARCHIVED, CUSTOMER_KEY_ENCRYPTED], known))
 
     # Then one run covered them all (upload_run waits for exactly that), each file checked by
     # its own CheckDataFile in the CheckDataFiles map, and trained on exactly the good files
     assert runs.states_entered(run.arn).count("CheckDataFiles") == 1
     verdicts = runs.keys(f"{layout.RUNS_PREFIX}{run.name}/checks/verdicts/")
-    assert len(verdicts) == len(uploads) + 1, verdicts  # + the archived one
+    assert len(verdicts) == len(uploads) + 2, verdicts  # + the archived and SSE-C ones
     manifest = runs.json_object(run.record["manifestUri"])
     assert manifest["runId"] == run.name
     assert sorted(f["key"] for f in manifest["accepted"]) == sorted(GOOD)
@@ -206,20 +217,24 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
 
     # And each bad file was refused for its own reason and set aside
     recorded = rejected_in(run.record)
-    assert set(recorded) == {*BAD, ARCHIVED}, recorded
-    assert run.record["data"]["rejected"] == len(BAD) + 1
+    assert set(recorded) == {*BAD, ARCHIVED, CUSTOMER_KEY_ENCRYPTED}, recorded
+    assert run.record["data"]["rejected"] == len(BAD) + 2
     for key, (_, reason) in BAD.items():
         assert reason in recorded[key], (key, recorded[key])
         assert_set_aside(runs, run, key, reason)
     # And the archived one where it is, saying how to train on it
     assert recorded[ARCHIVED].startswith("stored in GLACIER: restore it"), recorded[ARCHIVED]
     assert runs.exists(ARCHIVED) and not runs.exists(rejected_key(ARCHIVED))
+    # And the one encrypted with a customer key (SSE-C) refit lacks, where it is, saying so
+    assert recorded[CUSTOMER_KEY_ENCRYPTED].startswith("S3 refused to read it: 400"), recorded
+    assert "SSE-C" in recorded[CUSTOMER_KEY_ENCRYPTED]
+    assert runs.exists(CUSTOMER_KEY_ENCRYPTED)
     # And the temporary file started nothing and is left alone, as the job would leave it
     assert IGNORED not in recorded and runs.exists(IGNORED)
 
     # And the notification reports them
     notification = bad_input.notifications.for_run(run.name)
-    rejected = len(BAD) + 1
+    rejected = len(BAD) + 2
     assert f"{len(GOOD)} file(s) accepted, {rejected} rejected" in notification["message"]
     assert rejected_in(Notifications.record_in(notification)) == recorded
 

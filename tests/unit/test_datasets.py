@@ -284,7 +284,17 @@ def test_an_archived_object_is_refused_in_place_and_the_rest_trains(aws: Aws) ->
             ("InvalidRequest", "The object was stored using a form of Server Side Encryption", 400),
             "S3 refused to read it: InvalidRequest (The object was stored using a form",
         ),
-        ("HeadObject", ("403", "Forbidden", 403), "S3 refused to read it: 403 (Forbidden)"),
+        (
+            "HeadObject",
+            ("403", "Forbidden", 403),
+            "S3 refused to read it: 403 (Forbidden: refit may not read it, or may not use its KMS",
+        ),
+        (
+            "HeadObject",
+            ("400", "Bad Request", 400),
+            "S3 refused to read it: 400 (Bad Request: HeadObject's answer for an object encrypted "
+            "with a customer-provided key (SSE-C)",
+        ),
     ],
 )
 def test_an_object_s3_will_not_hand_over_is_refused_alone(

@@ -60,6 +60,11 @@ _READ_CHUNK_BYTES = 1024 * 1024
 _COPY_MAX_BYTES = 5 * 1024**3
 # Errors worth a retry of the whole step (Lambda's, then Step Functions'): not the object's fault.
 _TRANSIENT_CODES = ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503")
+_HEAD_STATUS_MEANING = {
+    "400": "Bad Request: HeadObject's answer for an object encrypted with a customer-provided key "
+    "(SSE-C), which refit does not have",
+    "403": "Forbidden: refit may not read it, or may not use its KMS key",
+}
 # Storage classes whose objects must be restored before a GetObject (InvalidObjectState).
 ARCHIVED_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 # The pinned version no longer has the checked ETag (only possible without a version id).
@@ -538,6 +543,8 @@ def _unreadable(error: Exception) -> Exception:
     if code in _TRANSIENT_CODES:
         return error
     message = str(details.get("Message") or "").rstrip(".")
+    # A HeadObject error has no body: only its status, which says what S3 means by it.
+    message = _HEAD_STATUS_MEANING.get(code, message)
     return UnreadableObject(f"S3 refused to read it: {code}{f' ({message})' if message else ''}")
 
 

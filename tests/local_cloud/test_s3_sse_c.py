@@ -1,0 +1,91 @@
+"""An SSE-C object in the local cloud's S3 answers only to its key, as on AWS
+(local_cloud/moto_patches/s3_sse_c.py), through boto3 against in-process moto."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from local_sagemaker_harness import FAST_SETTINGS
+from moto import mock_aws
+from moto_patches_harness import REGION, FakeLambdas
+
+from local_cloud import moto_patches
+from local_cloud.sagemaker import LocalSageMaker
+
+BUCKET = "sse-c"
+KEY = base64.b64encode(b"k" * 32).decode()
+CUSTOMER_KEY = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": KEY}
+REFUSED = "The object was stored using a form of Server Side Encryption"
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION)
+        client.create_bucket(Bucket=BUCKET)
+        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        runtime = LocalSageMaker(client, tmp_path / "sagemaker", settings=FAST_SETTINGS)
+        moto_patches.install(sagemaker=runtime, invoke_lambda=FakeLambdas())
+        try:
+            yield client
+        finally:
+            moto_patches.uninstall()
+            runtime.close()
+
+
+def test_an_sse_c_object_answers_only_to_its_key(s3: Any) -> None:
+    # Given an object stored with a customer key, and a plain one
+    s3.put_object(Bucket=BUCKET, Key="secret.csv", Body=b"1,2\n", **CUSTOMER_KEY)
+    s3.put_object(Bucket=BUCKET, Key="plain.csv", Body=b"3,4\n")
+    # Then reading it without the key is refused as S3 refuses it
+    with pytest.raises(ClientError) as got:
+        s3.get_object(Bucket=BUCKET, Key="secret.csv")
+    assert got.value.response["Error"]["Code"] == "InvalidRequest"
+    assert REFUSED in got.value.response["Error"]["Message"]
+    assert got.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as head:
+        s3.head_object(Bucket=BUCKET, Key="secret.csv")
+    assert head.value.response["Error"]["Code"] == "400"  # HEAD: status only, no body
+    with pytest.raises(ClientError) as copy:
+        s3.copy_object(
+            Bucket=BUCKET, Key="copy.csv", CopySource={"Bucket": BUCKET, "Key": "secret.csv"}
+        )
+    assert copy.value.response["Error"]["Code"] == "InvalidRequest"
+    # And a wrong key is refused like a missing one
+    wrong = {**CUSTOMER_KEY, "SSECustomerKey": base64.b64encode(b"w" * 32).decode()}
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=BUCKET, Key="secret.csv", **wrong)
+    # And with its key it reads, heads and copies
+    assert s3.get_object(Bucket=BUCKET, Key="secret.csv", **CUSTOMER_KEY)["Body"].read() == (
+        b"1,2\n"
+    )
+    assert s3.head_object(Bucket=BUCKET, Key="secret.csv", **CUSTOMER_KEY)["ContentLength"] == 4
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key="copy.csv",
+        CopySource={"Bucket": BUCKET, "Key": "secret.csv"},
+        CopySourceSSECustomerAlgorithm="AES256",
+        CopySourceSSECustomerKey=KEY,
+    )
+    # And other objects, and listings, are unaffected
+    assert s3.get_object(Bucket=BUCKET, Key="plain.csv")["Body"].read() == b"3,4\n"
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert listed == {"secret.csv", "plain.csv", "copy.csv"}
+
+
+def test_the_key_belongs_to_the_version_it_encrypted(s3: Any) -> None:
+    # Given an SSE-C version overwritten by a plain one
+    first = s3.put_object(Bucket=BUCKET, Key="a.csv", Body=b"old\n", **CUSTOMER_KEY)["VersionId"]
+    s3.put_object(Bucket=BUCKET, Key="a.csv", Body=b"new\n")
+    # Then the current version reads without a key, the old one still needs it
+    assert s3.get_object(Bucket=BUCKET, Key="a.csv")["Body"].read() == b"new\n"
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=BUCKET, Key="a.csv", VersionId=first)
+    head = s3.head_object(Bucket=BUCKET, Key="a.csv", VersionId=first, **CUSTOMER_KEY)
+    assert head["ResponseMetadata"]["HTTPStatusCode"] == 200
