@@ -38,8 +38,9 @@ What each module patches (see their docstrings):
   policies (the SageMaker Python SDK v3 validates roles with it).
 - :mod:`.lambda_api`: ``moto.awslambda``: every invocation -> ``invoke_lambda``; SQS event source
   mappings no longer deliver inside SendMessage.
-- :mod:`.s3_sse_c`: ``moto.s3``: an object stored with SSE-C answers only to its key (GetObject,
-  HeadObject, CopyObject), as on AWS; moto served it to anyone.
+- :mod:`.s3_encryption`: ``moto.s3``: an object stored with SSE-C answers only to its key, one
+  encrypted with SSE-KMS only while its key is enabled (GetObject, HeadObject, CopyObject), as on
+  AWS; moto served both to anyone.
 
 Requirements for the process that runs moto:
 
@@ -89,7 +90,7 @@ def all_patches() -> list[Patch]:
             dynamodb_api,
             iam_api,
             lambda_api,
-            s3_sse_c,
+            s3_encryption,
             sagemaker_api,
             sagemaker_runtime_api,
             stepfunctions_api,
@@ -113,7 +114,7 @@ def all_patches() -> list[Patch]:
         *dynamodb_api.patches(),
         *cloudwatch_alarms.patches(),
         *iam_api.patches(),
-        *s3_sse_c.patches(),
+        *s3_encryption.patches(),
     ]
 
 

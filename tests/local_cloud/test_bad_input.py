@@ -5,9 +5,9 @@ One LocalCloud for the module (``MaxFileMB=1`` so that "too large" costs a 1 MiB
 first upload makes a champion with 4 features, two bursts go through the real trigger path:
 
 1. every kind of bad file together with two good ones (one with CRLF line endings), an object in
-   GLACIER, one encrypted with a customer key refit lacks (SSE-C) and one in a ``_temporary/``
-   folder: one run, whose files the CheckDataFiles map checks (``InlineCheckMB=0``), which
-   trains on the good files only;
+   GLACIER, one encrypted with a customer key refit lacks (SSE-C), one with a disabled KMS key
+   and one in a ``_temporary/`` folder: one run, whose files the CheckDataFiles map checks
+   (``InlineCheckMB=0``), which trains on the good files only;
 2. bad files only: the run ends ``REJECTED_INPUT`` without a training job or an endpoint change.
 """
 
@@ -119,6 +119,7 @@ BAD: dict[str, tuple[bytes, str]] = {
 #: Refused where they are: S3 will not hand them to refit (not movable either).
 ARCHIVED = f"{BURST}archived.csv"
 CUSTOMER_KEY_ENCRYPTED = f"{BURST}sse-c.csv"
+DISABLED_KMS_KEY = f"{BURST}sse-kms.csv"
 #: Not data for refit or the job (Spark's temporary output): neither trained nor rejected.
 IGNORED = f"{BURST}_temporary/0/part-0.csv"
 
@@ -181,6 +182,16 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
         Bucket=runs.bucket, Key=ARCHIVED, Body=csv(rows(5, seed=29)), StorageClass="GLACIER"
     )
     runs.put(IGNORED, csv(rows(5, seed=30)))
+    kms = bad_input.cloud.client("kms")
+    key_id = kms.create_key(Description="a key later disabled")["KeyMetadata"]["KeyId"]
+    runs.s3.put_object(
+        Bucket=runs.bucket,
+        Key=DISABLED_KMS_KEY,
+        Body=csv(rows(5, seed=32)),
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key_id,
+    )
+    kms.disable_key(KeyId=key_id)
     runs.s3.put_object(
         Bucket=runs.bucket,
         Key=CUSTOMER_KEY_ENCRYPTED,
@@ -191,13 +202,14 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
     uploads = {**GOOD, **{key: body for key, (body, _) in BAD.items()}}
     for key, body in uploads.items():
         runs.put(key, body)
-    run = runs.finished(runs.triggered([*uploads, ARCHIVED, CUSTOMER_KEY_ENCRYPTED], known))
+    refused = [ARCHIVED, CUSTOMER_KEY_ENCRYPTED, DISABLED_KMS_KEY]
+    run = runs.finished(runs.triggered([*uploads, *refused], known))
 
     # Then one run covered them all (upload_run waits for exactly that), each file checked by
     # its own CheckDataFile in the CheckDataFiles map, and trained on exactly the good files
     assert runs.states_entered(run.arn).count("CheckDataFiles") == 1
     verdicts = runs.keys(f"{layout.RUNS_PREFIX}{run.name}/checks/verdicts/")
-    assert len(verdicts) == len(uploads) + 2, verdicts  # + the archived and SSE-C ones
+    assert len(verdicts) == len(uploads) + len(refused), verdicts
     manifest = runs.json_object(run.record["manifestUri"])
     assert manifest["runId"] == run.name
     assert sorted(f["key"] for f in manifest["accepted"]) == sorted(GOOD)
@@ -217,8 +229,8 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
 
     # And each bad file was refused for its own reason and set aside
     recorded = rejected_in(run.record)
-    assert set(recorded) == {*BAD, ARCHIVED, CUSTOMER_KEY_ENCRYPTED}, recorded
-    assert run.record["data"]["rejected"] == len(BAD) + 2
+    assert set(recorded) == {*BAD, *refused}, recorded
+    assert run.record["data"]["rejected"] == len(BAD) + len(refused)
     for key, (_, reason) in BAD.items():
         assert reason in recorded[key], (key, recorded[key])
         assert_set_aside(runs, run, key, reason)
@@ -229,12 +241,17 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
     assert recorded[CUSTOMER_KEY_ENCRYPTED].startswith("S3 refused to read it: 400"), recorded
     assert "SSE-C" in recorded[CUSTOMER_KEY_ENCRYPTED]
     assert runs.exists(CUSTOMER_KEY_ENCRYPTED)
+    # And the one whose KMS key is disabled, where it is, with KMS's reason
+    assert recorded[DISABLED_KMS_KEY].startswith("S3 refused to read it: KMS.DisabledException"), (
+        recorded
+    )
+    assert runs.exists(DISABLED_KMS_KEY)
     # And the temporary file started nothing and is left alone, as the job would leave it
     assert IGNORED not in recorded and runs.exists(IGNORED)
 
     # And the notification reports them
     notification = bad_input.notifications.for_run(run.name)
-    rejected = len(BAD) + 2
+    rejected = len(BAD) + len(refused)
     assert f"{len(GOOD)} file(s) accepted, {rejected} rejected" in notification["message"]
     assert rejected_in(Notifications.record_in(notification)) == recorded
 

@@ -1,5 +1,6 @@
-"""An SSE-C object in the local cloud's S3 answers only to its key, as on AWS
-(local_cloud/moto_patches/s3_sse_c.py), through boto3 against in-process moto."""
+"""Encrypted objects in the local cloud's S3 refuse reads as on AWS: SSE-C without its key,
+SSE-KMS once its key is disabled or pending deletion (local_cloud/moto_patches/s3_encryption.py),
+through boto3 against in-process moto."""
 
 from __future__ import annotations
 
@@ -89,3 +90,37 @@ def test_the_key_belongs_to_the_version_it_encrypted(s3: Any) -> None:
         s3.get_object(Bucket=BUCKET, Key="a.csv", VersionId=first)
     head = s3.head_object(Bucket=BUCKET, Key="a.csv", VersionId=first, **CUSTOMER_KEY)
     assert head["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_an_sse_kms_object_reads_only_while_its_key_is_enabled(s3: Any) -> None:
+    kms = boto3.client("kms", region_name=REGION)
+    key = kms.create_key()["KeyMetadata"]
+    # Given objects encrypted with a customer managed key (by ARN and by id)
+    for name, key_id in (("by-arn.csv", key["Arn"]), ("by-id.csv", key["KeyId"])):
+        s3.put_object(
+            Bucket=BUCKET,
+            Key=name,
+            Body=b"1,2\n",
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=key_id,
+        )
+    # Then they read while the key is enabled
+    assert s3.get_object(Bucket=BUCKET, Key="by-arn.csv")["Body"].read() == b"1,2\n"
+    # When the key is disabled, reads and copies fail with KMS's error; HEAD does not decrypt
+    kms.disable_key(KeyId=key["KeyId"])
+    for name in ("by-arn.csv", "by-id.csv"):
+        with pytest.raises(ClientError) as got:
+            s3.get_object(Bucket=BUCKET, Key=name)
+        assert got.value.response["Error"]["Code"] == "KMS.DisabledException"
+        assert got.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as copy:
+        s3.copy_object(
+            Bucket=BUCKET, Key="c.csv", CopySource={"Bucket": BUCKET, "Key": "by-id.csv"}
+        )
+    assert copy.value.response["Error"]["Code"] == "KMS.DisabledException"
+    assert s3.head_object(Bucket=BUCKET, Key="by-arn.csv")["ServerSideEncryption"] == "aws:kms"
+    # And pending deletion is an invalid state
+    kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+    with pytest.raises(ClientError) as pending:
+        s3.get_object(Bucket=BUCKET, Key="by-arn.csv")
+    assert pending.value.response["Error"]["Code"] == "KMS.KMSInvalidStateException"
