@@ -120,6 +120,8 @@ BAD: dict[str, tuple[bytes, str]] = {
 ARCHIVED = f"{BURST}archived.csv"
 CUSTOMER_KEY_ENCRYPTED = f"{BURST}sse-c.csv"
 DISABLED_KMS_KEY = f"{BURST}sse-kms.csv"
+#: Deleted before its run: skipped (nothing to read or refuse).
+VANISHED = f"{BURST}vanished.csv"
 #: Not data for refit or the job (Spark's temporary output): neither trained nor rejected.
 IGNORED = f"{BURST}_temporary/0/part-0.csv"
 
@@ -202,8 +204,11 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
     uploads = {**GOOD, **{key: body for key, (body, _) in BAD.items()}}
     for key, body in uploads.items():
         runs.put(key, body)
+    # (and one deleted again before its run reads it: the version the event names is gone)
+    runs.put(VANISHED, csv(rows(5, seed=33)))
+    runs.s3.delete_object(Bucket=runs.bucket, Key=VANISHED)
     refused = [ARCHIVED, CUSTOMER_KEY_ENCRYPTED, DISABLED_KMS_KEY]
-    run = runs.finished(runs.triggered([*uploads, *refused], known))
+    run = runs.finished(runs.triggered([*uploads, *refused, VANISHED], known))
 
     # Then one run covered them all (upload_run waits for exactly that), each file checked by
     # its own CheckDataFile in the CheckDataFiles map, and trained on exactly the good files
@@ -246,6 +251,10 @@ def test_each_bad_file_is_set_aside_with_its_reason_and_the_good_ones_train(
         recorded
     )
     assert runs.exists(DISABLED_KMS_KEY)
+    # And the vanished one is skipped, not trained and not refused, with what happened to it
+    assert {s["key"]: s["reason"] for s in manifest["skipped"]} == {
+        VANISHED: "no longer exists (deleted before the run)"
+    }
     # And the temporary file started nothing and is left alone, as the job would leave it
     assert IGNORED not in recorded and runs.exists(IGNORED)
 
