@@ -84,6 +84,16 @@ def _refused(key: FakeKey | None, headers: Mapping[str, Any], header: str) -> bo
     return wanted is not None and _header(headers, header) != wanted
 
 
+def _require_decryptable(response: Any, key: FakeKey | None, key_md5_header: str) -> None:
+    """Raise S3's error for a read of ``key`` (a stored version) that cannot decrypt it:
+    its SSE-C key missing from ``key_md5_header``, or its KMS key unusable."""
+    if _refused(key, response.headers, key_md5_header):
+        raise SseCustomerKeyRequired()
+    refusal = _kms_refusal(key, response.current_account, response.region)
+    if refusal is not None:
+        raise refusal
+
+
 def _build_put_object(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def put_object(self: Any) -> Any:
         response = original(self)
@@ -101,11 +111,7 @@ def _build_get_object(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def get_object(self: Any) -> Any:
         version_id = self.querystring.get("versionId", [None])[0]
         key = self.backend.get_object(self.bucket_name, self.parse_key_name(), version_id)
-        if _refused(key, self.headers, _KEY_MD5):
-            raise SseCustomerKeyRequired()
-        refusal = _kms_refusal(key, self.current_account, self.region)
-        if refusal is not None:
-            raise refusal
+        _require_decryptable(self, key, _KEY_MD5)
         return original(self)
 
     return get_object
@@ -137,11 +143,7 @@ def _build_copy_object(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         bucket, key_name = unquote(parsed.path).lstrip("/").split("/", 1)
         version_id = parse_qs(parsed.query).get("versionId", [None])[0]
         key = self.backend.get_object(bucket, key_name, version_id=version_id)
-        if _refused(key, self.headers, _COPY_SOURCE_KEY_MD5):
-            raise SseCustomerKeyRequired()
-        refusal = _kms_refusal(key, self.current_account, self.region)
-        if refusal is not None:
-            raise refusal
+        _require_decryptable(self, key, _COPY_SOURCE_KEY_MD5)
         return original(self)
 
     return copy_object
