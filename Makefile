@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 # The whole loop on this machine: local cloud up, scenario through the real trigger path.
 demo: venv
-	$(BIN)/python -m local_cloud.demo
+	$(BIN)/python -m refit_cli.demo
 
 # The SageMaker XGBoost image's serving toolkit (sagemaker-containers under Flask 3.1) in a venv of
 # its own: it pins flask==1.1.1, which the image overrides, hence --no-deps and a full pin list.

@@ -504,7 +504,7 @@ def usage(info: ConnectionInfo, state: str) -> str:
 
 
 def main_local_up(args: Any, stack_name: str) -> int:
-    """``refit local up`` (parsed by ``refit.cli``)."""
+    """``refit local up`` (parsed by ``refit_cli.cli``)."""
     if args.local_command != "up":
         raise SystemExit(f"unknown local command {args.local_command}")
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from local_cloud.scenario import Scenario, local_cloud
+from refit_cli.scenario import Scenario, local_cloud
 
 
 @pytest.fixture(scope="module")

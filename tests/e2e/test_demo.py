@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from local_cloud import demo
 from local_cloud.cloud import PortInUse
-from local_cloud.scenario import ExpectationFailed
+from refit_cli import demo
+from refit_cli.scenario import ExpectationFailed
 
 
 def test_a_step_that_did_not_happen_fails_the_demo_with_its_reason(

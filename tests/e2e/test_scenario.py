@@ -5,7 +5,7 @@ StartRetrain → Step Functions), step 4 by hand with a per-run ``deploymentMode
 ``refit rollback`` does. Each test asserts what really happened, from the public APIs: the run
 record, the endpoint's description and answers, the model artifact loaded directly with xgboost,
 SageMaker's resources, S3 objects.
-:mod:`local_cloud.scenario` checks the same things as it goes (so ``make demo`` fails loudly);
+:mod:`refit_cli.scenario` checks the same things as it goes (so ``make demo`` fails loudly);
 these tests state them again, independently, on the evidence it returns.
 """
 
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from local_cloud.demo import runs_table
-from local_cloud.scenario import (
+from refit import layout
+from refit_cli.demo import runs_table
+from refit_cli.scenario import (
     STACK_PARAMETERS,
     TRUSTED_PREFIX,
     BatchStep,
@@ -28,7 +29,6 @@ from local_cloud.scenario import (
     Scenario,
     UpdateStep,
 )
-from refit import layout
 
 pytestmark = pytest.mark.slow
 

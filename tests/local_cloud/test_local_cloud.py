@@ -21,7 +21,7 @@ import pytest
 from local_cloud import moto_patches
 from local_cloud.cloud import LocalCloud, LocalCloudError, PortInUse, ensure_port_free
 from local_cloud.deploy import REPO_ROOT, DeployError
-from refit import cli
+from refit_cli import cli
 
 CSV = b"1.0,0.5,2.0\n0.0,0.1,0.2\n1.5,0.7,2.5\n"
 
@@ -98,7 +98,7 @@ def test_a_second_cloud_on_the_same_port_fails_clearly(cloud: LocalCloud) -> Non
         LocalCloud(port=cloud.port).start()
     # and from the command line
     result = subprocess.run(
-        [sys.executable, "-m", "refit.cli", "local", "up", "--port", str(cloud.port)],
+        [sys.executable, "-m", "refit_cli", "local", "up", "--port", str(cloud.port)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from cloud_harness import Notifications, wait_for
 
-from local_cloud import scenario
 from local_cloud.cloud import LocalCloud
 from refit.run_queue import RunQueue
 from refit.run_records import RunRecords
+from refit_cli import scenario
 
 pytestmark = pytest.mark.slow
 

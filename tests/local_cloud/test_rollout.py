@@ -40,8 +40,8 @@ from model_registry import insert_model_packages
 from local_cloud.cloud import LocalCloud
 from local_cloud.event_source import s3_event_for
 from refit import layout, lineage
-from refit.cli import manual_execution_name, rollback_execution_input
 from refit.run_records import RunRecords
+from refit_cli.cli import manual_execution_name, rollback_execution_input
 
 pytestmark = pytest.mark.slow
 

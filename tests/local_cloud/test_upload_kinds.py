@@ -35,7 +35,7 @@ from cloud_harness import (
 
 from local_cloud.cloud import LocalCloud
 from refit import layout
-from refit.cli import build_execution_input, manual_execution_name
+from refit_cli.cli import build_execution_input, manual_execution_name
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,10 @@ import pytest
 from moto_stack import GROUP, STACK, TABLE, Aws
 from state_builders import promoted_state
 
-from refit import cli, lineage
+from refit import lineage
 from refit.run_records import RunRecords
 from refit.run_report import record_run
+from refit_cli import cli
 
 
 def _stack_with_outputs(aws: Aws) -> None:

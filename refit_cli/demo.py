@@ -1,8 +1,8 @@
-"""``python -m local_cloud.demo`` (``make demo``): refit's whole loop on this machine, checked.
+"""``python -m refit_cli.demo`` (``make demo``): refit's whole loop on this machine, checked.
 
 Starts the local cloud (moto on 127.0.0.1 with the real template deployed, the real handlers,
 the real state machine, a local SageMaker that really trains and serves XGBoost), then plays
-:mod:`local_cloud.scenario`: initial data → endpoint; new data → incremental spot training with
+:mod:`refit_cli.scenario`: initial data → endpoint; new data → incremental spot training with
 one interruption → endpoint updated in place, stale resources deleted; a corrupted batch →
 rejected; a batch-mode run → prediction files; `refit rollback` → the first model back. It
 prints progress, a table of the runs and where to look next, and exits 1 if any step did not
@@ -28,7 +28,7 @@ from types import FrameType
 from typing import TextIO
 
 from local_cloud.cloud import ConnectionInfo, LocalCloudError, usage
-from local_cloud.scenario import (
+from refit_cli.scenario import (
     RUNTIME_SETTINGS,
     SEED,
     STACK_PARAMETERS,
@@ -139,7 +139,7 @@ def where_to_look(
             f"({kept})"
         )
     lines += [
-        "  try it yourself  .venv/bin/python -m local_cloud.demo --keep-running  (then serves)",
+        "  try it yourself  .venv/bin/python -m refit_cli.demo --keep-running  (then serves)",
         "                   .venv/bin/refit local up  (make local-up: an empty stack, port 4566)",
         "                   then, in a shell with the export line either prints:",
         "                     refit runs                       # run records (DynamoDB)",
@@ -151,7 +151,7 @@ def where_to_look(
         "                     aws stepfunctions get-execution-history --execution-arn <arn>",
         "                     aws s3 ls s3://<bucket>/ --recursive",
         "                   (refit is .venv/bin/refit; DeploymentMode=batch makes every run batch)",
-        "  the scenario     local_cloud/scenario.py, also run by tests/e2e/",
+        "  the scenario     refit_cli/scenario.py, also run by tests/e2e/",
     ]
     return "\n".join(lines)
 
@@ -174,7 +174,7 @@ def serve_until_stopped() -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m local_cloud.demo", description=(__doc__ or "").split("\n\n")[0]
+        prog="python -m refit_cli.demo", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument("--port", type=int, default=None, help="emulator port (default: free)")
     parser.add_argument("--state-dir", type=Path, help="keep job and function logs here")

@@ -1,6 +1,6 @@
 """The demo scenario: five refit runs through the local cloud, each step checked as it happens.
 
-``python -m local_cloud.demo`` prints its progress and a table; ``tests/e2e`` asserts on the
+``python -m refit_cli.demo`` prints its progress and a table; ``tests/e2e`` asserts on the
 evidence each step returns. Both drive the application only through its public interfaces:
 
 - runs are started by **uploads** (``data/train/`` → EventBridge → SQS → StartRetrain → Step
@@ -67,8 +67,8 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped,unuse
 from local_cloud.cloud import LocalCloud
 from local_cloud.sagemaker import RuntimeSettings
 from refit import layout
-from refit.cli import build_execution_input, manual_execution_name, rollback_execution_input
 from refit.run_records import RunRecords
+from refit_cli.cli import build_execution_input, manual_execution_name, rollback_execution_input
 
 Matrix = npt.NDArray[np.float64]
 Progress = Callable[[str], None]

@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "local":
-        # Imported here only: the Lambda layer ships this module but never local_cloud.
+        # Imported here only: the other commands need neither moto nor the local runtime.
         from local_cloud.cloud import main_local_up
 
         return main_local_up(args, args.stack or default_stack_name())

@@ -1,0 +1,45 @@
+"""Which package may import which: the layer is domain code only, the emulator knows nothing of
+refit, and the command line and demo sit on top of both (README, "Layout")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from static_helpers import REPO
+
+LAYER = REPO / "layers" / "refit" / "refit"
+EMULATOR = REPO / "local_cloud"
+
+
+def imported_packages(directory: Path) -> dict[str, set[str]]:
+    """Top-level package of every import in every module under ``directory``, by file."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(directory.rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+def test_the_layer_holds_domain_code_only() -> None:
+    offenders = {
+        path: sorted(names & {"local_cloud", "refit_cli"})
+        for path, names in imported_packages(LAYER).items()
+        if names & {"local_cloud", "refit_cli"}
+    }
+    assert offenders == {}
+    assert (REPO / "refit_cli" / "cli.py").is_file() and not (LAYER / "cli.py").exists()
+
+
+def test_the_emulator_imports_nothing_from_refit() -> None:
+    offenders = {
+        path: sorted(names & {"refit", "refit_cli"})
+        for path, names in imported_packages(EMULATOR).items()
+        if names & {"refit", "refit_cli"}
+    }
+    assert offenders == {}
