@@ -1,4 +1,5 @@
-"""``python -m bench`` (``make bench``): issue 6's figures, each a ratio measured side by side.
+"""``python -m bench`` (``make bench``): refit's performance and quality figures, each a ratio
+measured side by side.
 
 1 incremental vs full retraining (CPU s, holdout metric)      bench.incremental
 2 orchestration overhead (upload → serving / train.py alone)   bench.local_cloud_figures

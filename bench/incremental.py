@@ -25,10 +25,10 @@ from bench import data
 from bench.report import Row, reproduce
 from bench.template import template_defaults
 from bench.training_jobs import JobResult, run_job
+from refit.metrics import higher_is_better
 from refit.run_records import DataWindow
 from refit.warm_start import outgrown
 
-HIGHER_IS_BETTER = {"auc", "aucpr", "accuracy"}
 COMPUTE_TARGET = 0.25
 METRIC_TARGET = 0.01
 REPEATS = 3  # extra samples of the two jobs the ratio compares (the same job varies ±20 %)
@@ -206,7 +206,7 @@ def measure_drift(quick: bool = False, progress: Any = print) -> list[Row]:
         "full on recent data": float(full_recent.evaluation["challenger"]),
     }
     candidates = ("full on all data", "full on recent data")
-    pick = max if metric in HIGHER_IS_BETTER else min
+    pick = max if higher_is_better(metric) else min
     best_name = pick(candidates, key=lambda name: scores[name])
     gap = relative_gap(metric, scores["incremental"], scores[best_name])
     last_cpu, full_cpu = min(last_samples), min(full_samples)
@@ -309,7 +309,7 @@ def regression_note(chain: list[JobResult]) -> str:
 
 def relative_gap(metric: str, incremental: float, full: float) -> float:
     """How much worse incremental is than full, as a fraction of full (negative: better)."""
-    worse = full - incremental if metric in HIGHER_IS_BETTER else incremental - full
+    worse = full - incremental if higher_is_better(metric) else incremental - full
     return worse / abs(full) if full else float("inf")
 
 

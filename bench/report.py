@@ -109,7 +109,7 @@ def document(
     rows: Sequence[Row], command: str, started: datetime, seconds: float, quick: bool
 ) -> dict[str, Any]:
     return {
-        "benchmark": "refit issue 6",
+        "benchmark": "refit make bench",
         "date": started.astimezone(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 1),
         "quick": quick,

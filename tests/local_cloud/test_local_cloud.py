@@ -165,10 +165,27 @@ def _runs_listed(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: A
     return bool(runs) and runs[0]["runId"].startswith("s3-")
 
 
-def test_fault_injection_passes_through(cloud: LocalCloud) -> None:
+def test_fault_injection_passes_through(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the cloud's runtime replaced by one that records what it is asked to arm
+    armed: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    class Recorder:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: armed.append((name, args, kwargs))
+
+    monkeypatch.setattr(cloud, "_sagemaker", Recorder())
+    # When faults are injected through the facade
     cloud.inject_spot_interruption(after_checkpoints=1)
     cloud.inject_endpoint_update_failure(reason="injected by the test")
     cloud.inject_spot_capacity_never_arrives("a-job-this-module-never-creates")
+    cloud.inject_training_failure("job-x", "AlgorithmError: bad")
+    # Then each reaches the runtime with its arguments (the stack's endpoint by default)
+    assert armed == [
+        ("inject_spot_interruption", (None,), {"after_checkpoints": 1, "after_seconds": None}),
+        ("inject_endpoint_update_failure", (cloud.stack.endpoint_name, "injected by the test"), {}),
+        ("inject_spot_capacity_never_arrives", ("a-job-this-module-never-creates",), {}),
+        ("inject_training_failure", ("job-x", "AlgorithmError: bad"), {}),
+    ]
 
 
 def test_close_leaves_no_process_port_or_patch_behind(cloud: LocalCloud, state_dir: Path) -> None:

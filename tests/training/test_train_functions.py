@@ -18,7 +18,7 @@ from training_harness import (
     train_booster,
 )
 
-from refit import layout
+from refit import layout, metrics
 
 
 def test_shared_names_match_layout(train_module: ModuleType) -> None:
@@ -184,3 +184,12 @@ def test_the_boosted_validation_score_reads_the_champions_trees_once(
     # Nothing appended: the boosted model is the refreshed one.
     same = train_module.validation_scores(champion, champion, 8, validation, config)
     assert same["boostedValidation"] == same["refreshedValidation"]
+
+
+def test_the_job_knows_the_metrics_the_gate_knows(train_module: ModuleType) -> None:
+    # train.py runs in the SageMaker image without the refit package: its table is a copy of
+    # refit.metrics', tied here (and the template's AllowedValues to refit.metrics, statically)
+    assert set(metrics.SUPPORTED_METRICS) == train_module.SUPPORTED_METRICS
+    assert {
+        name for name, higher in metrics.HIGHER_IS_BETTER.items() if higher
+    } == train_module.HIGHER_IS_BETTER

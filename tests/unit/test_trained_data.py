@@ -1,4 +1,4 @@
-"""What a run trains on is pinned, and what has been trained is on record (issue 4).
+"""What a run trains on is pinned, and what has been trained is on record.
 
 PrepareRun copies each validated version to ``runs/<run>/data/`` and points the job's channel
 at the copies; EvaluateModels folds a trained run into ``runs/cumulative-manifest.json``; a full
