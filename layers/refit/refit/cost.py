@@ -35,7 +35,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
-from refit.timestamps import parse_utc
+from refit.timestamps import format_utc, parse_utc
 
 PRICES_FILE = "prices.json"
 SECONDS_PER_HOUR = 3600
@@ -202,7 +202,7 @@ def parse_time(value: Any) -> datetime | None:
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_utc(moment)
 
 
 # --- arithmetic -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from refit.run_input import InvalidRunInput, RollbackRequest, RunRequest, parse_
 from refit.run_plan import PlanInputs, build_rollback_plan, build_run_plan, plan_size
 from refit.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
 from refit.run_records import ChampionPointer, RunRecords
+from refit.timestamps import format_utc
 from refit.trained_data import load_trained
 from refit.training_code import publish_training_code
 from refit.warm_start import WarmStart, check_warm_start, known_pointer
@@ -93,7 +94,7 @@ def prepare_run(
     except InvalidRunInput as error:
         raise InvalidRunInput(f"execution {run_id}: {error}") from None
     # The execution's own start time survives Lambda retries; ``now`` is for direct calls.
-    started_at = event.start_time or now.isoformat().replace("+00:00", "Z")
+    started_at = event.start_time or format_utc(now, "auto")
     # One run at a time trains and deploys the stack's model: a dispatched run holds the lock
     # already, a manual one takes it here or is refused before touching anything.
     hold_run_lock(

@@ -35,6 +35,7 @@ from aws_lambda_powertools import Logger
 from refit import layout, trained_data
 from refit import metrics as metric_rules
 from refit.run_state import RunState, integer, section, text
+from refit.timestamps import format_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -429,9 +430,7 @@ def record_trained_data(
     if run_manifest_uri is None:
         return {"updated": False, "error": "the run plan names no run manifest"}
     try:
-        update = trained_data.record_trained(
-            s3, run_manifest_uri, now.isoformat(timespec="seconds").replace("+00:00", "Z")
-        )
+        update = trained_data.record_trained(s3, run_manifest_uri, format_utc(now, "seconds"))
     except Exception as error:  # reported, not raised: see the docstring
         logger.exception("cumulative manifest not updated", extra={"manifest": run_manifest_uri})
         return {"updated": False, "error": f"{type(error).__name__}: {error}"[:1024]}

@@ -22,6 +22,7 @@ from aws_lambda_powertools import Logger
 
 from refit import lineage
 from refit.notify import Notification, publish
+from refit.timestamps import format_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -180,8 +181,7 @@ def _package_lines(package: Mapping[str, Any]) -> list[str]:
 
 
 def _iso(epoch_millis: float) -> str:
-    moment = datetime.fromtimestamp(epoch_millis / 1000, UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return format_utc(datetime.fromtimestamp(epoch_millis / 1000, UTC), "seconds")
 
 
 def _text(value: Any) -> str | None:

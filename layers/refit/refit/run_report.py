@@ -28,6 +28,7 @@ from refit.cost import PriceTable, spot_savings_percent
 from refit.notify import Notification, publish
 from refit.run_records import ChampionPointer, DataWindow, RunRecords
 from refit.run_state import RunState, flag, integer, number, section, text
+from refit.timestamps import format_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -793,8 +794,7 @@ def record_run(
     package ARN is still recorded.
     """
     outcome = RunOutcome.parse(event)
-    finished_at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
-    finished_at = finished_at.replace("+00:00", "Z")
+    finished_at = format_utc(now or datetime.now(UTC))
     champion = _champion(outcome) if outcome.outcome == "promoted" else None
     priced = run_cost(outcome, region or sns.meta.region_name, settings.stack_name, prices)
     record = run_attributes(outcome, finished_at, priced)

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
+
+Precision = Literal["auto", "seconds", "milliseconds"]
+
+
+def format_utc(moment: datetime, timespec: Precision = "milliseconds") -> str:
+    """``moment`` in UTC as ISO 8601 with ``Z``, e.g. ``2026-12-07T22:14:36.123Z``."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_utc(text: str) -> datetime:
