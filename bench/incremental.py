@@ -25,9 +25,9 @@ from bench import data
 from bench.report import Row, reproduce
 from bench.template import template_defaults
 from bench.training_jobs import JobResult, run_job
+from refit.ledger.run_records import DataWindow
 from refit.metrics import higher_is_better
-from refit.run_records import DataWindow
-from refit.warm_start import outgrown
+from refit.prepare_run.warm_start import outgrown
 
 COMPUTE_TARGET = 0.25
 METRIC_TARGET = 0.01
@@ -39,7 +39,7 @@ SIZES = {  # initial rows, rows per new batch, new batches, holdout rows
 
 
 def hyperparameters(mode: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """What PrepareRun passes (refit.run_plan), from the template's defaults."""
+    """What PrepareRun passes (refit.prepare_run.run_plan), from the template's defaults."""
     rounds = defaults["NumRoundsFull"] if mode == "full" else defaults["NumRoundsIncremental"]
     return {
         "sagemaker_program": "train.py",
@@ -65,9 +65,10 @@ def run_chain(
 ) -> list[JobResult]:
     """Every batch in order, as the stack trains them: the first in full, then incremental,
     each with the previous model (``model`` channel) and its replay sample (``replay``) —
-    unless PrepareRun's growth rule (``refit.warm_start.outgrown``, ``FullRetrainGrowth``)
-    retrains in full, on every batch of the data window (since the last drift restart).
-    ``tests``: the test data current at each batch (users add test files as data arrives)."""
+    unless PrepareRun's growth rule (``refit.prepare_run.warm_start.outgrown``,
+    ``FullRetrainGrowth``) retrains in full, on every batch of the data window (since the last drift
+    restart). ``tests``: the test data current at each batch (users add test files as data
+    arrives)."""
     chain: list[JobResult] = []
     champion: bytes | None = None
     replay: bytes | None = None
@@ -109,7 +110,8 @@ def why(number: int, result: JobResult) -> str:
 
 
 def data_window(evaluation: dict[str, Any]) -> DataWindow:
-    """The champion pointer's window after this job's model is promoted (refit.run_report)."""
+    """The champion pointer's window after this job's model is promoted
+    (refit.record_run.run_report)."""
     sample = evaluation.get("replaySample") or {}
     return DataWindow(None, sample.get("baseRows"), sample.get("seenRows"))
 

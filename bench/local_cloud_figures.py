@@ -103,7 +103,7 @@ class Session:
 
     def idle(self, timeout: float = 60.0) -> None:
         """Wait until no run holds the lock and nothing is queued."""
-        from refit.run_queue import RunQueue
+        from refit.ledger.run_queue import RunQueue
 
         queue = RunQueue(self.client("dynamodb"), self.info.runs_table, self.info.stack_name)
         deadline = time.monotonic() + timeout

@@ -11,11 +11,11 @@ Registry group (approved long ago), and the live set: the endpoint on the curren
 ``PreviousModelsToKeep`` rollback pairs and ``stale`` older owned pairs that cleanup has to
 delete. Every owned pair is registered as an approved package, as RecordRun leaves a promotion.
 
-- champion: ``refit.champion.resolve_champion`` (endpoint mode) — target: the same number of
-  calls at 10 and 10,000;
-- cleanup: ``refit.cleanup.clean_up`` after a promotion — target: the same at 10 and 10,000
-  (history does not count), and each stale pair adds the same number of calls (proportional to
-  what is live, checked with 3 and 6 stale pairs).
+- champion: ``refit.registry.champion.resolve_champion`` (endpoint mode) — target: the same number
+  of calls at 10 and 10,000;
+- cleanup: ``refit.cleanup_resources.cleanup.clean_up`` after a promotion — target: the same at 10
+  and 10,000 (history does not count), and each stale pair adds the same number of calls
+  (proportional to what is live, checked with 3 and 6 stale pairs).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Account:
         import boto3
 
         from refit.config import Settings
-        from refit.run_records import RunRecords
+        from refit.ledger.run_records import RunRecords
 
         session = boto3.Session(region_name=REGION)
         self.sagemaker: Any = session.client("sagemaker")
@@ -223,9 +223,9 @@ class Measured:
 def measure_account(past: int, stale_counts: tuple[int, ...]) -> Measured:
     from moto import mock_aws
 
-    from refit.champion import resolve_champion
-    from refit.cleanup import clean_up
-    from refit.run_records import ChampionPointer
+    from refit.cleanup_resources.cleanup import clean_up
+    from refit.ledger.run_records import ChampionPointer
+    from refit.registry.champion import resolve_champion
 
     with mock_aws():
         account = Account(past)

@@ -3,7 +3,7 @@
 Every file is streamed through ``refit_data.check_stream`` (pure Python: the Lambdas have no
 numpy). Up to ``InlineCheckMB`` of a run PrepareRun does it itself; beyond, the CheckDataFiles
 map gives each file its own CheckDataFile invocation, ``CheckConcurrency`` at a time
-(``refit.file_checks``). This measures the check in process on label-first CSV as the other
+(``refit.data.file_checks``). This measures the check in process on label-first CSV as the other
 figures write it (``bench.data``), best of three (S3's streaming comes on top on AWS), and
 ``read_table``, the job's reader of the same file, for scale; then it works out, from the
 template's timeouts and defaults, what one invocation fits and how long the issue's target run
@@ -32,7 +32,7 @@ SIZES = {False: 64 * 1024 * 1024, True: 4 * 1024 * 1024}  # bytes of CSV checked
 TARGET_FILES = 1_000
 TARGET_RUN_BYTES = TARGET_FILES * 100 * 1024 * 1024
 REPEATS = 3
-CHUNK = 1024 * 1024  # refit.datasets reads S3 bodies in 1 MiB chunks
+CHUNK = 1024 * 1024  # refit.data.datasets reads S3 bodies in 1 MiB chunks
 
 
 def csv_of_size(size: int) -> bytes:

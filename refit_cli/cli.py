@@ -5,7 +5,7 @@
     refit runs [--json] [--limit N]
     refit run RUN_ID
     refit models [--json] [--limit N]   lineage: Model Registry packages, their runs, the live one
-    refit cost [--days N] [--json]   estimated USD per day and per model (refit.cost)
+    refit cost [--days N] [--json]   estimated USD per day and per model (refit.record_run.cost)
     refit predict [FILE]          CSV rows (no label) from FILE or stdin -> one prediction a line
     refit local up [--port N] [--state-dir D] [--spot-interruptions N] [--parameter K=V]
                                   the whole application on this machine (no AWS, no Docker)
@@ -28,9 +28,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from refit.cost import USD_DIGITS, format_usd
+from refit.ledger.run_records import RunRecords
+from refit.record_run.cost import USD_DIGITS, format_usd
 from refit.run_input import InvalidRunInput, parse_run_input
-from refit.run_records import RunRecords
 
 DEFAULT_STACK = "refit"
 
@@ -95,7 +95,7 @@ def build_execution_input(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def rollback_execution_input(to_version: int | None) -> dict[str, Any]:
-    """What ``refit rollback`` starts (refit.rollback): the same input works by hand."""
+    """What ``refit rollback`` starts (refit.registry.rollback): the same input works by hand."""
     document: dict[str, Any] = {"source": "manual", "rollback": {}}
     if to_version is not None:
         document["rollback"]["toVersion"] = to_version
@@ -333,7 +333,7 @@ def format_cost(totals: Mapping[str, Any]) -> str:
     for source in totals["priceSources"]:
         lines.append(
             f"Prices: {source['source']} as of {source['retrievedOn']} "
-            "(estimates; see layers/refit/refit/prices.json)."
+            "(estimates; see layers/refit/refit/record_run/prices.json)."
         )
     for run in totals["unpriced"]:
         lines.append(f"Not fully priced: {run['runId']}: {'; '.join(run['reasons'])}")
@@ -460,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             print(json.dumps(found, indent=2, default=str))
     elif args.command == "models":
-        from refit import layout, lineage  # imported late: Powertools' Logger
+        from refit import layout  # imported late: Powertools' Logger
+        from refit.registry import lineage
 
         records = RunRecords(boto3.client("dynamodb"), stack.runs_table, stack.stack_name)
         sagemaker = boto3.client("sagemaker")

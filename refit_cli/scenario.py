@@ -7,7 +7,7 @@ evidence each step returns. Both drive the application only through its public i
   Functions), except steps 4 and 5, started by hand exactly as ``refit start`` and
   ``refit rollback`` do;
 - the scenario waits on the Step Functions API (``list_executions``, ``describe_execution``,
-  ``get_execution_history``), reads run records with :class:`refit.run_records.RunRecords`,
+  ``get_execution_history``), reads run records with :class:`refit.ledger.run_records.RunRecords`,
   calls the endpoint through ``sagemaker-runtime`` and inspects SageMaker and S3 with boto3.
 
 Two local-only handles are used on purpose: the cloud's fault injection (one spot interruption
@@ -67,7 +67,7 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped,unuse
 from local_cloud.cloud import LocalCloud
 from local_cloud.sagemaker import RuntimeSettings
 from refit import layout
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
 from refit_cli.cli import build_execution_input, manual_execution_name, rollback_execution_input
 
 Matrix = npt.NDArray[np.float64]

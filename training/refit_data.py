@@ -1,6 +1,6 @@
 """refit's data contract: what a data file is, checked alike by PrepareRun and by the job.
 
-PrepareRun (``refit.datasets``) checks every uploaded file with :func:`check_stream` before a
+PrepareRun (``refit.data.datasets``) checks every uploaded file with :func:`check_stream` before a
 run and sets aside what fails; ``train.py`` reads its channels with :func:`read_table`. Both
 are this module (PrepareRun loads it from the training code it uploads as the job's
 ``sourcedir``), so a file PrepareRun accepts is a file the job reads, with the same values, and

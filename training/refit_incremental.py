@@ -79,8 +79,8 @@ class ReplaySample:
     reference_score: float | None = None
     metric: str | None = None
     # Rows the lineage's first trees were grown on (its last from-scratch job): PrepareRun's
-    # growth rule retrains in full once seen_rows outgrows them (refit.warm_start). None: a
-    # sample written before refit recorded it.
+    # growth rule retrains in full once seen_rows outgrows them (refit.prepare_run.warm_start).
+    # None: a sample written before refit recorded it.
     base_rows: int | None = None
 
     def info(self) -> dict[str, Any]:

@@ -437,7 +437,8 @@ def load_channel(
         try:
             rows = data.read_table(path, rule, expected)
         except data.InvalidDataFile as error:
-            # The file's name first: refit finds it in the FailureReason (refit.quarantine).
+            # The file's name first: refit finds it in the FailureReason
+            # (refit.start_retrain.quarantine).
             raise TrainingError(f"{name}: {error}") from None
         expected = expected or data.ExpectedColumns(rows.shape[1], f"as in {name}")
         blocks.append(rows)

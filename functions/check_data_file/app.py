@@ -1,4 +1,5 @@
-"""CheckDataFile: one file of a large delivery through the data contract (refit.file_checks)."""
+"""CheckDataFile: one file of a large delivery through the data contract
+(refit.data.file_checks)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ sys.path.append(settings.training_code_dir)
 
 import refit_data  # noqa: E402
 
-from refit.file_checks import check_item  # noqa: E402
+from refit.data.file_checks import check_item  # noqa: E402
 
 logger = Logger()
 s3 = boto3.client("s3")

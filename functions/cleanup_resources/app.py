@@ -9,9 +9,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refit.cleanup import clean_up
+from refit.cleanup_resources.cleanup import clean_up
 from refit.config import Settings
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
 
 settings = Settings.from_env()
 sagemaker = boto3.client("sagemaker")

@@ -9,9 +9,11 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refit import layout, lineage, promotion
+from refit import layout
 from refit.config import Settings
-from refit.run_records import RunRecords
+from refit.evaluate_models import promotion
+from refit.ledger.run_records import RunRecords
+from refit.registry import lineage
 
 settings = Settings.from_env()
 s3 = boto3.client("s3")

@@ -15,13 +15,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from refit.config import Settings
 
 settings = Settings.from_env()
-# refit.datasets checks data with training/refit_data.py, the reader the job itself runs: the
+# refit.data.datasets checks data with training/refit_data.py, the reader the job itself runs: the
 # TrainingCodeLayer ships it beside train.py (TRAINING_CODE_DIR), outside Lambda's import path.
 sys.path.append(settings.training_code_dir)
 
-from refit.prepare import PrepareRunEvent, prepare_run  # noqa: E402
-from refit.run_queue import RunQueue  # noqa: E402
-from refit.run_records import RunRecords  # noqa: E402
+from refit.ledger.run_queue import RunQueue  # noqa: E402
+from refit.ledger.run_records import RunRecords  # noqa: E402
+from refit.prepare_run.prepare import PrepareRunEvent, prepare_run  # noqa: E402
 
 logger = Logger()
 metrics = Metrics()

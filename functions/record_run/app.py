@@ -1,6 +1,6 @@
 """RecordRun (and RecordFailure): final run record, champion pointer, model package status, SNS.
 
-Safe to retry: every write overwrites (see refit.run_report).
+Safe to retry: every write overwrites (see refit.record_run.run_report).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from refit.config import Settings
-from refit.notify import topic_arn
-from refit.run_records import RunRecords
-from refit.run_report import record_run
+from refit.ledger.run_records import RunRecords
+from refit.record_run.notify import topic_arn
+from refit.record_run.run_report import record_run
 
 settings = Settings.from_env()
 topic = topic_arn(settings)

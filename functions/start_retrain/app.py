@@ -2,7 +2,7 @@
 
 Closing a run that ended unrecorded also rejects its registered model package (SageMaker); a run
 whose job failed on one accepted file has that file set aside and the rest queued once more
-(refit.quarantine) before the next dispatch.
+(refit.start_retrain.quarantine) before the next dispatch.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from refit import quarantine, trigger
 from refit.config import Settings
-from refit.notify import topic_arn
-from refit.run_ended import ExecutionEnded, record_ended_run
-from refit.run_queue import RunQueue, StepFunctionsExecutions
-from refit.run_records import RunRecords
+from refit.ledger.run_queue import RunQueue, StepFunctionsExecutions
+from refit.ledger.run_records import RunRecords
+from refit.record_run.notify import topic_arn
+from refit.start_retrain import quarantine, trigger
+from refit.start_retrain.run_ended import ExecutionEnded, record_ended_run
 
 settings = Settings.from_env()
 topic = topic_arn(settings)

@@ -20,7 +20,7 @@ import numpy as np
 from local_cloud.cloud import LocalCloud
 from local_cloud.sagemaker import RuntimeSettings
 from refit import layout
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
 
 T = TypeVar("T")
 

@@ -33,8 +33,8 @@ from cloud_harness import (
 
 from local_cloud.cloud import LocalCloud
 from refit import layout
+from refit.ledger.run_queue import execution_name
 from refit.run_input import DataObject
-from refit.run_queue import execution_name
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ class BadInput:
 
 @pytest.fixture(scope="module")
 def bad_input(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadInput]:
-    # InlineCheckMB=0: every file is checked by the CheckDataFiles map (refit.file_checks).
+    # InlineCheckMB=0: every file is checked by the CheckDataFiles map (refit.data.file_checks).
     with fast_cloud(
         tmp_path_factory, "bad-input", MaxFileMB=str(MAX_FILE_MB), InlineCheckMB="0"
     ) as cloud:
@@ -301,8 +301,9 @@ def test_a_run_with_nothing_valid_ends_rejected_input_without_training(
 def test_a_job_that_fails_on_one_accepted_file_sets_it_aside_and_trains_the_rest(
     bad_input: BadInput,
 ) -> None:
-    """Defence in depth (refit.quarantine): should the job still fail on a file PrepareRun
-    accepted, its FailureReason names the file; refit sets it aside and retries the rest once."""
+    """Defence in depth (refit.start_retrain.quarantine): should the job still fail on a file
+    PrepareRun accepted, its FailureReason names the file; refit sets it aside and retries the rest
+    once."""
     runs, cloud = bad_input.runs, bad_input.cloud
     files = {
         f"{layout.TRAIN_PREFIX}defence/{name}": csv(rows(20, seed=40 + n))

@@ -51,7 +51,7 @@ from runs_table import create_runs_table
 from local_cloud import moto_patches
 from local_cloud.lambda_result import UNHANDLED
 from local_cloud.sagemaker import LocalSageMaker
-from refit.cost import Window
+from refit.record_run.cost import Window
 from refit.rollout import RolloutPolicy
 
 SM = "arn:aws:states:::sagemaker:"

@@ -18,8 +18,8 @@ import pytest
 from cloud_harness import Notifications, wait_for
 
 from local_cloud.cloud import LocalCloud
-from refit.run_queue import RunQueue
-from refit.run_records import RunRecords
+from refit.ledger.run_queue import RunQueue
+from refit.ledger.run_records import RunRecords
 from refit_cli import scenario
 
 pytestmark = pytest.mark.slow
@@ -156,7 +156,9 @@ def test_uploads_during_a_run_are_queued_for_exactly_one_follow_up_run(stack: St
 
 def test_a_run_stopped_by_hand_is_recorded_and_the_queued_run_starts(stack: Stack) -> None:
     known = {e["executionArn"] for e in stack.executions()}
-    # Given a run training, and a file queued behind it
+    # Given a run whose job waits for spot capacity (so it is still running when stopped,
+    # however fast the machine), and a file queued behind it
+    stack.cloud.inject_spot_capacity_never_arrives()
     stack.upload("d.csv")
     stopped = stack.new_execution(known)
     job = stack.training(stopped["name"])

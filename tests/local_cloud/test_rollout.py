@@ -39,8 +39,9 @@ from model_registry import insert_model_packages
 
 from local_cloud.cloud import LocalCloud
 from local_cloud.event_source import s3_event_for
-from refit import layout, lineage
-from refit.run_records import RunRecords
+from refit import layout
+from refit.ledger.run_records import RunRecords
+from refit.registry import lineage
 from refit_cli.cli import manual_execution_name, rollback_execution_input
 
 pytestmark = pytest.mark.slow

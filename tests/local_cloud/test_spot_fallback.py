@@ -2,9 +2,10 @@
 
 ``statemachine/retrain.asl.json`` runs in moto's interpreter (``local_cloud.moto_patches``) and
 the real ``training/train.py`` trains in the local SageMaker runtime. The functions are
-in-process fakes around the real refit code: PrepareRun is ``refit.prepare.prepare_run``,
-EvaluateModels ``refit.promotion.evaluate``, RecordRun ``refit.run_report.record_run`` (DynamoDB
-record + SNS); only CleanupResources is canned.
+in-process fakes around the real refit code: PrepareRun is
+``refit.prepare_run.prepare.prepare_run``, EvaluateModels
+``refit.evaluate_models.promotion.evaluate``, RecordRun ``refit.record_run.run_report.record_run``
+(DynamoDB record + SNS); only CleanupResources is canned.
 
 Why not a LocalCloud: the stack's ``MaxWaitSeconds`` is at least 60 s (the template and
 ``refit.config`` hold AWS-sized limits), so a spot job whose capacity never arrives needs a
@@ -53,12 +54,13 @@ from runs_table import create_runs_table
 
 from local_cloud import moto_patches
 from local_cloud.sagemaker import LocalSageMaker
-from refit import layout, promotion
+from refit import layout
 from refit.config import Settings
-from refit.prepare import PrepareRunEvent, prepare_run
-from refit.run_queue import RunQueue
-from refit.run_records import RunRecords
-from refit.run_report import record_run
+from refit.evaluate_models import promotion
+from refit.ledger.run_queue import RunQueue
+from refit.ledger.run_records import RunRecords
+from refit.prepare_run.prepare import PrepareRunEvent, prepare_run
+from refit.record_run.run_report import record_run
 
 REPO = Path(__file__).resolve().parents[2]
 ASL_PATH = REPO / "statemachine" / "retrain.asl.json"

@@ -43,3 +43,15 @@ def test_the_emulator_imports_nothing_from_refit() -> None:
         if names & {"refit", "refit_cli"}
     }
     assert offenders == {}
+
+
+def test_the_layer_is_grouped_by_workflow_stage() -> None:
+    # One subpackage per stage of the workflow (and the shared registry, ledger and data), and
+    # at most 8 modules beside them: what every stage uses (README, "Layout")
+    modules = sorted(p.stem for p in LAYER.glob("*.py") if p.stem != "__init__")
+    packages = sorted(p.name for p in LAYER.iterdir() if (p / "__init__.py").is_file())
+    assert len(modules) <= 8, modules
+    assert {"start_retrain", "prepare_run", "evaluate_models", "record_run"} <= set(packages)
+    functions = {p.name for p in (REPO / "functions").iterdir() if (p / "app.py").is_file()}
+    # each workflow function's domain code is the subpackage of the same name, where it has one
+    assert functions & set(packages) == functions - {"check_data_file"}

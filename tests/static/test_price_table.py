@@ -1,5 +1,5 @@
-"""layers/refit/refit/prices.json, the price table refit.cost reads: well-formed and complete for
-what template.yaml can deploy."""
+"""layers/refit/refit/record_run/prices.json, the price table refit.record_run.cost reads:
+well-formed and complete for what template.yaml can deploy."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from static_helpers import REPO
 
-from refit.cost import PriceTable
+from refit.record_run.cost import PriceTable
 
-PRICES_PATH = REPO / "layers" / "refit" / "refit" / "prices.json"
+PRICES_PATH = REPO / "layers" / "refit" / "refit" / "record_run" / "prices.json"
 # The regions refit must price (the main US, EU and AP regions).
 MAIN_REGIONS = {
     "us-east-1",
@@ -124,7 +124,7 @@ def test_numbers_are_well_formed(document: dict[str, Any]) -> None:
 
 
 def test_the_layer_package_ships_the_table() -> None:
-    # refit.cost reads it with importlib.resources from the refit package (python/refit/ in the
-    # layer, which the layer Makefile copies whole)
+    # refit.record_run.cost reads it with importlib.resources from the refit package (python/refit/
+    # in the layer, which the layer Makefile copies whole)
     bundled = PriceTable.load()
     assert bundled.source == json.loads(PRICES_PATH.read_text())["source"]

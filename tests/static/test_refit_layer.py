@@ -187,8 +187,9 @@ def test_makefile_builds_the_layer_the_lambda_runtime_needs(
     assert sorted(str(p.relative_to(site / "refit")) for p in (site / "refit").rglob("*")) == (
         expected
     )
-    # (data files included: refit.cost reads its price table from the package)
-    assert (site / "refit" / "prices.json").read_bytes() == (source / "prices.json").read_bytes()
+    # (data files included: refit.record_run.cost reads its price table from the package)
+    table = Path("record_run") / "prices.json"
+    assert (site / "refit" / table).read_bytes() == (source / table).read_bytes()
     # And pip installs exactly requirements.txt, without resolving, as wheels for the runtime
     pip = [c for c in calls if c[:3] == ["-m", "pip", "install"]]
     assert len(pip) == 1, calls

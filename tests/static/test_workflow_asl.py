@@ -25,12 +25,12 @@ from static_helpers import (
     walk,
 )
 
-from refit.champion import Champion, ChampionState
 from refit.config import Settings
-from refit.datasets import DataFile, DataSelection, RunManifests
-from refit.rollback import RollbackTarget
+from refit.data.datasets import DataFile, DataSelection, RunManifests
+from refit.prepare_run.run_plan import PlanInputs, build_rollback_plan, build_run_plan
+from refit.registry.champion import Champion, ChampionState
+from refit.registry.rollback import RollbackTarget
 from refit.run_input import RunRequest
-from refit.run_plan import PlanInputs, build_rollback_plan, build_run_plan
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 SAGEMAKER_TASK = re.compile(r"arn:aws:states:::sagemaker:(\w+?)(\.sync)?")
@@ -320,8 +320,8 @@ def test_record_run_receives_the_contract_payload(states: dict[str, Any]) -> Non
 def test_prepare_run_builds_the_whole_state(states: dict[str, Any]) -> None:
     # Given PrepareRun
     prepare = states["PrepareRun"]
-    # Then it hands over the execution and its input (keys refit.prepare.PrepareRunEvent reads),
-    # and its result becomes {"run": ...}
+    # Then it hands over the execution and its input (keys refit.prepare_run.prepare.PrepareRunEvent
+    # reads), and its result becomes {"run": ...}
     assert prepare["Parameters"]["Payload"] == {
         "executionName.$": "$$.Execution.Name",
         "executionArn.$": "$$.Execution.Id",
@@ -608,7 +608,8 @@ def test_train_timeout_exceeds_the_jobs_own_limits(
 def _plan(
     deployment_mode: str, *, champion: bool, batch_input: bool, spot: bool = True
 ) -> dict[str, Any]:
-    """A RunPlan as PrepareRun builds it (refit.run_plan), for a run with two accepted files."""
+    """A RunPlan as PrepareRun builds it (refit.prepare_run.run_plan), for a run with two accepted
+    files."""
     settings = Settings.from_env(
         {
             **PLAN_ENV,
@@ -693,7 +694,7 @@ def _reachable(states: dict[str, Any], start: str) -> set[str]:
 
 @pytest.mark.parametrize("mode", ["endpoint", "batch"])
 def test_a_rollback_plan_resolves_every_path_on_its_way(states: dict[str, Any], mode: str) -> None:
-    # Given the plan of a rollback run (refit.rollback), built by the code PrepareRun runs
+    # Given the plan of a rollback run (refit.registry.rollback), built by the code PrepareRun runs
     settings = Settings.from_env({**PLAN_ENV, "DEPLOYMENT_MODE": mode})
     target = RollbackTarget(
         package_arn="arn:aws:sagemaker:us-east-1:123456789012:model-package/refit-models/2",

@@ -12,7 +12,7 @@ from typing import Any
 from moto_stack import ACCOUNT, BUCKET, REGION, STACK
 
 from refit import layout
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
 
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/refit-test-sagemaker"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.0-5"

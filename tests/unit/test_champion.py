@@ -6,14 +6,14 @@ import pytest
 from builders import deploy_endpoint, set_endpoint_status
 from moto_stack import STACK, TABLE, Aws
 
-from refit.champion import (
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.registry.champion import (
     BUSY_STATUSES,
     Champion,
     EndpointBusy,
     EndpointFailed,
     resolve_champion,
 )
-from refit.run_records import ChampionPointer, RunRecords
 
 ENDPOINT = "refit-test-endpoint"
 POINTER = ChampionPointer(

@@ -21,9 +21,9 @@ from state_builders import (
     promoted_state,
 )
 
-from refit.cleanup import clean_up
-from refit.run_records import RunRecords
-from refit.run_report import record_run
+from refit.cleanup_resources.cleanup import clean_up
+from refit.ledger.run_records import RunRecords
+from refit.record_run.run_report import record_run
 
 OTHER_STACK = "refit-test-2"
 

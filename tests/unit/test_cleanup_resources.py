@@ -12,7 +12,7 @@ from state_builders import (
     promoted_state,
 )
 
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
 
 
 def test_handler_cleans_up_and_returns_the_report(aws: Aws) -> None:

@@ -11,9 +11,9 @@ import pytest
 from moto_stack import GROUP, STACK, TABLE, Aws
 from state_builders import promoted_state
 
-from refit import lineage
-from refit.run_records import RunRecords
-from refit.run_report import record_run
+from refit.ledger.run_records import RunRecords
+from refit.record_run.run_report import record_run
+from refit.registry import lineage
 from refit_cli import cli
 
 

@@ -1,4 +1,4 @@
-"""refit.cost: the price table and the arithmetic, on a small table of round numbers."""
+"""refit.record_run.cost: the price table and the arithmetic, on a small table of round numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from refit.cost import (
+from refit.record_run.cost import (
     EndpointRollout,
     Fleet,
     PriceTable,

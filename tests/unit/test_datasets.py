@@ -9,8 +9,8 @@ from builders import csv_rows, keys_under, put
 from moto_stack import BUCKET, Aws
 from refit_data import label_rule
 
-from refit import datasets
-from refit.datasets import NoTestData
+from refit.data import datasets
+from refit.data.datasets import NoTestData
 from refit.run_input import DataObject, RunRequest
 
 MB = 1024 * 1024

@@ -14,7 +14,7 @@ from state_builders import (
 )
 
 from refit import layout
-from refit.promotion import EvaluationUnavailable
+from refit.evaluate_models.promotion import EvaluationUnavailable
 
 
 def test_handler_returns_the_evaluation_section(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:

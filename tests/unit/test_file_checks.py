@@ -1,5 +1,5 @@
 """A delivery too large for one PrepareRun: PrepareRun fans out, CheckDataFile checks each file,
-PrepareRun takes the verdicts (refit.file_checks), through the real handlers in moto.
+PrepareRun takes the verdicts (refit.data.file_checks), through the real handlers in moto.
 
 The map itself (ItemReader, ItemSelector) is played here the way the ASL's CheckDataFiles
 state runs it; the local-cloud test of bad input runs the real state machine through it.
@@ -25,7 +25,7 @@ from lambda_handlers import load_handler
 from moto_stack import BUCKET, Aws
 from refit_data import label_rule
 
-from refit import file_checks
+from refit.data import file_checks
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 

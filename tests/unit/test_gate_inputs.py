@@ -1,5 +1,5 @@
 """PrepareRun's side of the gate: warm-start safety, the rejection streak, fresh vs retained test
-data (refit.warm_start, refit.holdout, RunRecords' streak item)."""
+data (refit.prepare_run.warm_start, refit.prepare_run.holdout, RunRecords' streak item)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from lambda_handlers import load_handler
 from moto_stack import BUCKET, STACK, TABLE, Aws
 
 from refit import layout
-from refit.champion import Champion
-from refit.holdout import champion_run_started_at, split_holdout
-from refit.run_queue import RunQueue
-from refit.run_records import ChampionPointer, DataWindow, RunRecords
-from refit.warm_start import WarmStart, check_warm_start, known_pointer, outgrown
+from refit.ledger.run_queue import RunQueue
+from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.prepare_run.holdout import champion_run_started_at, split_holdout
+from refit.prepare_run.warm_start import WarmStart, check_warm_start, known_pointer, outgrown
+from refit.registry.champion import Champion
 
 MODEL_URL = f"s3://{BUCKET}/models/s3-old/output/model.tar.gz"
 CHAMPION = Champion("s3-old", MODEL_URL, "s3-old-config", 3, "pointer")

@@ -1,4 +1,4 @@
-"""refit.lineage: one Model Registry package per trained model, decided by RecordRun."""
+"""refit.registry.lineage: one Model Registry package per trained model, decided by RecordRun."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from state_builders import (
     training_result,
 )
 
-from refit import lineage
-from refit.champion import resolve_champion
-from refit.run_records import ChampionPointer, RunRecords
-from refit.run_report import record_run
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.record_run.run_report import record_run
+from refit.registry import lineage
+from refit.registry.champion import resolve_champion
 
 
 def _records(aws: Aws) -> RunRecords:

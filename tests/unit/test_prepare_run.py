@@ -23,11 +23,11 @@ from builders import (
 from lambda_handlers import load_handler
 from moto_stack import BUCKET, STACK, TABLE, Aws
 
-from refit.champion import EndpointBusy
-from refit.datasets import NoTestData
+from refit.data.datasets import NoTestData
+from refit.ledger.run_queue import RunInProgress, RunLock, RunQueue
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.registry.champion import EndpointBusy
 from refit.run_input import DataObject, InvalidRunInput
-from refit.run_queue import RunInProgress, RunLock, RunQueue
-from refit.run_records import ChampionPointer, RunRecords
 
 # Failed runs publish no application metric; Powertools warns about that, which is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")

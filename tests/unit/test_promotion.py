@@ -17,8 +17,9 @@ from state_builders import (
     training_result,
 )
 
-from refit import layout, promotion
-from refit.promotion import (
+from refit import layout
+from refit.evaluate_models import promotion
+from refit.evaluate_models.promotion import (
     MAX_EVALUATION_BYTES,
     Evaluation,
     EvaluationUnavailable,

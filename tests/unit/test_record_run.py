@@ -14,10 +14,10 @@ from state_builders import (
     subscribe_queue,
 )
 
-from refit import lineage
 from refit.config import ConfigError
-from refit.run_records import ChampionPointer, RunRecords
-from refit.run_report import ROLLED_BACK, ROLLED_BACK_ERROR, record_run
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.record_run.run_report import ROLLED_BACK, ROLLED_BACK_ERROR, record_run
+from refit.registry import lineage
 
 
 def test_handler_records_notifies_and_answers(aws: Aws) -> None:

@@ -1,4 +1,5 @@
-"""Rollback runs (refit.rollback): the target in the Model Registry, PrepareRun's plan, RecordRun.
+"""Rollback runs (refit.registry.rollback): the target in the Model Registry, PrepareRun's plan,
+RecordRun.
 
 A rollback run trains nothing: PrepareRun finds an approved package and plans its container, the
 promotion path deploys it (not run here), RecordRun points the champion at the target and rejects
@@ -24,12 +25,12 @@ from lambda_handlers import load_handler
 from moto_stack import BUCKET, GROUP, STACK, TABLE, Aws
 from state_builders import IMAGE, model_data_url
 
-from refit import lineage
-from refit.rollback import NoRollbackTarget, RollbackTarget, find_rollback_target
+from refit.ledger.run_queue import RunInProgress, RunLock, RunQueue
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.record_run.run_report import RESTORED, ROLLED_BACK, record_run
+from refit.registry import lineage
+from refit.registry.rollback import NoRollbackTarget, RollbackTarget, find_rollback_target
 from refit.run_input import RollbackRequest
-from refit.run_queue import RunInProgress, RunLock, RunQueue
-from refit.run_records import ChampionPointer, RunRecords
-from refit.run_report import RESTORED, ROLLED_BACK, record_run
 
 # Failed runs publish no application metric; Powertools warns about that, which is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -52,7 +53,7 @@ def _metadata(run_id: str) -> dict[str, str]:
 
 
 def _package(aws: Aws, run_id: str, status: str) -> str:
-    """A package of the stack's group shaped like refit.lineage registers it."""
+    """A package of the stack's group shaped like refit.registry.lineage registers it."""
     return str(
         aws.sagemaker.create_model_package(
             ModelPackageGroupName=GROUP,

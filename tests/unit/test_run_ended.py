@@ -16,9 +16,9 @@ from state_builders import (
     training_result,
 )
 
-from refit import lineage
-from refit.run_ended import ExecutionEnded, record_ended_run
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
+from refit.registry import lineage
+from refit.start_retrain.run_ended import ExecutionEnded, record_ended_run
 
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:refit-test-retrain"
 

@@ -10,13 +10,18 @@ from builders import IMAGE, settings
 from moto_stack import BUCKET, SETTINGS_ENV, STACK
 
 from refit import layout
-from refit.champion import Champion, ChampionState
-from refit.datasets import DataFile, DataSelection, RejectedFile, RunManifests
-from refit.holdout import HoldoutSplit
+from refit.data.datasets import DataFile, DataSelection, RejectedFile, RunManifests
 from refit.metrics import UnsupportedMetricError
+from refit.prepare_run.holdout import HoldoutSplit
+from refit.prepare_run.run_plan import (
+    PlanInputs,
+    build_run_plan,
+    choose_training_mode,
+    metric_definitions,
+)
+from refit.prepare_run.warm_start import WarmStart
+from refit.registry.champion import Champion, ChampionState
 from refit.run_input import RunRequest, TrainingMode
-from refit.run_plan import PlanInputs, build_run_plan, choose_training_mode, metric_definitions
-from refit.warm_start import WarmStart
 
 CODE_URI = f"s3://{BUCKET}/code/sourcedir-0123456789abcdef.tar.gz"
 CHAMPION = Champion(

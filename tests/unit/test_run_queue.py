@@ -19,8 +19,7 @@ from builders import (
 from moto.stepfunctions.models import stepfunctions_backends
 from moto_stack import ACCOUNT, REGION, STACK, TABLE, Aws
 
-from refit.run_input import DataObject
-from refit.run_queue import (
+from refit.ledger.run_queue import (
     MAX_INPUT_BYTES,
     Dispatch,
     RunInProgress,
@@ -34,7 +33,8 @@ from refit.run_queue import (
     hold_run_lock,
     ledger_sort_key,
 )
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
+from refit.run_input import DataObject
 
 VALID_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 NOW = "2026-11-28T10:00:00Z"

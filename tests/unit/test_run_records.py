@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from moto_stack import STACK, TABLE, Aws
 
-from refit.run_records import ChampionPointer, RunRecords, dynamo_item, plain_item
+from refit.ledger.run_records import ChampionPointer, RunRecords, dynamo_item, plain_item
 
 
 def test_run_record_is_started_then_finished(aws: Aws) -> None:

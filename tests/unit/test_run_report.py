@@ -18,9 +18,9 @@ from state_builders import (
 )
 
 from refit.config import Settings
-from refit.cost import PriceTable
-from refit.run_records import ChampionPointer, DataWindow, RunRecords
-from refit.run_report import (
+from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.record_run.cost import PriceTable
+from refit.record_run.run_report import (
     InvalidRunOutcome,
     RunReport,
     describe_error,

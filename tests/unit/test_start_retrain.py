@@ -28,10 +28,10 @@ from state_builders import (
     training_result,
 )
 
-from refit import lineage
+from refit.ledger.run_queue import RunQueue, execution_name
+from refit.ledger.run_records import RunRecords
+from refit.registry import lineage
 from refit.run_input import DataObject
-from refit.run_queue import RunQueue, execution_name
-from refit.run_records import RunRecords
 
 ETAG = "0cc175b9c0f1b6a831c399e269772661"
 NO_FAILURES: dict[str, Any] = {"batchItemFailures": []}

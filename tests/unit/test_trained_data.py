@@ -26,9 +26,10 @@ from moto_stack import BUCKET, STACK, TABLE, Aws
 from refit_data import label_rule
 from state_builders import evaluation_json, put_job_output
 
-from refit import datasets, layout, trained_data
+from refit import layout
+from refit.data import datasets, trained_data
+from refit.ledger.run_records import RunRecords
 from refit.run_input import RunRequest
-from refit.run_records import RunRecords
 
 REGRESSION_LABELS = label_rule("reg:squarederror")
 

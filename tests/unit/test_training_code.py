@@ -10,7 +10,11 @@ import pytest
 from builders import write_training_code
 from moto_stack import BUCKET, Aws
 
-from refit.training_code import TrainingCodeMissing, build_sourcedir, publish_training_code
+from refit.prepare_run.training_code import (
+    TrainingCodeMissing,
+    build_sourcedir,
+    publish_training_code,
+)
 
 
 def members(archive: bytes) -> list[tarfile.TarInfo]:

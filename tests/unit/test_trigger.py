@@ -19,17 +19,17 @@ from builders import (
 )
 from moto_stack import BUCKET, STACK, TABLE, Aws
 
-from refit import trigger
-from refit.run_ended import ExecutionEnded
+from refit.ledger.run_queue import Dispatch, RunLock, RunQueue, execution_name
 from refit.run_input import DataObject
-from refit.run_queue import Dispatch, RunLock, RunQueue, execution_name
+from refit.start_retrain import trigger
+from refit.start_retrain.run_ended import ExecutionEnded
 
 NOW = "2026-11-28T10:00:00Z"
 ETAG = "0cc175b9c0f1b6a831c399e269772661"
 
 
 class EndedRuns:
-    """Stands in for refit.run_ended.record_ended_run; can fail."""
+    """Stands in for refit.start_retrain.run_ended.record_ended_run; can fail."""
 
     def __init__(self, fail: bool = False) -> None:
         self.seen: list[ExecutionEnded] = []

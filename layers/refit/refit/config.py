@@ -114,7 +114,8 @@ class Settings:
     replay_sample_rows: int
     max_file_mb: int
     max_objects_per_run: int
-    # A run reading more than this checks its files in the CheckDataFiles map (refit.file_checks)
+    # A run reading more than this checks its files in the CheckDataFiles map
+    # (refit.data.file_checks)
     inline_check_mb: int
     check_concurrency: int
     endpoint_poll_seconds: int
@@ -149,7 +150,7 @@ class Settings:
             max_retained_regression=env.number("MAX_RETAINED_REGRESSION", 0.0),
             # 0: never fall back to a full retrain because challengers keep losing.
             full_retrain_after_rejections=env.integer("FULL_RETRAIN_AFTER_REJECTIONS", 3),
-            # refit.warm_start's growth rule; 0: off.
+            # refit.prepare_run.warm_start's growth rule; 0: off.
             full_retrain_growth=env.number("FULL_RETRAIN_GROWTH", 3.0),
             # Approved models kept besides the live one (0: only the live one).
             previous_models_to_keep=env.integer("PREVIOUS_MODELS_TO_KEEP", 1, minimum=0),

@@ -28,12 +28,12 @@ never overrides a failed training job or an unreadable evaluation.
 Neither ``objects`` nor ``prefix``: every data file under ``data/train/``.
 
 ``retryOf`` names a failed run whose job failed on one of its files: refit set that file aside
-and queued the others once more (``refit.quarantine``); the trigger's run carries it so that a
-second failure is not retried again.
+and queued the others once more (``refit.start_retrain.quarantine``); the trigger's run carries it
+so that a second failure is not retried again.
 
 ``rollback`` trains nothing: it puts an approved model of the stack's Model Registry group back on
 the endpoint (``toVersion``, else the newest approved one older than the live one) through the
-same deployment path as a promotion (refit.rollback). ``refit rollback`` sends it.
+same deployment path as a promotion (refit.registry.rollback). ``refit rollback`` sends it.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class DataObject:
     etag: str | None = None
     version_id: str | None = None
     size: int | None = None
-    # The failed run this object is queued again for (refit.quarantine): the queue's note, not
-    # part of the object's identity or of an execution input's object.
+    # The failed run this object is queued again for (refit.start_retrain.quarantine): the queue's
+    # note, not part of the object's identity or of an execution input's object.
     retry_of: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -84,8 +84,8 @@ class DeployPlan:
     endpoint_name: str | None
     transform_job_name: str | None
     transform_output_path: str | None
-    # What the deployment pays for (refit.cost): the endpoint fleet, the transform fleet, and
-    # whether the endpoint existed (UpdateEndpoint, blue/green) or was created.
+    # What the deployment pays for (refit.record_run.cost): the endpoint fleet, the transform fleet,
+    # and whether the endpoint existed (UpdateEndpoint, blue/green) or was created.
     instance_type: str | None = None
     instance_count: int | None = None
     endpoint_exists: bool | None = None
@@ -133,16 +133,18 @@ class RunSection:
     # The gate: a forced verdict from the execution input, and why the champion is not scored.
     forced_decision: Literal["promote", "reject"] | None = None
     champion_problem: str | None = None
-    # "rollback" for a rollback run (refit.rollback), which also names the package it replaces.
+    # "rollback" for a rollback run (refit.registry.rollback), which also names the package it
+    # replaces.
     kind: str | None = None
     replaced_package_arn: str | None = None
-    # When the run started, and the data window it trains in (refit.run_records.DataWindow).
+    # When the run started, and the data window it trains in (refit.ledger.run_records.DataWindow).
     started_at: str | None = None
     data_window_since: str | None = None
 
     @property
     def is_rollback(self) -> bool:
-        """A rollback run (refit.rollback): it redeploys a registered model, trains nothing."""
+        """A rollback run (refit.registry.rollback): it redeploys a registered model, trains
+        nothing."""
         return self.kind == "rollback"
 
     @classmethod

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from refit import layout
 from refit.config import DeploymentMode
-from refit.run_records import ChampionPointer, RunRecords
+from refit.ledger.run_records import ChampionPointer, RunRecords
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient

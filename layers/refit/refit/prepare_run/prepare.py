@@ -7,8 +7,8 @@ exceptions whose class names read well as ``$.error.Error`` in Step Functions:
 ``InvalidRunInput``, ``RunInProgress``, ``EndpointBusy``, ``EndpointFailed``, ``NoTestData``,
 ``TrainingCodeMissing``, ``UnsupportedMetricError``, ``NoRollbackTarget``.
 
-A rollback run (``{"rollback": ...}``, refit.rollback) stops after the champion: it finds its
-target in the Model Registry and plans the deployment only; the bucket is not touched.
+A rollback run (``{"rollback": ...}``, refit.registry.rollback) stops after the champion: it finds
+its target in the Model Registry and plans the deployment only; the bucket is not touched.
 """
 
 from __future__ import annotations
@@ -22,20 +22,21 @@ from typing import TYPE_CHECKING, Any
 import refit_data
 from aws_lambda_powertools import Logger
 
-from refit import datasets, file_checks, layout
-from refit.champion import ChampionState, resolve_champion
+from refit import layout
 from refit.config import Settings
-from refit.holdout import champion_run_started_at, split_holdout
+from refit.data import datasets, file_checks
+from refit.data.trained_data import load_trained
+from refit.ledger.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
+from refit.ledger.run_records import ChampionPointer, RunRecords
 from refit.metrics import higher_is_better
-from refit.rollback import find_rollback_target
+from refit.prepare_run.holdout import champion_run_started_at, split_holdout
+from refit.prepare_run.run_plan import PlanInputs, build_rollback_plan, build_run_plan, plan_size
+from refit.prepare_run.training_code import publish_training_code
+from refit.prepare_run.warm_start import WarmStart, check_warm_start, known_pointer
+from refit.registry.champion import ChampionState, resolve_champion
+from refit.registry.rollback import find_rollback_target
 from refit.run_input import InvalidRunInput, RollbackRequest, RunRequest, parse_run_input
-from refit.run_plan import PlanInputs, build_rollback_plan, build_run_plan, plan_size
-from refit.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
-from refit.run_records import ChampionPointer, RunRecords
 from refit.timestamps import format_utc
-from refit.trained_data import load_trained
-from refit.training_code import publish_training_code
-from refit.warm_start import WarmStart, check_warm_start, known_pointer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -131,7 +132,7 @@ def prepare_run(
     rule = refit_data.label_rule(settings.objective)
     trained = functools.cache(lambda: load_trained(s3, bucket))  # read at most once
     # Many bytes to read: the CheckDataFiles map checks the files in parallel, then this runs
-    # again with its verdicts (refit.file_checks).
+    # again with its verdicts (refit.data.file_checks).
     verdicts = file_checks.load_verdicts(s3, bucket, run_id) if event.after_checks else None
     features = champion.feature_count if champion is not None else None
     expected = datasets.champion_columns(features) if features is not None else None

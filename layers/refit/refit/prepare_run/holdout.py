@@ -29,8 +29,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from refit import layout
-from refit.champion import Champion
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
+from refit.registry.champion import Champion
 from refit.timestamps import parse_utc
 
 if TYPE_CHECKING:

@@ -8,9 +8,9 @@ When the run has ended, the trigger (StartRetrain, before it dispatches the queu
 :func:`retry_without_failed_file`, which
 
 1. finds the accepted file whose pinned copy the reason names (``runs/<run>/manifest.json``,
-   read by :func:`refit.trained_data.run_versions`);
+   read by :func:`refit.data.trained_data.run_versions`);
 2. moves that version to ``data/rejected/`` with the reason, like any refused upload
-   (:func:`refit.rejected.set_aside`, copying the pinned bytes, so an overwrite since is kept);
+   (:func:`refit.data.rejected.set_aside`, copying the pinned bytes, so an overwrite since is kept);
 3. for a run the trigger started (``source`` ``s3``), queues its other accepted objects once
    more, noting the failed run (``retryOf``): the next dispatch starts a run for them like for
    any upload. A run started by hand or by the schedule is not repeated (queued as uploads, its
@@ -31,17 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from refit.notify import Notification, publish
-from refit.rejected import set_aside
+from refit.data.rejected import set_aside
+from refit.data.trained_data import TrainedDataUnreadable, TrainedVersion, run_versions
+from refit.record_run.notify import Notification, publish
 from refit.run_input import DataObject
-from refit.trained_data import TrainedDataUnreadable, TrainedVersion, run_versions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
 
-    from refit.run_queue import RunQueue
-    from refit.run_records import RunRecords
+    from refit.ledger.run_queue import RunQueue
+    from refit.ledger.run_records import RunRecords
 
 logger = Logger(child=True)
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from refit import lineage
+from refit.registry import lineage
 from refit.run_input import RollbackRequest
 
 if TYPE_CHECKING:

@@ -35,15 +35,15 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from refit import layout
+from refit.ledger.run_records import RUNNING, dynamo_item, is_condition_failure, plain_item
 from refit.run_input import DataObject
-from refit.run_records import RUNNING, dynamo_item, is_condition_failure, plain_item
 from refit.timestamps import parse_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_stepfunctions import SFNClient
 
-    from refit.run_records import RunRecords
+    from refit.ledger.run_records import RunRecords
 
 logger = Logger(child=True)
 
@@ -98,7 +98,7 @@ def identity(obj: DataObject) -> tuple[str, str, str]:
 
 def execution_input(objects: Sequence[DataObject]) -> dict[str, Any]:
     """The input of a trigger-started run (see refit.run_input); ``retryOf`` when it carries
-    objects queued again after a failed run (refit.quarantine)."""
+    objects queued again after a failed run (refit.start_retrain.quarantine)."""
     document: dict[str, Any] = {"source": "s3", "objects": [obj.to_dict() for obj in objects]}
     retried = sorted({obj.retry_of for obj in objects if obj.retry_of})
     if retried:
@@ -126,7 +126,8 @@ class RunLock:
 
 
 class Executions(Protocol):
-    """Step Functions as the dispatcher needs it (refit.trigger.StepFunctionsExecutions)."""
+    """Step Functions as the dispatcher needs it
+    (refit.start_retrain.trigger.StepFunctionsExecutions)."""
 
     def status(self, name: str) -> str | None:
         """The execution's status, None when no execution has that name."""
@@ -138,7 +139,7 @@ class Executions(Protocol):
 
 
 class StepFunctionsExecutions:
-    """:class:`refit.run_queue.Executions` over the stack's state machine."""
+    """:class:`refit.ledger.run_queue.Executions` over the stack's state machine."""
 
     def __init__(self, sfn: SFNClient, state_machine_arn: str) -> None:
         self._sfn = sfn

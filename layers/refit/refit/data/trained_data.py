@@ -141,9 +141,9 @@ def record_trained(s3: S3Client, run_manifest_uri: str, trained_at: str) -> Trai
     """Fold a run whose training completed into the cumulative manifest.
 
     Read-modify-write without a condition is safe because runs never overlap: the stack's run
-    lock (``refit.run_queue``) is held from PrepareRun until the execution has ended, and this is
-    called only from inside an execution (EvaluateModels), so no two updates interleave. Calling
-    it again for the same run changes nothing (a Lambda retry).
+    lock (``refit.ledger.run_queue``) is held from PrepareRun until the execution has ended, and
+    this is called only from inside an execution (EvaluateModels), so no two updates interleave.
+    Calling it again for the same run changes nothing (a Lambda retry).
     """
     bucket, _ = _split(run_manifest_uri)
     run_id, accepted = run_versions(s3, run_manifest_uri, trained_at)
@@ -193,8 +193,9 @@ def record_trained(s3: S3Client, run_manifest_uri: str, trained_at: str) -> Trai
 def run_versions(
     s3: S3Client, run_manifest_uri: str, trained_at: str
 ) -> tuple[str, list[TrainedVersion]]:
-    """A run manifest's id and accepted versions (``refit.datasets.write_manifests``), each with
-    its pinned copy; ``trained_at`` stamps them. :class:`TrainedDataUnreadable` if it is not one."""
+    """A run manifest's id and accepted versions (``refit.data.datasets.write_manifests``), each
+    with its pinned copy; ``trained_at`` stamps them. :class:`TrainedDataUnreadable` if it is not
+    one."""
     bucket, manifest_key = _split(run_manifest_uri)
     run = _read_json(s3, bucket, manifest_key)
     if not isinstance(run, Mapping) or not isinstance(run.get("accepted"), list):

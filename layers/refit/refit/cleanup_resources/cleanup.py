@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from refit import layout
 from refit.config import Settings
-from refit.run_records import OwnedResources, RunRecords
+from refit.ledger.run_records import OwnedResources, RunRecords
 from refit.run_state import RunState
 
 if TYPE_CHECKING:

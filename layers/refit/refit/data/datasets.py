@@ -26,7 +26,7 @@ newlines, so normalising would only turn a server-side copy into a download and 
 The run manifest (``runs/<runId>/manifest.json``) lists what was accepted (key, versionId, etag,
 size, rows, columns, pinnedUri), rejected and skipped; ``runs/<runId>/train.manifest`` is the
 SageMaker ManifestFile of the pinned copies. A run that lists data (a manual or full retrain)
-reuses, for each current object already in the cumulative manifest (``refit.trained_data``)
+reuses, for each current object already in the cumulative manifest (``refit.data.trained_data``)
 with the same ETag, that entry's pinned copy and row count instead of reading it again.
 """
 
@@ -44,10 +44,10 @@ from aws_lambda_powertools import Logger
 from refit_data import ExpectedColumns, InvalidDataFile, LabelRule
 
 from refit import layout
-from refit.rejected import RejectedFile, gone, set_aside
+from refit.data.rejected import RejectedFile, gone, set_aside
+from refit.data.trained_data import TrainedVersion
 from refit.run_input import DataObject, RunRequest
 from refit.timestamps import parse_utc
-from refit.trained_data import TrainedVersion
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -222,7 +222,7 @@ class DataSelection:
     # planned (nothing changes the bucket before every check is done).
     to_set_aside: tuple[tuple[Candidate, str], ...] = ()
     # Not checked: too many bytes for one PrepareRun (``fan_out_bytes``), for the CheckDataFiles
-    # map (refit.file_checks). Nothing else in the selection is meaningful then.
+    # map (refit.data.file_checks). Nothing else in the selection is meaningful then.
     to_check: tuple[Candidate, ...] = ()
 
     @property
@@ -293,13 +293,13 @@ def select_data(
     known (a warm start needs that layout), else that of the first good file. A listing run
     takes a current object that ``trained`` (the cumulative manifest) holds with the same ETag
     and a fitting column count as it was trained before: its pinned copy, no re-read; with
-    ``since`` (a data window, ``refit.run_records.DataWindow``) it leaves out what ``trained``
-    holds from before then, unchanged since: the data of a relationship a drift replaced.
-    ``already_checked``: files this run has checked already, taken as they are when listed with the
-    same ETag; ``already_rejected``: keys this run refused already (left out, reported once).
-    ``verdicts``: the CheckDataFiles map's, by key (``refit.file_checks``), taken for the same
-    ETag. ``fan_out_bytes``: when the files to read add up to more, read none: the selection's
-    ``to_check`` lists them for the map.
+    ``since`` (a data window, ``refit.ledger.run_records.DataWindow``) it leaves out what
+    ``trained`` holds from before then, unchanged since: the data of a relationship a drift
+    replaced. ``already_checked``: files this run has checked already, taken as they are when listed
+    with the same ETag; ``already_rejected``: keys this run refused already (left out, reported
+    once). ``verdicts``: the CheckDataFiles map's, by key (``refit.data.file_checks``), taken for
+    the same ETag. ``fan_out_bytes``: when the files to read add up to more, read none: the
+    selection's ``to_check`` lists them for the map.
 
     Nothing here changes the bucket: refused files are in ``to_set_aside`` until
     :func:`set_aside_rejected`.

@@ -13,7 +13,7 @@ is rejected. A manual run may force the verdict (``forceDecision``); the record 
 gate said.
 
 A readable evaluation also proves the job completed on its data: EvaluateModels then folds the
-run's pinned versions into the cumulative data manifest (``refit.trained_data``) before it
+run's pinned versions into the cumulative data manifest (``refit.data.trained_data``) before it
 decides, so promoted and rejected runs alike are on record for the next full retrain.
 """
 
@@ -32,8 +32,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
 
-from refit import layout, trained_data
+from refit import layout
 from refit import metrics as metric_rules
+from refit.data import trained_data
 from refit.run_state import RunState, integer, section, text
 from refit.timestamps import format_utc
 
@@ -237,7 +238,7 @@ class Decision:
     # forceDecision: the verdict was the execution input's; gate_verdict is what the gate said.
     forced: bool = False
     gate_verdict: Verdict | None = None
-    # ``$.evaluation.trainedData``: the cumulative manifest update (refit.trained_data).
+    # ``$.evaluation.trainedData``: the cumulative manifest update (refit.data.trained_data).
     trained_data: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property

@@ -24,7 +24,7 @@ costs over a whole stream at most ``growth / (growth - 1)`` times one full retra
 (1.5x at 3), where retraining on every delivery costs that once per delivery.
 
 Every reason but the feature count retrains on **all trained data** in the champion's data
-window (:class:`refit.run_records.DataWindow`: since a detected drift, else everything), also
+window (:class:`refit.ledger.run_records.DataWindow`: since a detected drift, else everything), also
 when the run was started for one delivery; a new feature count trains on the delivery alone, as
 the older files have the old layout.
 
@@ -42,9 +42,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from refit.champion import Champion
-from refit.promotion import output_archive_url
-from refit.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.evaluate_models.promotion import output_archive_url
+from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.registry.champion import Champion
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

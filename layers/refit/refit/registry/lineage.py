@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from refit.champion import EndpointBusy, EndpointFailed, resolve_champion
-from refit.run_records import RunRecords
+from refit.ledger.run_records import RunRecords
+from refit.registry.champion import EndpointBusy, EndpointFailed, resolve_champion
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient

@@ -1,7 +1,8 @@
 """What a run cost, estimated: the price table (``prices.json``) and every piece of cost arithmetic.
 
 Nothing else in refit multiplies seconds by prices. RecordRun builds the usages from the state
-document (:mod:`refit.run_report`), this module prices them; the CLI only adds up the results.
+document (:mod:`refit.record_run.run_report`), this module prices them; the CLI only adds up the
+results.
 
 Training cost = ``BillableTimeInSeconds × InstanceCount × on-demand USD/hour / 3600``.
 SageMaker reports a managed spot job's savings through its billable time
@@ -128,7 +129,7 @@ class PriceTable:
 
 @lru_cache(maxsize=1)
 def _bundled_table() -> PriceTable:
-    text = resources.files("refit").joinpath(PRICES_FILE).read_text(encoding="utf-8")
+    text = resources.files("refit.record_run").joinpath(PRICES_FILE).read_text(encoding="utf-8")
     return PriceTable.from_document(json.loads(text))
 
 

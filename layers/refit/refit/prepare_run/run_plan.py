@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from refit import layout
-from refit.champion import Champion, ChampionState
 from refit.config import DeploymentMode, Settings
-from refit.datasets import DataSelection, RunManifests
-from refit.holdout import HoldoutSplit
+from refit.data.datasets import DataSelection, RunManifests
 from refit.metrics import higher_is_better
-from refit.rollback import RollbackTarget
+from refit.prepare_run.holdout import HoldoutSplit
+from refit.prepare_run.warm_start import WarmStart
+from refit.registry.champion import Champion, ChampionState
+from refit.registry.rollback import RollbackTarget
 from refit.run_input import RunRequest, TrainingMode
-from refit.warm_start import WarmStart
 
 Mode = Literal["full", "incremental"]
 PlanStatus = Literal["ready", "rejected-input", "rollback"]
@@ -49,11 +49,12 @@ class PlanInputs:
     has_validation_data: bool
     has_batch_input: bool
     region: str
-    # The gate (refit.warm_start, refit.holdout); None: warm start as planned, data/test/ whole.
+    # The gate (refit.prepare_run.warm_start, refit.prepare_run.holdout); None: warm start as
+    # planned, data/test/ whole.
     warm_start: WarmStart | None = None
     test_sets: HoldoutSplit | None = None
     started_at: str | None = None
-    # The data window the run trains in (refit.run_records.DataWindow.since); None: all data.
+    # The data window the run trains in (refit.ledger.run_records.DataWindow.since); None: all data.
     data_window_since: str | None = None
 
 
@@ -332,7 +333,8 @@ def build_rollback_plan(
     deployment_mode: DeploymentMode,
     settings: Settings,
 ) -> dict[str, Any]:
-    """The plan of a rollback run (refit.rollback): no training job, the target's container.
+    """The plan of a rollback run (refit.registry.rollback): no training job, the target's
+    container.
 
     ``rollback.training`` and ``rollback.evaluation`` become ``$.training`` and ``$.evaluation``
     (state StartRollback), which is what CreateModel and RecordRun read after a promotion.

@@ -9,7 +9,7 @@ than ``InlineCheckMB``, PrepareRun reads none of them and changes nothing:
    status ``check-files`` (:func:`plan_checks`);
 2. the state machine's ``CheckDataFiles`` state, a Distributed Map reading that list (ItemReader),
    invokes ``CheckDataFile`` once per file, ``CheckConcurrency`` at a time. Each reads its file
-   through the same contract (``refit.datasets.check_candidate``: read only, nothing moves) and
+   through the same contract (``refit.data.datasets.check_candidate``: read only, nothing moves) and
    writes the verdict to ``runs/<run>/checks/verdicts/<n>.json`` (:func:`check_item`), returning
    only its outcome so the map's own output stays small whatever the file count;
 3. ``PrepareCheckedRun`` calls PrepareRun again (``afterChecks``): it takes each file whose
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from refit_data import ExpectedColumns, LabelRule
 
 from refit import layout
-from refit.datasets import Candidate, FileVerdict, check_candidate
+from refit.data.datasets import Candidate, FileVerdict, check_candidate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -5,9 +5,10 @@ One table holds three kinds of item (see docs/architecture.md):
 - ``RUN#<runId>/RUN``: one per execution, written RUNNING by PrepareRun and finished by RecordRun.
 - ``CHAMPION#<stack>/CURRENT``: the model refit last promoted and verified live.
 - ``CHAMPION#<stack>/REJECTIONS``: the incremental runs the gate rejected in a row against one
-  champion (``refit.warm_start`` retrains from scratch after ``FULL_RETRAIN_AFTER_REJECTIONS``).
+  champion (``refit.prepare_run.warm_start`` retrains from scratch after
+  ``FULL_RETRAIN_AFTER_REJECTIONS``).
 - ``OBJECT#``, ``QUEUE#`` and ``LOCK#`` items: the intake ledger, queue and run lock, owned by
-  :mod:`refit.run_queue`.
+  :mod:`refit.ledger.run_queue`.
 - Items carrying ``resourcesOwner``/``resourcesCreatedAt`` appear in the sparse ``ResourcesIndex``:
   the models and endpoint configs a run may have created and cleanup has not yet deleted. Cleanup
   reads this index instead of listing every model in the account.
@@ -80,7 +81,8 @@ def is_condition_failure(error: ClientError) -> bool:
 
 @dataclass(frozen=True)
 class DataWindow:
-    """What a champion's model stands for (``refit.warm_start``'s growth rule and full retrains).
+    """What a champion's model stands for (``refit.prepare_run.warm_start``'s growth rule and full
+    retrains).
 
     ``since``: the data its lineage trains in was trained from this time on (ISO 8601 UTC): the
     start of the run that detected drift and learnt the new relationship from scratch; data
@@ -117,7 +119,7 @@ class ChampionPointer:
     run_id: str
     feature_count: int | None = None
     objective: str | None = None  # what it was trained with: another one means no warm start
-    model_package_arn: str | None = None  # its Model Registry package (refit.lineage)
+    model_package_arn: str | None = None  # its Model Registry package (refit.registry.lineage)
     data_window: DataWindow | None = None  # None: promoted before refit recorded it
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +144,8 @@ class OwnedResources:
     endpoint_config_name: str | None
     created_at: str
     promoted: bool
-    # The run's Model Registry package (refit.lineage); None for runs from before the registry.
+    # The run's Model Registry package (refit.registry.lineage); None for runs from before the
+    # registry.
     model_package_arn: str | None = None
 
 

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from refit import cost, layout, lineage
+from refit import layout
 from refit.config import Settings
-from refit.cost import PriceTable, spot_savings_percent
-from refit.notify import Notification, publish
-from refit.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.record_run import cost
+from refit.record_run.cost import PriceTable, spot_savings_percent
+from refit.record_run.notify import Notification, publish
+from refit.registry import lineage
 from refit.run_state import RunState, flag, integer, number, section, text
 from refit.timestamps import format_utc
 
@@ -45,7 +47,7 @@ STATUSES: dict[Outcome, str] = {
 }
 # Two outcomes are told apart further: a failed run whose endpoint update SageMaker rolled back
 # (an alarm or a failed health check; the champion keeps serving), and a rollback run that put
-# an earlier model back (refit.rollback).
+# an earlier model back (refit.registry.rollback).
 ROLLED_BACK = "ROLLED_BACK"
 RESTORED = "RESTORED"
 ROLLED_BACK_ERROR = "Refit.EndpointRolledBack"
@@ -313,7 +315,7 @@ def cost_model_name(state: RunState, stack_name: str) -> str | None:
 def run_cost(
     outcome: RunOutcome, region: str, stack_name: str, prices: PriceTable | None = None
 ) -> dict[str, Any]:
-    """The record's ``cost`` block (refit.cost does the arithmetic)."""
+    """The record's ``cost`` block (refit.record_run.cost does the arithmetic)."""
     jobs, unknown = training_usage(outcome.state)
     rollout, transform = deployment_usage(outcome.state)
     return cost.run_cost(
@@ -449,7 +451,7 @@ def run_attributes(
             "rejectedFiles": data.rejected_files[: layout.INLINE_KEYS_MAX],
         },
         "manifestUri": data.manifest_uri if data else None,
-        # EvaluateModels' update of the cumulative data manifest (refit.trained_data).
+        # EvaluateModels' update of the cumulative data manifest (refit.data.trained_data).
         "trainedData": _trained_data(state.evaluation),
         # How the challenger learnt: replay rows, leaf refresh, rounds added, early stop, drift.
         "incremental": _incremental(state.evaluation),
@@ -756,7 +758,8 @@ def _cloudwatch_metrics(outcome: RunOutcome, record: Mapping[str, Any]) -> list[
 
 
 def _update_rejection_streak(outcome: RunOutcome, records: RunRecords, limit: int) -> None:
-    """Count gate rejections of incremental challengers in a row (refit.warm_start reads it).
+    """Count gate rejections of incremental challengers in a row (refit.prepare_run.warm_start reads
+    it).
 
     A promotion or a rejected full retrain ends the streak; failed runs and forced decisions
     (a person's, not the gate's) leave it as it is. Off (never written) when the limit is 0.
@@ -790,7 +793,7 @@ def record_run(
     """Write the final record, move the champion, register resources, notify.
 
     ``region`` prices the run (default: the SNS client's, i.e. the function's region).
-    ``sagemaker`` approves/rejects the run's model package (refit.lineage); without it the
+    ``sagemaker`` approves/rejects the run's model package (refit.registry.lineage); without it the
     package ARN is still recorded.
     """
     outcome = RunOutcome.parse(event)

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from refit import lineage
-from refit.notify import Notification, publish
+from refit.record_run.notify import Notification, publish
+from refit.registry import lineage
 from refit.timestamps import format_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sns import SNSClient
 
-    from refit.run_records import RunRecords
+    from refit.ledger.run_records import RunRecords
 
 logger = Logger(child=True)
 

@@ -4,12 +4,13 @@ StartRetrain reads two SQS queues: S3 "Object Created" events (EventBridge, batc
 batching window) and Step Functions "Execution Status Change" events of this stack's state
 machine. For each batch it
 
-1. queues every announced object version never seen before (:class:`refit.run_queue.RunQueue`:
+1. queues every announced object version never seen before
+  (:class:`refit.ledger.run_queue.RunQueue`:
    a ledger item written once per version, so an event delivered again, in any later batch, is
    dropped; an overwritten key is a new version, hence new data);
 2. records runs that ended without recording themselves (stopped by hand, timed out:
-   :mod:`refit.run_ended`) and lets go of their lock;
-3. dispatches (:func:`refit.run_queue.dispatch`): when no run is in flight, one run takes
+   :mod:`refit.start_retrain.run_ended`) and lets go of their lock;
+3. dispatches (:func:`refit.ledger.run_queue.dispatch`): when no run is in flight, one run takes
    everything queued (up to ``MAX_OBJECTS_PER_RUN``), named after those objects, so a
    redelivered batch can never start a second run for them.
 
@@ -29,9 +30,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent, SQSEvent
 
 from refit import layout
-from refit.run_ended import EVENT_DETAIL_TYPE, EVENT_SOURCE, ExecutionEnded
+from refit.ledger.run_queue import Dispatch, RunQueue, StepFunctionsExecutions, dispatch
 from refit.run_input import DataObject
-from refit.run_queue import Dispatch, RunQueue, StepFunctionsExecutions, dispatch
+from refit.start_retrain.run_ended import EVENT_DETAIL_TYPE, EVENT_SOURCE, ExecutionEnded
 
 logger = Logger(child=True)
 

@@ -2,10 +2,10 @@
 
 The reason travels in the copy's metadata (``refit-reason``, ASCII-escaped: S3 metadata is an
 HTTP header) and in full in a ``<target>.reason.json`` sidecar; then that exact version leaves
-``data/train/`` (a newer upload of the same key stays live). PrepareRun (``refit.datasets``)
-does this for files that break the data contract, the trigger (``refit.quarantine``) for a file a
-training job failed on. No dependency on the data contract itself: the trigger's Lambda does not
-carry the training code.
+``data/train/`` (a newer upload of the same key stays live). PrepareRun (``refit.data.datasets``)
+does this for files that break the data contract, the trigger (``refit.start_retrain.quarantine``)
+for a file a training job failed on. No dependency on the data contract itself: the trigger's Lambda
+does not carry the training code.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""CleanupResources: what SageMaker resources nothing uses any more."""

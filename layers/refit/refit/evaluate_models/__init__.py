@@ -1,0 +1,1 @@
+"""EvaluateModels: the gate, challenger against champion."""

@@ -1,0 +1,1 @@
+"""DynamoDB: run records, the champion pointer, the run queue and lock."""

@@ -1,0 +1,1 @@
+"""RecordRun: the run record, its cost and the notification."""

@@ -1,0 +1,1 @@
+"""The models: the champion the endpoint serves, the Model Registry lineage, rollback."""

@@ -1,0 +1,1 @@
+"""StartRetrain's work: S3 events into the run queue, runs that ended, quarantine."""
