@@ -88,7 +88,7 @@ def test_each_delivery_is_trained_incrementally_with_replay_and_promoted(
                 f"s3://{runs.bucket}/{layout.MODELS_PREFIX}{champion_job}/output/output.tar.gz"
             )
         # And it beat its champion on the holdout and was promoted
-        assert run.status == "PROMOTED", record
+        assert run.status == "PROMOTED", (record.get("reason"), record.get("metrics"))
         assert record["metrics"]["champion"] == pytest.approx(scores[-1])
         assert record["metrics"]["challenger"] < scores[-1]
         scores.append(record["metrics"]["challenger"])
