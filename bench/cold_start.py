@@ -19,6 +19,7 @@ by their Makefiles into a temp dir, exactly as SAM runs them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,7 +27,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from bench.report import ROOT, Row, median, reproduce
@@ -200,8 +203,10 @@ def stand_in(name: str, value: Any) -> str:
     raise KeyError(f"no stand-in for {name}")
 
 
-def _parameter_defaults() -> dict[str, Any]:
-    return {n: p.get("Default") for n, p in template()["Parameters"].items()}
+@functools.cache
+def _parameter_defaults() -> Mapping[str, Any]:
+    # Parsed once: stand_in asks for every variable of every function (pure-Python YAML).
+    return MappingProxyType({n: p.get("Default") for n, p in template()["Parameters"].items()})
 
 
 def lambda_env(function: dict[str, Any], python: str) -> dict[str, str]:
