@@ -84,6 +84,11 @@ class ExpectedColumns:
     because: str
 
 
+def column_count_problem(line: int, found: int, expected: int, because: str) -> str:
+    """The contract's message for a line with another column count than the file's or run's."""
+    return f"line {line} has {found} columns, expected {expected} ({because})"
+
+
 # --- Labels ----------------------------------------------------------------------------------
 
 
@@ -223,9 +228,7 @@ def check_stream(
             columns = len(fields)
             because = f"as on line {number}"
         if len(fields) != columns:
-            raise InvalidDataFile(
-                f"line {number} has {len(fields)} columns, expected {columns} ({because})"
-            )
+            raise InvalidDataFile(column_count_problem(number, len(fields), columns, because))
         if columns > MAX_COLUMNS:
             raise InvalidDataFile(
                 f"line {number} has {columns} columns: at most {MAX_COLUMNS} (label + features)"

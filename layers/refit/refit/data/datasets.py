@@ -169,7 +169,7 @@ class FileVerdict:
         columns = self.data_file().columns
         if columns == expected.count:
             return self
-        reason = f"line 1 has {columns} columns, expected {expected.count} ({expected.because})"
+        reason = refit_data.column_count_problem(1, columns, expected.count, expected.because)
         return replace(self, outcome=INVALID, reason=reason, file=None)
 
     def to_dict(self) -> dict[str, Any]:

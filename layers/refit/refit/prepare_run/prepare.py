@@ -153,7 +153,7 @@ def prepare_run(
             covered,
             run_id=run_id,
             max_file_bytes=settings.max_file_mb * 1024 * 1024,
-            champion_features=champion.feature_count if champion is not None else None,
+            champion_features=features,
             rule=rule,
             # A listing run (a full retrain, a prefix) reuses what earlier runs validated and
             # pinned.
