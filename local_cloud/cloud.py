@@ -39,16 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from local_cloud.deploy import (
-    DEFAULT_REGION,
-    DEFAULT_STACK_NAME,
-    FAKE_CREDENTIALS,
-    DeployedStack,
-    deploy,
-)
+from local_cloud.deploy import DEFAULT_REGION, DEFAULT_STACK_NAME, deploy
 from local_cloud.event_source import EventSources, s3_event_for
 from local_cloud.lambda_result import UNHANDLED, LambdaResult
 from local_cloud.lambda_workers import LambdaWorkers, LogSink, UnknownFunction
+from local_cloud.stack import FAKE_CREDENTIALS, DeployedStack
 
 if TYPE_CHECKING:
     from local_cloud.sagemaker import LocalSageMaker, RuntimeSettings

@@ -1,49 +1,58 @@
 """Deploy the real ``template.yaml`` into moto, the way ``sam deploy`` deploys it into AWS.
 
-1. **Package** (what ``sam package`` does): zip every function's ``CodeUri`` and every layer's
-   ``ContentUri`` and upload them, and the state machine's ``DefinitionUri`` file, to an artifact
-   bucket in moto; point the template at those ``s3://`` URIs.
-2. **Transform** (what CloudFormation's ``AWS::Serverless-2016-10-31`` does): translate offline
-   with ``aws-sam-translator`` (moto's CloudFormation does not apply the SAM transform).
+1. **Package** (what ``sam package`` does, :mod:`local_cloud.artifacts`): zip every function's
+   ``CodeUri`` and every layer's ``ContentUri`` and upload them, and the state machine's
+   ``DefinitionUri`` file, to an artifact bucket in moto; point the template at those ``s3://``
+   URIs.
+2. **Transform** (what CloudFormation's ``AWS::Serverless-2016-10-31`` does,
+   :func:`local_cloud.template.translate`): translate offline with ``aws-sam-translator`` (moto's
+   CloudFormation does not apply the SAM transform).
 3. **Create the stack** with moto's CloudFormation API (``create_stack``), so ``describe_stacks``
    outputs, ``list_stack_resources`` and the generated physical names are CloudFormation's.
 4. **Fill the gaps** moto's CloudFormation leaves, through the services' public APIs, from the
-   translated template's own properties (see :data:`RESOURCE_TYPES`): the ASL with its
-   ``DefinitionSubstitutions`` (moto ignores ``DefinitionS3Location``), the bucket's EventBridge
-   notifications, versioning, lifecycle and policy, the queue policy, the table's TTL, layer
-   names and function layers, string environment values, tags, state machine logging/tracing.
-   What cannot be expressed locally is listed, with the reason, in :data:`NOT_APPLIED`.
+   translated template's own properties (resolved by :mod:`local_cloud.intrinsics`; see
+   :data:`RESOURCE_TYPES`): the ASL with its ``DefinitionSubstitutions`` (moto ignores
+   ``DefinitionS3Location``), the bucket's EventBridge notifications, versioning, lifecycle and
+   policy, the queue policy, the table's TTL, layer names and function layers, string environment
+   values, tags, state machine logging/tracing. What cannot be expressed locally is listed, with
+   the reason, in :data:`local_cloud.stack.NOT_APPLIED`.
 
 Every resource type of the translated template must be known here (:data:`RESOURCE_TYPES`): a new
-type in ``template.yaml`` fails the deployment until someone decides how it runs locally.
+type in ``template.yaml`` fails the deployment until someone decides how it runs locally. The
+result, :class:`local_cloud.stack.DeployedStack`, is what the rest of the local cloud runs from.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
-import io
 import json
 import logging
 import re
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
-import yaml
+
+from local_cloud.artifacts import Package, package
+from local_cloud.intrinsics import Resolver, substitute_definition
+from local_cloud.stack import (
+    FAKE_CREDENTIALS,
+    NOT_APPLIED,
+    REPO_ROOT,
+    DeployedStack,
+    DeployError,
+    EventSourceMappingInfo,
+    FunctionInfo,
+    LayerInfo,
+)
+from local_cloud.template import effective_parameters, load_template, translate
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 DEFAULT_STACK_NAME = "refit"
 DEFAULT_REGION = "us-east-1"
-FAKE_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 # What moto's CloudFormation (5.2.5) does with each resource type of the translated template.
 RESOURCE_TYPES: Mapping[str, str] = {
@@ -74,14 +83,6 @@ RESOURCE_TYPES: Mapping[str, str] = {
     "it and nothing fires schedules locally: `refit start --full` starts the same run",
 }
 
-# Layers with `BuildMethod: makefile`: the folder their Makefile fills in the layer (/opt/...).
-# Locally the ContentUri is zipped under it as is (no `make`, no pip: the venv has the deps);
-# python/ is importable (/opt/python), so workers put the ContentUri on their PYTHONPATH.
-MAKEFILE_LAYER_PREFIXES: dict[str, str] = {
-    "RefitLayer": "python/",  # layers/refit/Makefile: the refit package + pinned deps
-    "TrainingCodeLayer": "refit_training/",  # training/Makefile (TRAINING_CODE_DIR)
-}
-
 # Types moto's CloudFormation skips (a warning, no stack resource): deploy creates them.
 CREATED_BY_DEPLOY = frozenset(
     {
@@ -91,393 +92,6 @@ CREATED_BY_DEPLOY = frozenset(
         "AWS::CloudWatch::Alarm",
     }
 )
-
-# Settings of the template that have no local effect, and why. Reported, never silently lost.
-NOT_APPLIED: tuple[str, ...] = (
-    "Lambda TracingConfig/Architectures/LoggingConfig: moto's Lambda API cannot set them; "
-    "workers run the host's Python with POWERTOOLS_TRACE_DISABLED=true and capture their logs",
-    "IAM ManagedPolicyArns: AWS managed policies are not loaded in moto; IAM is not enforced",
-    "DynamoDB SSESpecification, SQS SqsManagedSseEnabled, SNS KmsMasterKeyId: no local effect",
-    "S3 lifecycle expirations, DynamoDB TTL deletions: stored, never executed by moto",
-    "DeletionPolicy/UpdateReplacePolicy/RetentionPolicy: the local stack is never deleted or "
-    "updated; moto's state lives in memory and ends with the process",
-)
-
-
-class DeployError(RuntimeError):
-    """The template cannot be deployed into the emulator."""
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    logical_id: str  # as in template.yaml (SAM suffixes a hash in the translated template)
-    name: str
-    arn: str  # layer version ARN
-    content_dir: Path  # the layer's ContentUri on this machine
-    on_python_path: bool  # built into python/: the content is importable (/opt/python)
-
-
-@dataclass(frozen=True)
-class FunctionInfo:
-    logical_id: str
-    name: str
-    arn: str
-    code_dir: Path  # functions/<x>: the function's CodeUri on this machine
-    handler: str
-    runtime: str
-    timeout: int
-    memory_size: int
-    environment: Mapping[str, str]  # resolved, as Lambda would set it
-    layers: tuple[LayerInfo, ...]
-    role_arn: str
-    log_group: str  # LoggingConfig.LogGroup, else /aws/lambda/<name>
-
-
-@dataclass(frozen=True)
-class EventSourceMappingInfo:
-    uuid: str
-    function_logical_id: str
-    function_name: str
-    queue_arn: str
-    queue_url: str  # the emulator's URL of the queue
-    batch_size: int
-    maximum_batching_window_seconds: int
-    report_batch_item_failures: bool
-    maximum_concurrency: int | None
-    enabled: bool
-
-
-@dataclass(frozen=True)
-class DeployedStack:
-    """What the local cloud needs to know about the deployed stack."""
-
-    stack_name: str
-    stack_id: str
-    region: str
-    account_id: str
-    endpoint_url: str
-    bucket: str
-    state_machine_arn: str
-    runs_table: str
-    topic_arn: str
-    queue_url: str
-    dead_letter_queue_url: str
-    endpoint_name: str
-    parameters: Mapping[str, str]
-    outputs: Mapping[str, str]
-    functions: Mapping[str, FunctionInfo]  # logical id -> function
-    event_source_mappings: tuple[EventSourceMappingInfo, ...]
-    resources: Mapping[str, tuple[str, str]]  # logical id -> (type, physical id)
-    filled: tuple[str, ...]  # what deploy applied on top of moto's CloudFormation
-    not_applied: tuple[str, ...] = NOT_APPLIED
-    artifact_bucket: str = ""
-    warnings: tuple[str, ...] = field(default=())
-
-    def function(self, name_or_arn: str) -> FunctionInfo:
-        """The function named by logical id, name, ARN (qualified or not) or partial ARN."""
-        if name_or_arn in self.functions:
-            return self.functions[name_or_arn]
-        name = function_name_from(name_or_arn)
-        for function in self.functions.values():
-            if function.name == name:
-                return function
-        raise KeyError(f"no function {name_or_arn!r} in stack {self.stack_name}")
-
-
-_ARN_NAME = re.compile(r"^(?:arn:[^:]+:lambda:[^:]+:)?(?:\d{12}:)?(?:function:)?([^:]+)(?::.+)?$")
-
-
-def function_name_from(name_or_arn: str) -> str:
-    """``name``, ``arn:aws:lambda:r:a:function:name[:qualifier]`` or ``a:function:name``."""
-    match = _ARN_NAME.match(name_or_arn)
-    return match.group(1) if match else name_or_arn
-
-
-# ---------------------------------------------------------------------------- template loading
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """A SafeLoader reading CloudFormation short-form tags (``!Ref``, ``!Sub``...) as long form."""
-
-
-def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)  # type: ignore[no-untyped-call]
-
-
-def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.load(path.read_text(), Loader=_CfnLoader)
-    return loaded
-
-
-# ---------------------------------------------------------------------------- parameters
-
-
-def effective_parameters(
-    template: Mapping[str, Any], overrides: Mapping[str, object] | None
-) -> tuple[dict[str, str], list[str]]:
-    """Template defaults + overrides, as strings; refuses unknown names and bad values.
-
-    ``AllowedValues`` and ``AllowedPattern`` are enforced as CloudFormation does. ``MinValue`` and
-    ``MaxValue`` only warn: AWS-oriented minimums (``EndpointPollSeconds`` >= 5) are legitimately
-    undercut by local demos and tests (the functions' own config accepts them).
-    """
-    declared: Mapping[str, Any] = template.get("Parameters", {})
-    unknown = sorted(set(overrides or {}) - set(declared))
-    if unknown:
-        raise DeployError(f"unknown template parameter(s): {', '.join(unknown)}")
-    values: dict[str, str] = {}
-    warnings: list[str] = []
-    for name, spec in declared.items():
-        raw = (overrides or {}).get(name, spec.get("Default"))
-        if raw is None:
-            raise DeployError(f"parameter {name} has no default: give a value")
-        value = str(raw).lower() if isinstance(raw, bool) else str(raw)
-        if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
-            raise DeployError(f"parameter {name}={value!r} is not one of {spec['AllowedValues']}")
-        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
-            raise DeployError(f"parameter {name}={value!r} does not match {spec['AllowedPattern']}")
-        if spec.get("Type") == "Number":
-            try:
-                number = float(value)
-            except ValueError:
-                raise DeployError(f"parameter {name} must be a number, got {value!r}") from None
-            low, high = spec.get("MinValue"), spec.get("MaxValue")
-            if (low is not None and number < float(low)) or (
-                high is not None and number > float(high)
-            ):
-                warnings.append(
-                    f"parameter {name}={value} is outside [{low}, {high}]: AWS would refuse it"
-                )
-        values[name] = value
-    return values, warnings
-
-
-# ---------------------------------------------------------------------------- packaging
-
-
-def _zip_dir(directory: Path, prefix: str = "") -> bytes:
-    """A deterministic zip of ``directory`` (no caches), entries under ``prefix``."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(directory.rglob("*")):
-            relative = path.relative_to(directory)
-            skipped = {"__pycache__", ".mypy_cache", ".pytest_cache"}
-            if not path.is_file() or skipped & set(relative.parts) or path.suffix == ".pyc":
-                continue
-            info = zipfile.ZipInfo(
-                f"{prefix}{relative.as_posix()}", date_time=(1980, 1, 1, 0, 0, 0)
-            )
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class _Package:
-    sam_template: dict[str, Any]  # CodeUri/ContentUri/DefinitionUri replaced by s3:// URIs
-    code_dirs: dict[str, Path]  # function logical id -> local CodeUri
-    layer_dirs: dict[str, Path]  # layer logical id (SAM's) -> local ContentUri
-    layer_python: dict[str, bool]
-    definition_keys: dict[str, str]  # state machine logical id -> artifact key of its ASL
-    uploads: dict[str, bytes]  # artifact key -> content
-
-
-def package(template: Mapping[str, Any], repo_root: Path, bucket: str, stack: str) -> _Package:
-    """What ``sam package`` does: local code locations become ``s3://`` objects."""
-    sam = copy.deepcopy(dict(template))
-    code_dirs: dict[str, Path] = {}
-    layer_dirs: dict[str, Path] = {}
-    layer_python: dict[str, bool] = {}
-    definition_keys: dict[str, str] = {}
-    uploads: dict[str, bytes] = {}
-
-    def upload(logical_id: str, content: bytes, suffix: str) -> str:
-        key = f"{stack}/{logical_id}-{hashlib.sha256(content).hexdigest()[:16]}{suffix}"
-        uploads[key] = content
-        return f"s3://{bucket}/{key}"
-
-    for logical_id, resource in sam["Resources"].items():
-        props = resource.get("Properties", {})
-        kind = resource["Type"]
-        if kind == "AWS::Serverless::Function":
-            directory = (repo_root / props["CodeUri"]).resolve()
-            if not (directory / "app.py").is_file():
-                raise DeployError(f"{logical_id}: no app.py in CodeUri {directory}")
-            code_dirs[logical_id] = directory
-            props["CodeUri"] = upload(logical_id, _zip_dir(directory), ".zip")
-        elif kind == "AWS::Serverless::LayerVersion":
-            directory = (repo_root / props["ContentUri"]).resolve()
-            method = str(resource.get("Metadata", {}).get("BuildMethod", ""))
-            if method.startswith("python"):
-                prefix = "python/"  # SAM builds python layers into python/
-            elif logical_id in MAKEFILE_LAYER_PREFIXES:
-                prefix = MAKEFILE_LAYER_PREFIXES[logical_id]
-            else:
-                raise DeployError(
-                    f"{logical_id}: BuildMethod {method!r}: where does its content go in the "
-                    "layer? (see MAKEFILE_LAYER_PREFIXES)"
-                )
-            layer_dirs[logical_id] = directory
-            layer_python[logical_id] = prefix == "python/"
-            props["ContentUri"] = upload(logical_id, _zip_dir(directory, prefix), ".zip")
-        elif kind == "AWS::Serverless::StateMachine" and isinstance(
-            props.get("DefinitionUri"), str
-        ):
-            text = (repo_root / props["DefinitionUri"]).read_bytes()
-            uri = upload(logical_id, text, ".asl.json")
-            definition_keys[logical_id] = uri.removeprefix(f"s3://{bucket}/")
-            props["DefinitionUri"] = uri
-    return _Package(sam, code_dirs, layer_dirs, layer_python, definition_keys, uploads)
-
-
-def translate(sam_template: Mapping[str, Any], region: str) -> dict[str, Any]:
-    """The SAM transform, offline (no managed policy lookups)."""
-    from samtranslator.parser.parser import Parser
-    from samtranslator.translator.translator import Translator
-
-    session = boto3.session.Session(region_name=region, **FAKE_CREDENTIALS)
-    translator = Translator(None, Parser(), boto_session=session)
-    translated: dict[str, Any] = translator.translate(
-        copy.deepcopy(dict(sam_template)),
-        parameter_values={},
-        get_managed_policy_map=lambda: {},
-    )
-    return translated
-
-
-# ---------------------------------------------------------------------------- intrinsics
-
-
-_SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
-
-
-class Resolver:
-    """Resolves CloudFormation intrinsics against the created stack (public APIs only)."""
-
-    def __init__(
-        self,
-        template: Mapping[str, Any],
-        parameters: Mapping[str, str],
-        pseudo: Mapping[str, str],
-        physical_ids: Mapping[str, str],
-        attribute: Callable[[str, str, str], str],
-    ) -> None:
-        self._template = template
-        self._values = {**parameters, **pseudo}
-        self._physical = dict(physical_ids)
-        self._attribute = attribute
-
-    def set_physical_id(self, logical_id: str, physical_id: str) -> None:
-        self._physical[logical_id] = physical_id
-
-    def condition(self, name: str) -> bool:
-        return bool(self.resolve(self._template.get("Conditions", {})[name]))
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value if not _is_no_value(v)]
-        if not isinstance(value, dict):
-            return value
-        if len(value) != 1:
-            return {k: self.resolve(v) for k, v in value.items() if not _is_no_value(v)}
-        ((key, arg),) = value.items()
-        if key == "Ref":
-            return self._ref(arg)
-        if key == "Fn::GetAtt":
-            logical_id, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
-            return self._get_att(logical_id, attribute)
-        if key == "Fn::Sub":
-            return self._sub(arg)
-        if key == "Fn::If":
-            name, if_true, if_false = arg
-            return self.resolve(if_true if self.condition(name) else if_false)
-        if key == "Fn::Join":
-            separator, items = arg
-            return str(separator).join(str(i) for i in self.resolve(items))
-        if key == "Fn::Split":
-            separator, text = arg
-            return str(self.resolve(text)).split(separator)
-        if key == "Fn::Select":
-            index, items = arg
-            return self.resolve(items)[int(self.resolve(index))]
-        if key == "Fn::FindInMap":
-            mapping, top, second = (self.resolve(a) for a in arg)
-            return self._template["Mappings"][mapping][top][second]
-        if key == "Fn::Equals":
-            left, right = (self.resolve(a) for a in arg)
-            return str(left) == str(right)
-        if key == "Fn::Not":
-            return not self.resolve(arg[0])
-        if key == "Fn::And":
-            return all(self.resolve(a) for a in arg)
-        if key == "Fn::Or":
-            return any(self.resolve(a) for a in arg)
-        if key == "Condition":
-            return self.condition(arg)
-        return {key: self.resolve(arg)}
-
-    def _ref(self, name: str) -> str:
-        if name in self._values:
-            return self._values[name]
-        if name in self._physical:
-            return self._physical[name]
-        raise DeployError(f"cannot resolve Ref {name}")
-
-    def _get_att(self, logical_id: str, attribute: str) -> str:
-        resource = self._template["Resources"].get(logical_id)
-        if resource is None or logical_id not in self._physical:
-            raise DeployError(f"cannot resolve GetAtt {logical_id}.{attribute}: no such resource")
-        return self._attribute(resource["Type"], self._physical[logical_id], attribute)
-
-    def _sub(self, arg: Any) -> str:
-        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-        local = {k: self.resolve(v) for k, v in variables.items()}
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in local:
-                return str(local[name])
-            if "." in name:
-                logical_id, attribute = name.split(".", 1)
-                return self._get_att(logical_id, attribute)
-            return str(self._ref(name))
-
-        return _SUB_VARIABLE.sub(replace, str(text))
-
-
-def _is_no_value(value: Any) -> bool:
-    return isinstance(value, dict) and value == {"Ref": "AWS::NoValue"}
-
-
-def substitute_definition(text: str, substitutions: Mapping[str, str]) -> str:
-    """What Step Functions does with ``DefinitionSubstitutions``: ``${Name}`` -> value.
-
-    Every ``${...}`` must have a substitution (a leftover would reach the interpreter as a
-    literal resource name and fail only at run time).
-    """
-    missing = sorted({m.group(1) for m in _SUB_VARIABLE.finditer(text)} - set(substitutions))
-    if missing:
-        raise DeployError(f"definition uses ${{...}} without a substitution: {missing}")
-    return _SUB_VARIABLE.sub(lambda m: str(substitutions[m.group(1)]), text)
-
-
-# ---------------------------------------------------------------------------- deployment
 
 
 class _SkippedTypeFilter(logging.Filter):
@@ -708,7 +322,7 @@ class _Deployment:
         self,
         logical_id: str,
         resource: Mapping[str, Any],
-        packaged: _Package,
+        packaged: Package,
         resolver: Resolver,
     ) -> None:
         props = resolver.resolve(resource["Properties"])
@@ -750,7 +364,7 @@ class _Deployment:
         expected: set[str],
         physical: Mapping[str, tuple[str, str]],
         resolver: Resolver,
-        packaged: _Package,
+        packaged: Package,
     ) -> dict[str, FunctionInfo]:
         functions: dict[str, FunctionInfo] = {}
         for logical_id in sorted(expected):
@@ -816,7 +430,7 @@ class _Deployment:
         return mappings
 
 
-_Filler = Callable[[_Deployment, str, Mapping[str, Any], str, Resolver, _Package], None]
+_Filler = Callable[[_Deployment, str, Mapping[str, Any], str, Resolver, Package], None]
 
 
 def _fill_bucket(
@@ -969,7 +583,7 @@ def _fill_state_machine(
     resource: Mapping[str, Any],
     arn: str,
     r: Resolver,
-    packaged: _Package,
+    packaged: Package,
 ) -> None:
     props = resource["Properties"]
     if "DefinitionS3Location" in props:

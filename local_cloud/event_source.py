@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from local_cloud.deploy import EventSourceMappingInfo
 from local_cloud.lambda_result import LambdaInvoker, LambdaResult
+from local_cloud.stack import EventSourceMappingInfo
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from local_cloud.deploy import REPO_ROOT, FunctionInfo, function_name_from
 from local_cloud.lambda_result import UNHANDLED, LambdaResult
 from local_cloud.lambda_worker_main import read_frame, write_frame
+from local_cloud.stack import REPO_ROOT, FunctionInfo, function_name_from
 
 WORKER_MAIN = Path(__file__).resolve().with_name("lambda_worker_main.py")
 TRAINING_CODE_DIR = REPO_ROOT / "training"

@@ -14,21 +14,13 @@ from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from local_cloud import moto_patches
-from local_cloud.deploy import (
-    CREATED_BY_DEPLOY,
-    REPO_ROOT,
-    RESOURCE_TYPES,
-    DeployedStack,
-    DeployError,
-    deploy,
-    effective_parameters,
-    load_template,
-    package,
-    substitute_definition,
-    translate,
-)
+from local_cloud.artifacts import package
+from local_cloud.deploy import CREATED_BY_DEPLOY, RESOURCE_TYPES, deploy
+from local_cloud.intrinsics import substitute_definition
 from local_cloud.lambda_result import LambdaResult
 from local_cloud.sagemaker import LocalSageMaker
+from local_cloud.stack import REPO_ROOT, DeployedStack, DeployError
+from local_cloud.template import effective_parameters, load_template, translate
 
 REGION = "us-east-1"
 FUNCTIONS = {

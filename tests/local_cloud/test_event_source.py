@@ -14,7 +14,6 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from local_cloud.deploy import EventSourceMappingInfo
 from local_cloud.event_source import (
     DelayedDelivery,
     SqsPoller,
@@ -23,6 +22,7 @@ from local_cloud.event_source import (
     sqs_record,
 )
 from local_cloud.lambda_result import UNHANDLED, LambdaResult
+from local_cloud.stack import EventSourceMappingInfo
 
 REGION = "us-east-1"
 

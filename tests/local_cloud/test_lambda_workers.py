@@ -17,9 +17,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from local_cloud.deploy import REPO_ROOT, DeployedStack, FunctionInfo, deploy
+from local_cloud.deploy import deploy
 from local_cloud.lambda_result import UNHANDLED
 from local_cloud.lambda_workers import LambdaWorkers, UnknownFunction
+from local_cloud.stack import REPO_ROOT, DeployedStack, FunctionInfo
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

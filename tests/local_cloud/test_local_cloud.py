@@ -20,7 +20,7 @@ import pytest
 
 from local_cloud import moto_patches
 from local_cloud.cloud import LocalCloud, LocalCloudError, PortInUse, ensure_port_free
-from local_cloud.deploy import REPO_ROOT, DeployError
+from local_cloud.stack import REPO_ROOT, DeployError
 from refit_cli import cli
 
 CSV = b"1.0,0.5,2.0\n0.0,0.1,0.2\n1.5,0.7,2.5\n"

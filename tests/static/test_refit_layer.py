@@ -20,7 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 from static_helpers import REPO
 
-from local_cloud.deploy import MAKEFILE_LAYER_PREFIXES
+from local_cloud.artifacts import MAKEFILE_LAYER_PREFIXES
 
 LAYER_DIR = REPO / "layers" / "refit"
 REQUIREMENTS = LAYER_DIR / "requirements.txt"
@@ -257,5 +257,5 @@ def test_local_deploy_zips_makefile_layers_where_their_makefile_builds_them(
             PYTHON=str(_fake_python(tmp_path)),
         )
         assert done.returncode == 0, done.stderr
-        # Then local_cloud.deploy zips its ContentUri under the folder the build fills
+        # Then local_cloud.artifacts zips its ContentUri under the folder the build fills
         assert [p.name + "/" for p in artifacts.iterdir()] == [MAKEFILE_LAYER_PREFIXES[name]]
