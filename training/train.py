@@ -34,6 +34,18 @@ from the newest checkpoint and boosts only the rounds still missing.
 
 Exit status: 0 done; 1 failed (the reason is in the failure file, SageMaker's FailureReason);
 143 stopped by SIGTERM (the newest checkpoint is where a restarted job resumes).
+
+This file is the job itself: where things are, the channels, the champion, boosting and the
+outputs. Script mode ships it with its sibling modules (training/Makefile's RUNTIME_SCRIPTS,
+``refit.layout.TRAINING_MODULES``), which it imports:
+
+- ``refit_hyperparameters``: the hyperparameters, parsed and checked into a ``TrainingConfig``;
+- ``refit_data``: refit's data contract, which reads the channels;
+- ``refit_checkpoints``: checkpoint files and the SIGTERM that stops a job;
+- ``refit_incremental``: what an incremental job adds: replay, leaf refresh, drift check;
+- ``refit_scoring``: the test metrics, the same for challenger and champion;
+- ``refit_errors``: ``TrainingError`` and ``TrainingStopped``, which ``main`` turns into the exit
+  status.
 """
 
 from __future__ import annotations
@@ -42,7 +54,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import tarfile
@@ -50,7 +61,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 # xgboost imports scikit-learn and pandas when they are installed (the SageMaker XGBoost image
@@ -72,6 +82,16 @@ import xgboost as xgb
 # point (SAGEMAKER_PROGRAM=train.py): the image imports this module and needs its model_fn.
 # These are refit's own serving handlers, those of every model refit deploys.
 from inference import model_fn, transform_fn  # noqa: F401
+from refit_checkpoints import (
+    CheckpointCallback,
+    Checkpoints,
+    StopSignal,
+    checkpoint_dir,
+    write_atomically,
+)
+from refit_errors import TrainingError, TrainingStopped, first_line
+from refit_hyperparameters import TrainingConfig, load_hyperparameters, training_config
+from refit_scoring import format_metric, score
 
 # Shared with layers/refit/refit/layout.py, their source: this script runs in the SageMaker image,
 # which does not have the refit package.
@@ -86,60 +106,15 @@ EVALUATION_FILE = "evaluation.json"
 
 DEFAULT_SM_ROOT = "/opt/ml"
 MODEL_ARCHIVE = "model.tar.gz"
-CHECKPOINT_NAME = re.compile(r"xgboost-checkpoint\.(\d+)\.ubj")
-CHECKPOINTS_TO_KEEP = 3
-MODES = ("full", "incremental")
-# Hyperparameters this script consumes; everything else (except sagemaker_*) goes to xgboost.
-OWN_HYPERPARAMETERS = frozenset(
-    {
-        "num_round",
-        "full_num_round",
-        "eval_metric",
-        "refit_mode",
-        "checkpoint_interval",
-        "early_stopping_rounds",
-        "incremental_eta",
-        "replay_rows",
-        "validation_fraction",
-        "drift_threshold",
-        "refresh_leaves",
-        "refresh_budget",
-    }
-)
 # Incremental jobs: appended rounds stop after this many without a better validation score.
 # Bench figure 1 (2026-12-07): 5 instead of 10 kept every chain's quality (final stationary and
 # drifting scores within 0.0001) and cut the drifting stream's last job ~10 % of its CPU.
 INCREMENTAL_EARLY_STOPPING_ROUNDS = 5
-DEFAULT_INCREMENTAL_ETA = 0.1
-DEFAULT_REPLAY_ROWS = 50_000
-DEFAULT_VALIDATION_FRACTION = 0.1
-# Most leaf lookups (rows x trees) a leaf refresh makes, so its cost stays flat as trees
-# accumulate: past it, a uniform sample of the new rows, each weighted for the rows it stands
-# for (0 = every new row). Bench figure 1: 5M cut the refresh ~3x, quality within noise.
-DEFAULT_REFRESH_BUDGET = 5_000_000
-# The champion this much worse on the new rows than on the test data when it was trained: the
-# relationship moved (refit_incremental.DriftCheck).
-DEFAULT_DRIFT_THRESHOLD = 0.5
-HIGHER_IS_BETTER = frozenset({"auc", "aucpr", "accuracy"})
-SINGLE_OUTPUT_METRICS = frozenset({"rmse", "mae", "logloss", "auc", "aucpr", "error"})
-MULTICLASS_METRICS = frozenset({"merror", "mlogloss"})
-SUPPORTED_METRICS = SINGLE_OUTPUT_METRICS | MULTICLASS_METRICS | {"accuracy"}
-PROBABILITY_EPSILON = 1e-16  # clips log(0) in logloss, as xgboost does
 EXIT_FAILED = 1
 EXIT_STOPPED = 128 + signal.SIGTERM
 
-XGBOOST_ERROR_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
-
 Matrix = npt.NDArray[np.float32]
 log = logging.getLogger("refit.train")
-
-
-class TrainingError(Exception):
-    """A problem with the job's inputs; the message becomes the job's FailureReason."""
-
-
-class TrainingStopped(Exception):
-    """SIGTERM arrived: spot interruption or StopTrainingJob."""
 
 
 @dataclass(frozen=True)
@@ -157,57 +132,6 @@ class JobPaths:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    objective: str
-    metric: str
-    num_round: int
-    full_num_round: int  # rounds when an incremental job has to train from scratch instead
-    requested_mode: str | None  # None: incremental when there is a champion, else full
-    checkpoint_interval: int
-    early_stopping_rounds: int | None
-    extra_params: dict[str, Any]  # every other hyperparameter, for xgboost
-    # Incremental jobs (training/refit_incremental.py): appended rounds, replay, drift.
-    incremental_eta: float = DEFAULT_INCREMENTAL_ETA
-    replay_rows: int = DEFAULT_REPLAY_ROWS
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-    drift_threshold: float = DEFAULT_DRIFT_THRESHOLD
-    refresh_leaves: bool = True
-    refresh_budget: int = DEFAULT_REFRESH_BUDGET
-
-    @property
-    def booster_params(self) -> dict[str, Any]:
-        return {
-            **self.extra_params,
-            "objective": self.objective,
-            "eval_metric": self.xgboost_metric,
-        }
-
-    @property
-    def eta(self) -> float:
-        default = self.extra_params.get("learning_rate", incremental.DEFAULT_ETA)
-        return float(self.extra_params.get("eta", default))
-
-    @property
-    def reg_lambda(self) -> float:
-        return float(self.extra_params.get("lambda", self.extra_params.get("reg_lambda", 1.0)))
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric in HIGHER_IS_BETTER
-
-    @property
-    def multiclass(self) -> bool:
-        return self.objective.startswith("multi:")
-
-    @property
-    def xgboost_metric(self) -> str:
-        """The metric xgboost logs per round; accuracy is ``1 - error``, which xgboost lacks."""
-        if self.metric == "accuracy":
-            return "merror" if self.multiclass else "error"
-        return self.metric
-
-
-@dataclass(frozen=True)
 class ChannelData:
     rows: Matrix  # label first
     columns: data.ExpectedColumns  # what the other channels must have, and why
@@ -215,26 +139,6 @@ class ChannelData:
     @property
     def matrix(self) -> xgb.DMatrix:
         return incremental.matrix(self.rows)
-
-
-class StopSignal:
-    """Turns SIGTERM into a prompt, orderly exit.
-
-    Outside training the handler raises at once. During training it only sets a flag: the
-    checkpoint callback saves the booster and stops after the current round.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.defer = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-        if not self.defer:
-            raise TrainingStopped("received SIGTERM")
 
 
 # --- Job layout ----------------------------------------------------------------------------
@@ -266,158 +170,6 @@ def job_paths(env: Mapping[str, str]) -> JobPaths:
         checkpoint_dir=checkpoint_dir(env, root),
         hyperparameters_file=root / "input" / "config" / "hyperparameters.json",
     )
-
-
-def checkpoint_dir(env: Mapping[str, str], root: Path) -> Path:
-    if env.get("SM_CHECKPOINT_DIR"):
-        return Path(env["SM_CHECKPOINT_DIR"])
-    config_file = root / "input" / "config" / "checkpointconfig.json"
-    if config_file.is_file():
-        local_path = json.loads(config_file.read_text()).get("LocalPath")
-        if local_path:
-            return Path(local_path)
-    return root / "checkpoints"
-
-
-# --- Hyperparameters -----------------------------------------------------------------------
-
-
-def load_hyperparameters(env: Mapping[str, str], paths: JobPaths) -> dict[str, Any]:
-    if env.get("SM_HPS"):
-        source, text = "SM_HPS", env["SM_HPS"]
-    elif paths.hyperparameters_file.is_file():
-        source, text = str(paths.hyperparameters_file), paths.hyperparameters_file.read_text()
-    else:
-        return {}
-    try:
-        hyperparameters = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise TrainingError(f"hyperparameters in {source} are not valid JSON: {error}") from None
-    if not isinstance(hyperparameters, dict):
-        raise TrainingError(f"hyperparameters in {source} must be a JSON object")
-    if source == "SM_HPS":
-        return hyperparameters  # the toolkit decoded them already
-    # The file holds strings as sent; the toolkit JSON-decodes each (the SageMaker Python SDK
-    # encodes every value), keeping a string that is not JSON as it is.
-    return {name: json_or_text(value) for name, value in hyperparameters.items()}
-
-
-def json_or_text(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def coerce(value: Any) -> Any:
-    """SageMaker passes hyperparameters as strings: turn numeric ones back into numbers."""
-    if isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    return text
-
-
-def positive_int(hyperparameters: Mapping[str, Any], name: str, default: int | None) -> int:
-    value = coerce(hyperparameters.get(name, default))
-    if value is None:
-        raise TrainingError(f"hyperparameter {name} is required")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or value < 1:
-        raise TrainingError(f"hyperparameter {name} must be a positive integer, got {value!r}")
-    return value
-
-
-def positive_float(hyperparameters: Mapping[str, Any], name: str, default: float) -> float:
-    value = coerce(hyperparameters.get(name, default))
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-        raise TrainingError(f"hyperparameter {name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def fraction(
-    hyperparameters: Mapping[str, Any], name: str, default: float, *, below_one: bool = False
-) -> float:
-    value = positive_float(hyperparameters, name, default)
-    if value > 1 or (below_one and value == 1):
-        bound = "below 1" if below_one else "at most 1"
-        raise TrainingError(f"hyperparameter {name} must be above 0 and {bound}, got {value!r}")
-    return value
-
-
-def non_negative_int(hyperparameters: Mapping[str, Any], name: str, default: int) -> int:
-    value = coerce(hyperparameters.get(name, default))
-    if value == 0:
-        return 0
-    return positive_int(hyperparameters, name, default)
-
-
-def training_config(hyperparameters: Mapping[str, Any]) -> TrainingConfig:
-    objective = str(coerce(hyperparameters.get("objective", "reg:squarederror")))
-    metric = str(coerce(hyperparameters.get("eval_metric", "rmse"))).lower()
-    mode = str(coerce(hyperparameters.get("refit_mode", ""))).lower() or None
-    if mode is not None and mode not in MODES:
-        raise TrainingError(f"hyperparameter refit_mode must be full or incremental, got {mode!r}")
-    early_stopping = hyperparameters.get("early_stopping_rounds")
-    config = TrainingConfig(
-        objective=objective,
-        metric=metric,
-        num_round=positive_int(hyperparameters, "num_round", None),
-        full_num_round=positive_int(
-            hyperparameters,
-            "full_num_round",
-            coerce(hyperparameters.get("num_round")),
-        ),
-        requested_mode=mode,
-        checkpoint_interval=positive_int(hyperparameters, "checkpoint_interval", 10),
-        early_stopping_rounds=(
-            None
-            if early_stopping in (None, "")
-            else positive_int(hyperparameters, "early_stopping_rounds", None)
-        ),
-        incremental_eta=fraction(hyperparameters, "incremental_eta", DEFAULT_INCREMENTAL_ETA),
-        replay_rows=non_negative_int(hyperparameters, "replay_rows", DEFAULT_REPLAY_ROWS),
-        validation_fraction=fraction(
-            hyperparameters, "validation_fraction", DEFAULT_VALIDATION_FRACTION, below_one=True
-        ),
-        drift_threshold=positive_float(hyperparameters, "drift_threshold", DEFAULT_DRIFT_THRESHOLD),
-        refresh_leaves=bool(non_negative_int(hyperparameters, "refresh_leaves", 1)),
-        refresh_budget=non_negative_int(hyperparameters, "refresh_budget", DEFAULT_REFRESH_BUDGET),
-        extra_params={
-            key: coerce(value)
-            for key, value in hyperparameters.items()
-            if key not in OWN_HYPERPARAMETERS | {"objective"} and not key.startswith("sagemaker_")
-        },
-    )
-    check_metric_fits_objective(config)
-    return config
-
-
-def check_metric_fits_objective(config: TrainingConfig) -> None:
-    if config.metric not in SUPPORTED_METRICS:
-        supported = ", ".join(sorted(SUPPORTED_METRICS))
-        raise TrainingError(
-            f"eval_metric {config.metric!r} is not supported; use one of {supported}"
-        )
-    if config.multiclass and config.metric in SINGLE_OUTPUT_METRICS:
-        raise TrainingError(
-            f"eval_metric {config.metric} does not fit objective {config.objective}; "
-            "use merror, mlogloss or accuracy"
-        )
-    if not config.multiclass and config.metric in MULTICLASS_METRICS:
-        raise TrainingError(
-            f"eval_metric {config.metric} needs a multi:softmax or multi:softprob objective, "
-            f"got {config.objective}"
-        )
 
 
 # --- Data ----------------------------------------------------------------------------------
@@ -458,7 +210,7 @@ def has_data(directory: Path) -> bool:
     return directory.is_dir() and bool(data.data_files(directory))
 
 
-# --- Champion and checkpoints --------------------------------------------------------------
+# --- Champion ----------------------------------------------------------------------------
 
 
 def load_champion(directory: Path) -> xgb.Booster | None:
@@ -500,97 +252,6 @@ def archive_member(archive: Path, member_name: str) -> bytes:
 
 def objective_of(booster: xgb.Booster) -> str:
     return str(json.loads(booster.save_config())["learner"]["objective"]["name"])
-
-
-class Checkpoints:
-    """``xgboost-checkpoint.<rounds>.ubj`` files in one directory, newest few kept."""
-
-    def __init__(self, directory: Path, keep: int = CHECKPOINTS_TO_KEEP) -> None:
-        self.directory = directory
-        self.keep = keep
-
-    def saved(self) -> list[tuple[int, Path]]:
-        """(rounds, path) of every checkpoint, newest first."""
-        if not self.directory.is_dir():
-            return []
-        found = []
-        for path in self.directory.iterdir():
-            match = CHECKPOINT_NAME.fullmatch(path.name)
-            if match:
-                found.append((int(match.group(1)), path))
-        return sorted(found, reverse=True)
-
-    def newest(self) -> tuple[int, xgb.Booster] | None:
-        """The newest readable checkpoint; an unreadable one (a torn copy) falls back to older."""
-        for rounds, path in self.saved():
-            booster = xgb.Booster()
-            try:
-                booster.load_model(bytearray(path.read_bytes()))
-            except (OSError, xgb.core.XGBoostError) as error:
-                log.warning(
-                    "checkpoint %s is unreadable, trying an older one: %s",
-                    path.name,
-                    first_line(error),
-                )
-                continue
-            if booster.num_boosted_rounds() == rounds:
-                return rounds, booster
-            log.warning(
-                "checkpoint %s holds %d rounds; skipped", path.name, booster.num_boosted_rounds()
-            )
-        return None
-
-    def save(self, booster: xgb.Booster) -> None:
-        rounds = booster.num_boosted_rounds()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(
-            self.directory / f"xgboost-checkpoint.{rounds}.ubj", booster.save_raw("ubj")
-        )
-        for _, old in self.saved()[self.keep :]:
-            old.unlink(missing_ok=True)
-
-
-def write_atomically(path: Path, content: bytes | bytearray) -> None:
-    """Write then rename: a reader (or a SIGKILL) never sees half a file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(content)
-    os.replace(partial, path)
-
-
-class CheckpointCallback(xgb.callback.TrainingCallback):
-    """Saves a checkpoint every ``interval`` rounds of this run; on SIGTERM saves one and stops."""
-
-    def __init__(
-        self, checkpoints: Checkpoints, interval: int, base_rounds: int, stop: StopSignal
-    ) -> None:
-        super().__init__()
-        self.checkpoints = checkpoints
-        self.interval = interval
-        self.base_rounds = base_rounds
-        self.stop = stop
-
-    def after_iteration(
-        self, model: xgb.Booster, epoch: int, evals_log: xgb.callback.TrainingCallback.EvalsLog
-    ) -> bool:
-        rounds = model.num_boosted_rounds()
-        if self.stop.requested or (rounds - self.base_rounds) % self.interval == 0:
-            self.checkpoints.save(model)
-            log.info("checkpoint saved at round %d", rounds)
-        return self.stop.requested
-
-
-class RoundDelay(xgb.callback.TrainingCallback):
-    """Test hook (``REFIT_TEST_ROUND_DELAY``): slows each round so tests can interrupt training."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-    def after_iteration(
-        self, model: xgb.Booster, epoch: int, evals_log: xgb.callback.TrainingCallback.EvalsLog
-    ) -> bool:
-        time.sleep(self.seconds)
-        return False
 
 
 # --- Training ------------------------------------------------------------------------------
@@ -675,6 +336,20 @@ def resolve_mode(
     return "incremental", None
 
 
+class RoundDelay(xgb.callback.TrainingCallback):
+    """Test hook (``REFIT_TEST_ROUND_DELAY``): slows each round so tests can interrupt training."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def after_iteration(
+        self, model: xgb.Booster, epoch: int, evals_log: xgb.callback.TrainingCallback.EvalsLog
+    ) -> bool:
+        time.sleep(self.seconds)
+        return False
+
+
 def boost(
     job: Job,
     params: dict[str, Any],
@@ -726,126 +401,7 @@ def boost(
     return booster
 
 
-# --- Scoring -------------------------------------------------------------------------------
-
-
-def score(
-    booster: xgb.Booster,
-    test: xgb.DMatrix,
-    config: TrainingConfig,
-    iteration_range: tuple[int, int] = (0, 0),
-) -> float:
-    """``config.metric`` of ``booster`` on ``test``; challenger and champion go through here.
-    ``iteration_range``: these rounds only, on ``test``'s base margin (xgboost's (0, 0): all)."""
-    labels = test.get_label().astype(np.float64)
-    # Margins, then softmax: multi:softmax predicts bare classes, mlogloss needs probabilities.
-    output = booster.predict(test, output_margin=config.multiclass, iteration_range=iteration_range)
-    if output.ndim != (2 if config.multiclass else 1):
-        raise TrainingError(
-            f"a model with {output.ndim}-D output cannot be scored for objective {config.objective}"
-        )
-    predictions = softmax(output) if config.multiclass else output.astype(np.float64)
-    value = metric_value(config.metric, labels, predictions)
-    if not np.isfinite(value):
-        raise TrainingError(f"test-{config.metric} is {value}: check the test labels")
-    return value
-
-
-def softmax(margins: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    shifted = np.exp(margins.astype(np.float64) - margins.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float64)
-
-
-def metric_value(
-    metric: str, labels: npt.NDArray[np.float64], predictions: npt.NDArray[np.float64]
-) -> float:
-    if predictions.ndim == 2:
-        classes = check_class_labels(metric, labels, predictions.shape[1])
-        if metric == "mlogloss":
-            chosen = predictions[np.arange(len(labels)), classes]
-            return float(-np.mean(np.log(np.clip(chosen, PROBABILITY_EPSILON, None))))
-        merror = float(np.mean(predictions.argmax(axis=1) != classes))
-        return 1.0 - merror if metric == "accuracy" else merror
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((predictions - labels) ** 2)))
-    if metric == "mae":
-        return float(np.mean(np.abs(predictions - labels)))
-    if metric == "logloss":
-        check_binary_labels(metric, labels, fractional=True)
-        p = np.clip(predictions, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON)
-        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-    check_binary_labels(metric, labels, fractional=False)
-    if metric == "auc":
-        return area_under_roc(labels, predictions)
-    if metric == "aucpr":
-        return average_precision(labels, predictions)
-    error = float(np.mean((predictions > 0.5) != (labels == 1)))
-    return 1.0 - error if metric == "accuracy" else error
-
-
-def check_class_labels(
-    metric: str, labels: npt.NDArray[np.float64], classes: int
-) -> npt.NDArray[np.intp]:
-    valid = (labels == np.floor(labels)) & (labels >= 0) & (labels < classes)
-    if not valid.all():
-        raise TrainingError(f"{metric} needs test labels 0..{classes - 1} (class indices)")
-    return labels.astype(np.intp)
-
-
-def check_binary_labels(metric: str, labels: npt.NDArray[np.float64], *, fractional: bool) -> None:
-    valid = ((labels >= 0) & (labels <= 1)) if fractional else ((labels == 0) | (labels == 1))
-    if not valid.all():
-        allowed = "between 0 and 1" if fractional else "0 or 1"
-        raise TrainingError(f"{metric} needs test labels {allowed}")
-    if metric in ("auc", "aucpr") and len(np.unique(labels)) < 2:
-        raise TrainingError(f"{metric} needs both classes in the test labels")
-
-
-def area_under_roc(labels: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
-    """ROC AUC as the Mann-Whitney statistic; tied scores share their average rank."""
-    positives = labels == 1
-    n_positive = int(positives.sum())
-    n_negative = len(labels) - n_positive
-    ranks = average_ranks(scores)
-    positive_rank_sum = float(ranks[positives].sum())
-    return (positive_rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
-
-
-def average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    starts_group = np.concatenate(([True], ordered[1:] != ordered[:-1]))
-    group = np.cumsum(starts_group) - 1
-    starts = np.flatnonzero(starts_group)
-    ends = np.append(starts[1:], len(values))
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = ((starts + 1 + ends) / 2.0)[group]  # ranks start..end-1 (from 1) averaged
-    return ranks
-
-
-def average_precision(labels: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
-    """Area under the precision-recall curve as average precision, ties as one threshold."""
-    order = np.argsort(-scores, kind="mergesort")
-    ordered_scores, ordered_labels = scores[order], labels[order]
-    last_of_threshold = np.append(np.flatnonzero(np.diff(ordered_scores)), len(scores) - 1)
-    true_positives = np.cumsum(ordered_labels)[last_of_threshold]
-    precision = true_positives / (last_of_threshold + 1)
-    recall = true_positives / true_positives[-1]
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
-
-
 # --- Job -----------------------------------------------------------------------------------
-
-
-def first_line(error: BaseException) -> str:
-    """The reason alone: xgboost errors add a time, a source location and a C++ stack trace."""
-    text = str(error).strip()
-    return XGBOOST_ERROR_PREFIX.sub("", text.splitlines()[0]) if text else type(error).__name__
-
-
-def format_metric(value: float) -> str:
-    """Positional notation, so MetricDefinitions regexes like ``([0-9.]+)`` read it whole."""
-    return np.format_float_positional(value, trim="-")
 
 
 def starting_point(
@@ -1118,7 +674,7 @@ def check_drift(
 
 def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     paths = job_paths(env)
-    config = training_config(load_hyperparameters(env, paths))
+    config = training_config(load_hyperparameters(env, paths.hyperparameters_file))
     champion, champion_problem = read_champion(paths.champion)
     # The labels the objective can learn (refit_data.label_rule): PrepareRun checked the train
     # files by the same rule; a class count the stack fixed bounds multi:* labels.

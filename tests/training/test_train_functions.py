@@ -1,4 +1,4 @@
-"""training/train.py's pieces in-process: the shared names, the layout, parsing and the metrics."""
+"""train.py and its modules in-process: the shared names, the layout, parsing and the metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import refit_checkpoints
+import refit_errors
+import refit_hyperparameters
+import refit_scoring
 import xgboost as xgb
 from training_harness import (
     Table,
@@ -69,14 +73,12 @@ def test_environment_overrides_the_paths(train_module: ModuleType, tmp_path: Pat
     ("value", "expected"),
     [("10", 10), (" 0.1 ", 0.1), ("hist", "hist"), (True, 1), (3, 3), ("1e-3", 0.001)],
 )
-def test_hyperparameter_strings_become_numbers(
-    train_module: ModuleType, value: object, expected: object
-) -> None:
-    assert train_module.coerce(value) == expected
+def test_hyperparameter_strings_become_numbers(value: object, expected: object) -> None:
+    assert refit_hyperparameters.coerce(value) == expected
 
 
-def test_xgboost_gets_every_other_hyperparameter(train_module: ModuleType) -> None:
-    config = train_module.training_config(
+def test_xgboost_gets_every_other_hyperparameter() -> None:
+    config = refit_hyperparameters.training_config(
         {
             "num_round": "50",
             "eval_metric": "accuracy",
@@ -95,7 +97,7 @@ def test_xgboost_gets_every_other_hyperparameter(train_module: ModuleType) -> No
     }
 
 
-def test_auc_matches_counting_pairs_with_ties(train_module: ModuleType) -> None:
+def test_auc_matches_counting_pairs_with_ties() -> None:
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 300).astype(float)
     scores = np.round(rng.normal(size=300) + labels, 1)  # rounding makes ties
@@ -103,44 +105,42 @@ def test_auc_matches_counting_pairs_with_ties(train_module: ModuleType) -> None:
     pairs = list(itertools.product(positives, negatives))
     expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
 
-    assert train_module.metric_value("auc", labels, scores) == pytest.approx(expected)
+    assert refit_scoring.metric_value("auc", labels, scores) == pytest.approx(expected)
 
 
-def test_average_precision_of_a_small_ranking(train_module: ModuleType) -> None:
+def test_average_precision_of_a_small_ranking() -> None:
     labels = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1])
     # positives found at ranks 1, 3, 5: mean of precisions 1/1, 2/3, 3/5
     expected = (1 + 2 / 3 + 3 / 5) / 3
 
-    assert train_module.metric_value("aucpr", labels, scores) == pytest.approx(expected)
+    assert refit_scoring.metric_value("aucpr", labels, scores) == pytest.approx(expected)
 
 
-def test_classification_metrics(train_module: ModuleType) -> None:
+def test_classification_metrics() -> None:
     labels = np.array([0.0, 1.0, 2.0, 1.0])
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
     binary_labels = np.array([0.0, 1.0, 1.0, 0.0])
     binary = np.array([0.2, 0.9, 0.4, 0.6])
 
-    assert train_module.metric_value("merror", labels, probabilities) == 0.25
-    assert train_module.metric_value("accuracy", labels, probabilities) == 0.75
-    assert train_module.metric_value("mlogloss", labels, probabilities) == pytest.approx(
+    assert refit_scoring.metric_value("merror", labels, probabilities) == 0.25
+    assert refit_scoring.metric_value("accuracy", labels, probabilities) == 0.75
+    assert refit_scoring.metric_value("mlogloss", labels, probabilities) == pytest.approx(
         -np.mean(np.log([0.7, 0.8, 0.2, 0.5]))
     )
-    assert train_module.metric_value("error", binary_labels, binary) == 0.5
-    assert train_module.metric_value("logloss", binary_labels, binary) == pytest.approx(
+    assert refit_scoring.metric_value("error", binary_labels, binary) == 0.5
+    assert refit_scoring.metric_value("logloss", binary_labels, binary) == pytest.approx(
         -np.mean(np.log([0.8, 0.9, 0.4, 0.4]))
     )
 
 
-def test_auc_needs_both_classes(train_module: ModuleType) -> None:
-    with pytest.raises(train_module.TrainingError, match="needs both classes"):
-        train_module.metric_value("auc", np.ones(4), np.linspace(0, 1, 4))
+def test_auc_needs_both_classes() -> None:
+    with pytest.raises(refit_errors.TrainingError, match="needs both classes"):
+        refit_scoring.metric_value("auc", np.ones(4), np.linspace(0, 1, 4))
 
 
-def test_checkpoints_keep_the_newest_three_and_skip_a_torn_one(
-    train_module: ModuleType, tmp_path: Path
-) -> None:
-    checkpoints = train_module.Checkpoints(tmp_path)
+def test_checkpoints_keep_the_newest_three_and_skip_a_torn_one(tmp_path: Path) -> None:
+    checkpoints = refit_checkpoints.Checkpoints(tmp_path)
     booster = train_booster(regression_rows(50, seed=1), rounds=1)
     for _ in range(4):
         checkpoints.save(booster)
@@ -169,16 +169,16 @@ def test_the_boosted_validation_score_reads_the_champions_trees_once(
     boosted = train_booster(rows(300, 2), 5, params, start=champion)
     validation_rows = rows(200, 3)
     validation = xgb.DMatrix(validation_rows[:, 1:], label=validation_rows[:, 0])
-    config = train_module.training_config(
+    config = refit_hyperparameters.training_config(
         {"num_round": "5", "eval_metric": metric, "objective": objective}
     )
 
     scores = train_module.validation_scores(champion, boosted, 8, validation, config)
     fresh = xgb.DMatrix(validation_rows[:, 1:], label=validation_rows[:, 0])
 
-    assert scores["refreshedValidation"] == train_module.score(champion, fresh, config)
+    assert scores["refreshedValidation"] == refit_scoring.score(champion, fresh, config)
     assert scores["boostedValidation"] == pytest.approx(
-        train_module.score(boosted, fresh, config), rel=1e-6
+        refit_scoring.score(boosted, fresh, config), rel=1e-6
     )
     assert scores["boostedValidation"] != pytest.approx(scores["refreshedValidation"], rel=1e-6)
     # Nothing appended: the boosted model is the refreshed one.
@@ -186,10 +186,11 @@ def test_the_boosted_validation_score_reads_the_champions_trees_once(
     assert same["boostedValidation"] == same["refreshedValidation"]
 
 
-def test_the_job_knows_the_metrics_the_gate_knows(train_module: ModuleType) -> None:
-    # train.py runs in the SageMaker image without the refit package: its table is a copy of
-    # refit.metrics', tied here (and the template's AllowedValues to refit.metrics, statically)
-    assert set(metrics.SUPPORTED_METRICS) == train_module.SUPPORTED_METRICS
+def test_the_job_knows_the_metrics_the_gate_knows() -> None:
+    # train.py runs in the SageMaker image without the refit package: refit_hyperparameters'
+    # table is a copy of refit.metrics', tied here (and the template's AllowedValues to
+    # refit.metrics, statically)
+    assert set(metrics.SUPPORTED_METRICS) == refit_hyperparameters.SUPPORTED_METRICS
     assert {
         name for name, higher in metrics.HIGHER_IS_BETTER.items() if higher
-    } == train_module.HIGHER_IS_BETTER
+    } == refit_hyperparameters.HIGHER_IS_BETTER

@@ -13,6 +13,7 @@ from moto.sagemaker.models import sagemaker_backends
 from moto.stepfunctions.models import stepfunctions_backends
 from moto_stack import ACCOUNT, BUCKET, REGION, SETTINGS_ENV
 
+from refit import layout
 from refit.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -182,6 +183,9 @@ def write_training_code(directory: Path) -> Path:
     (directory / "refit_incremental.py").write_text("REPLAY_DIR = 'replay'\n")
     (directory / "refit_data.py").write_text("MAX_COLUMNS = 10\n")
     (directory / "inference.py").write_text("def model_fn(model_dir):\n    return None\n")
+    for name in layout.TRAINING_MODULES:  # train.py's other modules
+        if not (directory / name).exists():
+            (directory / name).write_text(f"# {name}\n")
     return directory
 
 

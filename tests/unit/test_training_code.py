@@ -10,6 +10,7 @@ import pytest
 from builders import write_training_code
 from moto_stack import BUCKET, Aws
 
+from refit import layout
 from refit.prepare_run.training_code import (
     TrainingCodeMissing,
     build_sourcedir,
@@ -34,12 +35,7 @@ def test_the_archive_holds_the_top_level_python_files_with_no_time_or_owner(
     source = build_sourcedir(code)
     # Then it holds only the top-level .py files, sorted, with zeroed times and owners
     found = members(source.archive)
-    assert [m.name for m in found] == [
-        "inference.py",
-        "refit_data.py",
-        "refit_incremental.py",
-        "train.py",
-    ]
+    assert [m.name for m in found] == sorted(layout.TRAINING_MODULES)
     assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in found} == {(0, 0, 0, "", 0o644)}
     assert source.key == f"code/sourcedir-{source.digest[:16]}.tar.gz"
 
@@ -62,9 +58,7 @@ def test_changed_code_gets_a_new_key(tmp_path: Path) -> None:
     assert build_sourcedir(code).key != before.key
 
 
-@pytest.mark.parametrize(
-    "missing", ["train.py", "refit_incremental.py", "refit_data.py", "inference.py"]
-)
+@pytest.mark.parametrize("missing", layout.TRAINING_MODULES)
 def test_missing_entry_points_fail_clearly(tmp_path: Path, missing: str) -> None:
     code = write_training_code(tmp_path / "training")
     (code / missing).unlink()
@@ -74,7 +68,7 @@ def test_missing_entry_points_fail_clearly(tmp_path: Path, missing: str) -> None
 
 
 def test_an_absent_directory_fails_clearly(tmp_path: Path) -> None:
-    expected = r"train\.py, refit_incremental\.py, refit_data\.py, inference\.py not found"
+    expected = re.escape(", ".join(layout.TRAINING_MODULES)) + " not found"
     with pytest.raises(TrainingCodeMissing, match=expected):
         build_sourcedir(tmp_path / "nowhere")
 
@@ -91,9 +85,4 @@ def test_the_code_is_uploaded_once_per_content(aws: Aws, tmp_path: Path) -> None
     versions = aws.s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
     assert len(versions) == 1
     uploaded = aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    assert [m.name for m in members(uploaded)] == [
-        "inference.py",
-        "refit_data.py",
-        "refit_incremental.py",
-        "train.py",
-    ]
+    assert [m.name for m in members(uploaded)] == sorted(layout.TRAINING_MODULES)

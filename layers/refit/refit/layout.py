@@ -85,10 +85,22 @@ CHANNEL_REPLAY = "replay"
 MODEL_FILE = "xgboost-model"
 EVALUATION_FILE = "evaluation.json"
 TRAINING_ENTRY_POINT = "train.py"
-TRAINING_HELPER_MODULE = "refit_incremental.py"  # imported by train.py
 # refit's data contract: train.py reads its channels with it, PrepareRun checks uploads with it.
 DATA_CONTRACT_MODULE = "refit_data.py"
 INFERENCE_ENTRY_POINT = "inference.py"
+# Every file of the training code: the entry points and the modules train.py imports. The one
+# list: training/Makefile's RUNTIME_SCRIPTS must name these (tests/training/test_training_layer.py)
+# and PrepareRun refuses a TRAINING_CODE_DIR that lacks any (refit.prepare_run.training_code).
+TRAINING_MODULES = (
+    TRAINING_ENTRY_POINT,
+    "refit_checkpoints.py",
+    DATA_CONTRACT_MODULE,
+    "refit_errors.py",
+    "refit_hyperparameters.py",
+    "refit_incremental.py",
+    "refit_scoring.py",
+    INFERENCE_ENTRY_POINT,
+)
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 
 # --- Limits -------------------------------------------------------------------------------

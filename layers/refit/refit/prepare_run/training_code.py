@@ -26,15 +26,9 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 
-# train.py imports refit_incremental (replay, leaf refresh, drift) and refit_data (the data
-# contract): a layer without them would fail
-# every job, so PrepareRun refuses it first.
-REQUIRED_FILES = (
-    layout.TRAINING_ENTRY_POINT,
-    layout.TRAINING_HELPER_MODULE,
-    layout.DATA_CONTRACT_MODULE,
-    layout.INFERENCE_ENTRY_POINT,
-)
+# train.py imports its sibling modules (refit_data, refit_incremental, refit_scoring, ...): a
+# layer without one of them would fail every job, so PrepareRun refuses it first.
+REQUIRED_FILES = layout.TRAINING_MODULES
 
 
 class TrainingCodeMissing(RuntimeError):
