@@ -27,7 +27,7 @@ from static_helpers import (
 
 from refit.config import Settings
 from refit.data.datasets import DataFile, DataSelection, RunManifests
-from refit.prepare_run.run_plan import PlanInputs, build_rollback_plan, build_run_plan
+from refit.prepare_run.run_plan import PlanInputs, RunPlan, build_rollback_plan, build_run_plan
 from refit.registry.champion import Champion, ChampionState
 from refit.registry.rollback import RollbackTarget
 from refit.run_input import RunRequest
@@ -605,9 +605,7 @@ def test_train_timeout_exceeds_the_jobs_own_limits(
     assert states["TrainOnDemand"]["TimeoutSeconds"] > longest
 
 
-def _plan(
-    deployment_mode: str, *, champion: bool, batch_input: bool, spot: bool = True
-) -> dict[str, Any]:
+def _plan(deployment_mode: str, *, champion: bool, batch_input: bool, spot: bool = True) -> RunPlan:
     """A RunPlan as PrepareRun builds it (refit.prepare_run.run_plan), for a run with two accepted
     files."""
     settings = Settings.from_env(
@@ -654,16 +652,17 @@ def _resolve(document: Any, dotted: str) -> Any:
 def test_every_run_path_resolves_in_a_plan_built_by_refit(
     states: dict[str, Any], mode: str, champion: bool, batch_input: bool, spot: bool
 ) -> None:
-    # Given a plan built by the same code PrepareRun runs
+    # Given a plan built by the same code PrepareRun runs, as the state machine receives it
     plan = _plan(mode, champion=champion, batch_input=batch_input, spot=spot)
+    document = plan.to_document()
     # Then it is ready to train and its training requests have the keys Train passes
-    assert plan["status"] == "ready"
-    assert set(plan["trainingJob"]) == TRAINING_JOB_KEYS
+    assert plan.status == document["status"] == "ready"
+    assert set(document["trainingJob"]) == TRAINING_JOB_KEYS
     if spot:
-        assert set(plan["onDemandTrainingJob"]) == TRAINING_JOB_KEYS
+        assert set(document["onDemandTrainingJob"]) == TRAINING_JOB_KEYS
     else:
         # (null: CanTrainOnDemand never lets such a run reach a state reading inside it)
-        assert plan["onDemandTrainingJob"] is None
+        assert document["onDemandTrainingJob"] is None
     for name, state in states.items():
         for _, value in _path_fields(state):
             for dotted in RUN_PATH.findall(value):
@@ -672,7 +671,7 @@ def test_every_run_path_resolves_in_a_plan_built_by_refit(
                 if dotted.startswith(".rollback."):
                     continue  # only StartRollback reads it, for a rollback plan (next test)
                 # And every $.run path a state reads exists (else: uncatchable States.Runtime)
-                found = _resolve(plan, dotted)
+                found = _resolve(document, dotted)
                 if dotted.endswith((".hasInput", ".endpointExists")):
                     assert isinstance(found, bool), (name, dotted)
                 if dotted.endswith((".pollSeconds", ".maxPolls")):
@@ -707,17 +706,18 @@ def test_a_rollback_plan_resolves_every_path_on_its_way(states: dict[str, Any], 
     )
     live = Champion("live", "s3://refit-data/models/live.tar.gz", "live", 4, "endpoint")
     plan = build_rollback_plan("manual-1", target, ChampionState(live, True), mode, settings)
+    document = plan.to_document()
     # Then HasDataToTrain sends it to StartRollback, which skips training
-    assert plan["status"] == "rollback"
+    assert plan.status == document["status"] == "rollback"
     reachable = _reachable(states, "StartRollback")
     assert not {"Train", "TrainOnDemand", "EvaluateModels"} & reachable
     # And every $.run path a state on its way reads exists
     for name in sorted(reachable):
         for _, value in _path_fields(states[name]):
             for dotted in RUN_PATH.findall(value):
-                found = _resolve(plan, dotted)
+                found = _resolve(document, dotted)
                 if dotted.endswith((".hasInput", ".endpointExists")):
                     assert isinstance(found, bool), (name, dotted)
     # And StartRollback hands CreateModel and RecordRun what a promotion would
-    assert plan["rollback"]["training"] == {"modelDataUrl": target.model_data_url}
-    assert plan["rollback"]["evaluation"]["decision"] == "promote"
+    assert document["rollback"]["training"] == {"modelDataUrl": target.model_data_url}
+    assert document["rollback"]["evaluation"]["decision"] == "promote"

@@ -48,6 +48,13 @@ def records(aws: Aws) -> RunRecords:
     return RunRecords(aws.dynamodb, TABLE, STACK)
 
 
+def stored(value: Any) -> Any:
+    """A plan's part as the run record keeps it: None values dropped."""
+    if isinstance(value, dict):
+        return {k: stored(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def test_a_manual_prefix_run_is_planned_and_recorded(app: ModuleType, aws: Aws) -> None:
     # Given data under the sample input's prefix and elsewhere, and no champion yet
     put(aws.s3, "data/train/2026/11/a.csv", csv_rows(10))
@@ -76,6 +83,13 @@ def test_a_manual_prefix_run_is_planned_and_recorded(app: ModuleType, aws: Aws) 
     assert record["data"]["accepted"] == 2
     assert record["manifestUri"] == f"s3://{BUCKET}/runs/run-1/manifest.json"
     assert record["jobName"] == plan["trainingJob"]["TrainingJobName"]
+    # And the record keeps what the plan says (the table drops nulls), its data without the
+    # inlined files
+    data = {k: v for k, v in plan["data"].items() if k != "rejectedFiles"}
+    assert record["data"] == stored(data)
+    for key in ("trainingMode", "trainingModeReason", "dataWindow", "deploymentMode"):
+        assert record[key] == stored(plan[key]), key
+    assert (record["planStatus"], record["testSets"]) == (plan["status"], stored(plan["testSets"]))
     # And the plan fits a Step Functions state as it is
     assert json.loads(json.dumps(plan)) == plan
 

@@ -15,9 +15,11 @@ from refit.metrics import UnsupportedMetricError
 from refit.prepare_run.holdout import HoldoutSplit
 from refit.prepare_run.run_plan import (
     PlanInputs,
+    RunPlan,
     build_run_plan,
     choose_training_mode,
     metric_definitions,
+    plan_size,
 )
 from refit.prepare_run.warm_start import WarmStart
 from refit.registry.champion import Champion, ChampionState
@@ -62,8 +64,18 @@ def inputs(
     )
 
 
-def channels(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["ChannelName"]: c for c in plan["trainingJob"]["InputDataConfig"]}
+def job(plan: RunPlan) -> dict[str, Any]:
+    assert plan.training_job is not None
+    return plan.training_job
+
+
+def on_demand_job(plan: RunPlan) -> dict[str, Any]:
+    assert plan.on_demand_training_job is not None
+    return plan.on_demand_training_job
+
+
+def channels(plan: RunPlan) -> dict[str, dict[str, Any]]:
+    return {c["ChannelName"]: c for c in job(plan)["InputDataConfig"]}
 
 
 @pytest.mark.parametrize(
@@ -87,13 +99,13 @@ def test_training_mode_follows_the_request_and_the_champion(
 def test_an_incremental_run_warm_starts_from_the_champion() -> None:
     # Given a champion and default settings (spot on)
     plan = build_run_plan(inputs(), settings())
-    job = plan["trainingJob"]
+    request = job(plan)
     # Then the job continues the champion's model with the incremental number of rounds
-    assert plan["trainingMode"] == "incremental"
+    assert plan.training_mode == "incremental"
     model = channels(plan)["model"]
     assert model["DataSource"]["S3DataSource"]["S3Uri"] == CHAMPION.model_data_url
     assert model["ContentType"] == "application/x-sagemaker-model"
-    assert job["HyperParameters"] == {
+    assert request["HyperParameters"] == {
         "sagemaker_program": "train.py",
         "sagemaker_submit_directory": CODE_URI,
         "objective": "reg:squarederror",
@@ -107,14 +119,19 @@ def test_an_incremental_run_warm_starts_from_the_champion() -> None:
         "replay_rows": "50000",
     }
     # And it runs on spot with a wait limit and checkpoints
-    assert job["EnableManagedSpotTraining"] is True
-    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
-    name = job["TrainingJobName"]
-    assert job["CheckpointConfig"] == {
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {
+        "MaxRuntimeInSeconds": 3600,
+        "MaxWaitTimeInSeconds": 7200,
+    }
+    name = request["TrainingJobName"]
+    assert plan.training_job_name == name
+    assert request["CheckpointConfig"] == {
         "S3Uri": f"s3://{BUCKET}/checkpoints/{name}/",
         "LocalPath": "/opt/ml/checkpoints",
     }
-    assert plan["champion"]["modelName"] == "s3-champion"
+    assert plan.champion == CHAMPION
+    assert plan.to_document()["champion"]["modelName"] == "s3-champion"
 
 
 def test_the_train_channel_reads_the_manifest_and_test_data_is_a_prefix() -> None:
@@ -125,24 +142,25 @@ def test_the_train_channel_reads_the_manifest_and_test_data_is_a_prefix() -> Non
     test = channels(plan)["test"]["DataSource"]["S3DataSource"]
     assert (test["S3DataType"], test["S3Uri"]) == ("S3Prefix", f"s3://{BUCKET}/data/test/")
     assert channels(plan)["validation"]["ContentType"] == "text/csv"
-    assert plan["trainingJob"]["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/models/"}
+    assert job(plan)["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/models/"}
 
 
 def test_a_first_run_trains_from_scratch_without_a_model_channel() -> None:
     plan = build_run_plan(
         inputs(champion=None, request=RunRequest(training_mode="incremental")), settings()
     )
-    assert plan["trainingMode"] == "full"
-    assert "no champion" in plan["trainingModeReason"]
-    assert plan["champion"] is None
+    assert plan.training_mode == "full"
+    assert "no champion" in (plan.training_mode_reason or "")
+    assert plan.champion is None
+    assert plan.to_document()["champion"] is None
     assert "model" not in channels(plan)
-    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "300"
-    assert plan["deploy"]["endpointExists"] is False
+    assert job(plan)["HyperParameters"]["num_round"] == "300"
+    assert plan.deploy.endpoint_exists is False
 
 
 def test_a_full_retrain_still_scores_the_champion() -> None:
     plan = build_run_plan(inputs(request=RunRequest(training_mode="full")), settings())
-    assert plan["trainingJob"]["HyperParameters"]["refit_mode"] == "full"
+    assert job(plan)["HyperParameters"]["refit_mode"] == "full"
     assert "model" in channels(plan)
 
 
@@ -153,16 +171,16 @@ def test_validation_channel_only_when_there_is_validation_data() -> None:
 
 def test_on_demand_training_has_no_wait_limit_but_keeps_checkpoints() -> None:
     plan = build_run_plan(inputs(), settings(use_spot_training=False))
-    job = plan["trainingJob"]
-    assert job["EnableManagedSpotTraining"] is False
-    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
-    assert "CheckpointConfig" in job
+    request = job(plan)
+    assert request["EnableManagedSpotTraining"] is False
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+    assert "CheckpointConfig" in request
 
 
 def test_a_spot_run_plans_its_on_demand_retry_on_the_same_checkpoints() -> None:
     # Given a spot stack
     plan = build_run_plan(inputs(run_id="manual-1"), settings())
-    spot, on_demand = plan["trainingJob"], plan["onDemandTrainingJob"]
+    spot, on_demand = job(plan), on_demand_job(plan)
     # Then the retry is the same request under its own name, on demand, without a wait limit
     assert on_demand["TrainingJobName"] == "manual-1-od" != spot["TrainingJobName"]
     assert on_demand["EnableManagedSpotTraining"] is False
@@ -188,14 +206,15 @@ def test_a_spot_run_plans_its_on_demand_retry_on_the_same_checkpoints() -> None:
 
 def test_an_on_demand_stack_has_nothing_to_fall_back_to() -> None:
     plan = build_run_plan(inputs(), settings(use_spot_training=False))
-    assert plan["onDemandTrainingJob"] is None
+    assert plan.on_demand_training_job is None
+    assert plan.to_document()["onDemandTrainingJob"] is None
 
 
 def test_the_on_demand_job_name_is_valid_and_distinct_for_any_execution_name() -> None:
     for run_id in ("My_Manual.Run_" + "x" * 70, "r" * 80, "s3-" + "a" * 60):
         plan = build_run_plan(inputs(run_id=run_id), settings())
-        spot = plan["trainingJob"]["TrainingJobName"]
-        on_demand = plan["onDemandTrainingJob"]["TrainingJobName"]
+        spot = job(plan)["TrainingJobName"]
+        on_demand = on_demand_job(plan)["TrainingJobName"]
         assert SAGEMAKER_NAME.match(on_demand), on_demand
         assert on_demand != spot
 
@@ -203,22 +222,24 @@ def test_the_on_demand_job_name_is_valid_and_distinct_for_any_execution_name() -
 def test_every_resource_is_tagged_with_the_stack_and_run() -> None:
     plan = build_run_plan(inputs(run_id="manual-1"), settings())
     base = [{"Key": "refit:stack", "Value": STACK}, {"Key": "refit:run", "Value": "manual-1"}]
-    assert plan["trainingJob"]["Tags"] == base
-    assert plan["deploy"]["tags"] == base
-    assert plan["deploy"]["modelTags"] == [*base, {"Key": "refit:role", "Value": "model"}]
-    assert plan["deploy"]["endpointConfigTags"][-1] == {
+    assert job(plan)["Tags"] == base
+    deploy = plan.to_document()["deploy"]
+    assert deploy["tags"] == base
+    assert deploy["modelTags"] == [*base, {"Key": "refit:role", "Value": "model"}]
+    assert deploy["endpointConfigTags"][-1] == {
         "Key": "refit:role",
         "Value": "endpoint-config",
     }
+    assert deploy["transform"]["Tags"][-1] == {"Key": "refit:role", "Value": "transform"}
 
 
 def test_deploy_block_names_everything_after_the_job() -> None:
     plan = build_run_plan(inputs(run_id="manual-1"), settings())
-    deploy = plan["deploy"]
-    assert deploy["modelName"] == deploy["endpointConfigName"] == "manual-1"
-    assert deploy["endpointName"] == SETTINGS_ENV["ENDPOINT_NAME"]
-    assert deploy["image"] == IMAGE
-    assert deploy["environment"] == {
+    deploy = plan.deploy
+    assert deploy.model_name == deploy.endpoint_config_name == "manual-1"
+    assert deploy.endpoint_name == SETTINGS_ENV["ENDPOINT_NAME"]
+    assert deploy.image == IMAGE
+    assert deploy.environment == {
         "SAGEMAKER_PROGRAM": "inference.py",
         "SAGEMAKER_SUBMIT_DIRECTORY": CODE_URI,
         "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv",
@@ -227,7 +248,7 @@ def test_deploy_block_names_everything_after_the_job() -> None:
     }
     # The default rollout: a 10 % canary for 300 s, then 300 s of baking, watched by no alarm
     # here (the template passes its two in ROLLBACK_ALARMS)
-    assert deploy["deploymentConfig"] == {
+    assert deploy.deployment_config == {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {
                 "Type": "CANARY",
@@ -239,11 +260,18 @@ def test_deploy_block_names_everything_after_the_job() -> None:
         }
     }
     # Polls (EndpointMaxPolls) cover provisioning; WaitForRollout sleeps through the rollout
-    assert (deploy["pollSeconds"], deploy["maxPolls"]) == (30, 120)
+    assert (deploy.poll_seconds, deploy.max_polls) == (30, 120)
     # An update: WaitForRollout sleeps through the canary's 300 s and the bake's 300 s
-    assert deploy["rolloutSeconds"] == 600
-    transform = deploy["transform"]
+    assert deploy.rollout_seconds == 600
+    assert deploy.transform.job_name == "manual-1"
+    # The document the ASL reads: CreateTransformJob's request beside hasInput and successMarker
+    transform = plan.to_document()["deploy"]["transform"]
     assert transform["TransformJobName"] == "manual-1"
+    assert transform["hasInput"] is False
+    assert transform["successMarker"] == {
+        "Bucket": BUCKET,
+        "Key": "batch/output/manual-1/_SUCCESS",
+    }
     assert transform["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/batch/output/manual-1/"
     source = transform["TransformInput"]["DataSource"]["S3DataSource"]
     assert source["S3Uri"] == f"s3://{BUCKET}/batch/input/"
@@ -253,20 +281,20 @@ def test_deploy_block_names_everything_after_the_job() -> None:
 def test_job_names_are_valid_sagemaker_names_for_any_execution_name() -> None:
     run_id = "My_Manual.Run_" + "x" * 70
     plan = build_run_plan(inputs(run_id=run_id), settings())
-    assert SAGEMAKER_NAME.match(plan["trainingJob"]["TrainingJobName"])
+    assert SAGEMAKER_NAME.match(job(plan)["TrainingJobName"])
 
 
 def test_deployment_mode_defaults_to_the_stack_and_can_be_overridden() -> None:
-    assert build_run_plan(inputs(), settings())["deploymentMode"] == "endpoint"
+    assert build_run_plan(inputs(), settings()).deployment_mode == "endpoint"
     override = inputs(request=RunRequest(deployment_mode="batch"))
-    assert build_run_plan(override, settings())["deploymentMode"] == "batch"
+    assert build_run_plan(override, settings()).deployment_mode == "batch"
 
 
 def test_nothing_accepted_means_rejected_input() -> None:
     rejected = (RejectedFile("data/train/a.csv", "bad", "data/rejected/a.csv"),)
     plan = build_run_plan(inputs(accepted=0, rejected=rejected), settings())
-    assert plan["status"] == "rejected-input"
-    assert plan["data"]["rejectedFiles"] == [
+    assert plan.status == "rejected-input"
+    assert plan.to_document()["data"]["rejectedFiles"] == [
         {"key": "data/train/a.csv", "reason": "bad", "movedTo": "data/rejected/a.csv"}
     ]
 
@@ -309,17 +337,57 @@ def test_a_run_of_a_thousand_files_stays_far_below_the_state_limit() -> None:
     )
     plan = build_run_plan(inputs(accepted=1000, rejected=rejected), settings())
     # Then the lists stay in the manifest and the plan is a small fraction of 256 KiB
-    size = len(json.dumps(plan).encode())
+    document = plan.to_document()
+    size = len(json.dumps(document).encode())
     assert size < 32 * 1024
-    assert plan["data"]["accepted"] == 1000
-    assert plan["data"]["rejected"] == 1000
-    assert 0 < len(plan["data"]["rejectedFiles"]) <= layout.INLINE_KEYS_MAX
-    assert plan["data"]["rejectedFilesInline"] == len(plan["data"]["rejectedFiles"])
+    assert plan_size(plan) < size  # compact, as PrepareRun logs it
+    data = document["data"]
+    assert data["accepted"] == 1000
+    assert data["rejected"] == 1000
+    assert 0 < len(data["rejectedFiles"]) <= layout.INLINE_KEYS_MAX
+    assert data["rejectedFilesInline"] == len(data["rejectedFiles"])
+    # And the reasons inlined are cut short
+    assert all(len(f["reason"]) == 300 for f in data["rejectedFiles"])
 
 
 def test_the_plan_is_plain_json() -> None:
+    document = build_run_plan(inputs(), settings()).to_document()
+    assert json.loads(json.dumps(document)) == document
+
+
+def test_the_document_has_the_keys_the_state_machine_reads() -> None:
     plan = build_run_plan(inputs(), settings())
-    assert json.loads(json.dumps(plan)) == plan
+    assert list(plan.to_document()) == [
+        "runId",
+        "status",
+        "source",
+        "trainingMode",
+        "trainingModeReason",
+        "startedAt",
+        "dataWindow",
+        "deploymentMode",
+        "metric",
+        "higherIsBetter",
+        "data",
+        "champion",
+        "trainingJob",
+        "onDemandTrainingJob",
+        "deploy",
+        "forceDecision",
+        "championProblem",
+        "testSets",
+    ]
+
+
+def test_the_document_is_a_copy() -> None:
+    # Given a rendered document that a caller changes
+    plan = build_run_plan(inputs(), settings())
+    document = plan.to_document()
+    document["trainingJob"]["TrainingJobName"] = "changed"
+    document["deploy"]["transform"]["Tags"].clear()
+    # Then the plan, and the next rendering, are as they were
+    assert plan.training_job_name != "changed"
+    assert plan.to_document()["deploy"]["transform"]["Tags"] != []
 
 
 # --- the gate -----------------------------------------------------------------------------------
@@ -328,8 +396,8 @@ def test_an_unsafe_warm_start_makes_the_run_a_full_retrain_and_says_why() -> Non
     plan = build_run_plan(
         dataclasses.replace(inputs(), warm_start=WarmStart(full_retrain_reason=why)), settings()
     )
-    assert (plan["trainingMode"], plan["trainingModeReason"]) == ("full", why)
-    assert plan["trainingJob"]["HyperParameters"]["num_round"] == "300"
+    assert (plan.training_mode, plan.training_mode_reason) == ("full", why)
+    assert job(plan)["HyperParameters"]["num_round"] == "300"
     # The champion is still scored: the model channel stays
     assert layout.CHANNEL_MODEL in channels(plan)
 
@@ -337,10 +405,11 @@ def test_an_unsafe_warm_start_makes_the_run_a_full_retrain_and_says_why() -> Non
 def test_a_champion_whose_artifact_is_missing_is_left_out_of_the_job() -> None:
     warm_start = WarmStart("full retrain: its artifact is missing", "its artifact is missing")
     plan = build_run_plan(dataclasses.replace(inputs(), warm_start=warm_start), settings())
-    assert plan["trainingMode"] == "full"
+    assert plan.training_mode == "full"
     assert layout.CHANNEL_MODEL not in channels(plan)
-    assert plan["championProblem"] == "its artifact is missing"
-    assert plan["champion"]["modelName"] == "s3-champion"  # the endpoint is still updated
+    assert plan.champion_problem == "its artifact is missing"
+    assert plan.to_document()["championProblem"] == "its artifact is missing"
+    assert plan.champion == CHAMPION  # the endpoint is still updated
 
 
 def test_a_requested_full_retrain_keeps_its_own_reason() -> None:
@@ -349,7 +418,7 @@ def test_a_requested_full_retrain_keeps_its_own_reason() -> None:
     plan = build_run_plan(
         dataclasses.replace(inputs(request=request), warm_start=warm_start), settings()
     )
-    assert plan["trainingModeReason"] == "full retraining requested"
+    assert plan.training_mode_reason == "full retraining requested"
 
 
 def test_split_holdout_becomes_two_manifest_channels() -> None:
@@ -369,7 +438,8 @@ def test_split_holdout_becomes_two_manifest_channels() -> None:
     ]:
         source = found[name]["DataSource"]["S3DataSource"]
         assert (source["S3DataType"], source["S3Uri"]) == ("ManifestFile", uri)
-    assert plan["testSets"]["retainedFiles"] == 2
+    assert plan.test_sets == split
+    assert plan.to_document()["testSets"]["retainedFiles"] == 2
 
 
 def test_without_a_split_the_test_channel_reads_the_whole_prefix() -> None:
@@ -381,12 +451,13 @@ def test_without_a_split_the_test_channel_reads_the_whole_prefix() -> None:
 
 def test_a_forced_decision_reaches_the_plan() -> None:
     plan = build_run_plan(inputs(request=RunRequest(force_decision="reject")), settings())
-    assert plan["forceDecision"] == "reject"
+    assert plan.force_decision == "reject"
+    assert plan.to_document()["forceDecision"] == "reject"
 
 
 def test_a_new_endpoint_has_no_rollout_to_wait_for() -> None:
     # Given no champion and no endpoint: CreateEndpoint, which shifts no traffic
     plan = build_run_plan(inputs(champion=None), settings())
     # Then WaitForRollout sleeps 0 s
-    assert plan["deploy"]["endpointExists"] is False
-    assert plan["deploy"]["rolloutSeconds"] == 0
+    assert plan.deploy.endpoint_exists is False
+    assert plan.deploy.rollout_seconds == 0

@@ -230,30 +230,30 @@ def prepare_run(
             "executionArn": event.execution_arn,
             "startedAt": started_at,
             "request": request.summary(),
-            "planStatus": plan["status"],
-            "trainingMode": plan["trainingMode"],
-            "trainingModeReason": plan["trainingModeReason"],
-            "dataWindow": plan["dataWindow"],
-            "deploymentMode": plan["deploymentMode"],
-            "data": {k: v for k, v in plan["data"].items() if k != "rejectedFiles"},
+            "planStatus": plan.status,
+            "trainingMode": plan.training_mode,
+            "trainingModeReason": plan.training_mode_reason,
+            "dataWindow": plan.data_window.to_document() if plan.data_window else None,
+            "deploymentMode": plan.deployment_mode,
+            "data": plan.data.summary() if plan.data else None,
             "manifestUri": manifests.manifest_uri,
-            "jobName": plan["trainingJob"]["TrainingJobName"],
-            "champion": plan["champion"],
+            "jobName": plan.training_job_name,
+            "champion": plan.champion.to_dict() if plan.champion else None,
             "codeUri": code_uri,
-            "testSets": plan["testSets"],
-            "forceDecision": plan["forceDecision"],
+            "testSets": plan.test_sets.to_dict() if plan.test_sets else None,
+            "forceDecision": plan.force_decision,
         },
     )
     logger.info(
         "run prepared",
         extra={
             "runId": run_id,
-            "status": plan["status"],
-            "trainingMode": plan["trainingMode"],
+            "status": plan.status,
+            "trainingMode": plan.training_mode,
             "planBytes": plan_size(plan),
         },
     )
-    return plan
+    return plan.to_document()
 
 
 def data_window_since(request: RunRequest, pointer: ChampionPointer | None) -> str | None:
@@ -305,12 +305,10 @@ def _prepare_rollback(
             "startedAt": started_at,
             "kind": "rollback",
             "request": request.summary(),
-            "planStatus": plan["status"],
-            "deploymentMode": plan["deploymentMode"],
-            "champion": plan["champion"],
-            "rollback": {
-                k: v for k, v in plan["rollback"].items() if k not in ("training", "evaluation")
-            },
+            "planStatus": plan.status,
+            "deploymentMode": plan.deployment_mode,
+            "champion": plan.champion.to_dict() if plan.champion else None,
+            "rollback": plan.rollback.summary() if plan.rollback else None,
         },
     )
     logger.info(
@@ -321,4 +319,4 @@ def _prepare_rollback(
             "replacing": live.model_name if live else None,
         },
     )
-    return plan
+    return plan.to_document()

@@ -8,24 +8,30 @@ transform. Numbers the states need (poll interval, poll limit) live here too, so
 plain JSON. The plan is kept small (Step Functions refuses states over 256 KiB with an error
 no Catch handles): object lists stay in the run manifest, and only the first few rejected files
 are inlined for the notification.
+
+:class:`RunPlan` is the plan as refit's code reads it; :meth:`RunPlan.to_document` renders the
+JSON document the state machine receives (the keys the ASL and refit.run_state read). The AWS
+requests in it (CreateTrainingJob, CreateTransformJob, DeploymentConfig) stay dicts: the ASL
+passes them verbatim.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from refit import layout
 from refit.config import DeploymentMode, Settings
 from refit.data.datasets import DataSelection, RunManifests
+from refit.data.rejected import RejectedFile
 from refit.metrics import higher_is_better
 from refit.prepare_run.holdout import HoldoutSplit
 from refit.prepare_run.warm_start import WarmStart
 from refit.registry.champion import Champion, ChampionState
 from refit.registry.rollback import RollbackTarget
-from refit.run_input import RunRequest, TrainingMode
+from refit.run_input import ForcedDecision, RunRequest, Source, TrainingMode
 
 Mode = Literal["full", "incremental"]
 PlanStatus = Literal["ready", "rejected-input", "rollback"]
@@ -36,6 +42,249 @@ _INLINE_REASON_MAX_CHARS = 300
 _VOLUME_SIZE_GB = 30
 # A number as the training script prints it, e.g. 0.41, 1e-05, -3.2E+2.
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+# An AWS resource tag, {"Key": ..., "Value": ...}.
+Tag = dict[str, str]
+
+
+@dataclass(frozen=True)
+class PlanDataWindow:
+    """``dataWindow``: the data the run trains on (refit.ledger.run_records.DataWindow)."""
+
+    since: str | None  # None: all data
+    outside_window: int  # listed files left out because they trained before ``since``
+
+    def to_document(self) -> dict[str, Any]:
+        return {"since": self.since, "outsideWindow": self.outside_window}
+
+
+@dataclass(frozen=True)
+class PlanData:
+    """``data``: what the run selected; the lists stay in the run manifest."""
+
+    accepted: int
+    rejected: int
+    skipped: int
+    rows: int
+    columns: int | None
+    manifest_uri: str
+    train_manifest_uri: str
+    # The first few rejected files (reasons cut short), for the notification.
+    rejected_files: tuple[RejectedFile, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """The document without the inlined files: what the run record keeps."""
+        return {**self._counts(), "rejectedFilesInline": len(self.rejected_files)}
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            **self._counts(),
+            "rejectedFiles": [f.to_dict() for f in self.rejected_files],
+            "rejectedFilesInline": len(self.rejected_files),
+        }
+
+    def _counts(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "skipped": self.skipped,
+            "rows": self.rows,
+            "columns": self.columns,
+            "manifestUri": self.manifest_uri,
+            "trainManifestUri": self.train_manifest_uri,
+        }
+
+
+@dataclass(frozen=True)
+class PlanTransform:
+    """``deploy.transform``: a CreateTransformJob request the ASL passes verbatim, plus whether
+    there is input to transform and the marker written once the job has succeeded."""
+
+    has_input: bool
+    request: dict[str, Any]
+    success_marker_bucket: str
+    success_marker_key: str
+
+    @property
+    def job_name(self) -> str:
+        return str(self.request["TransformJobName"])
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "hasInput": self.has_input,
+            **self.request,
+            "successMarker": {"Bucket": self.success_marker_bucket, "Key": self.success_marker_key},
+        }
+
+
+@dataclass(frozen=True)
+class PlanDeploy:
+    """``deploy``: the names and settings of the model, endpoint config, endpoint and transform."""
+
+    model_name: str
+    endpoint_config_name: str
+    endpoint_name: str
+    endpoint_exists: bool
+    image: str
+    environment: dict[str, str]
+    instance_type: str
+    instance_count: int
+    tags: tuple[Tag, ...]
+    model_tags: tuple[Tag, ...]
+    endpoint_config_tags: tuple[Tag, ...]
+    poll_seconds: int
+    # Polls for provisioning only: WaitForRollout sleeps through the shifts and the bake of
+    # an update (refit.rollout) in one transition before the first poll.
+    max_polls: int
+    deployment_config: dict[str, Any]  # UpdateEndpoint's DeploymentConfig
+    rollout_seconds: int
+    transform: PlanTransform
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "modelName": self.model_name,
+            "endpointConfigName": self.endpoint_config_name,
+            "endpointName": self.endpoint_name,
+            "endpointExists": self.endpoint_exists,
+            "image": self.image,
+            "environment": self.environment,
+            "instanceType": self.instance_type,
+            "instanceCount": self.instance_count,
+            "tags": list(self.tags),
+            "modelTags": list(self.model_tags),
+            "endpointConfigTags": list(self.endpoint_config_tags),
+            "pollSeconds": self.poll_seconds,
+            "maxPolls": self.max_polls,
+            "deploymentConfig": self.deployment_config,
+            "rolloutSeconds": self.rollout_seconds,
+            "transform": self.transform.to_document(),
+        }
+
+
+@dataclass(frozen=True)
+class PlanRollback:
+    """``rollback``: the registered model a rollback run redeploys, and the ``$.training`` and
+    ``$.evaluation`` that state StartRollback hands on (what a promotion would have)."""
+
+    model_package_arn: str
+    model_package_version: int | None
+    trained_by_run: str | None
+    replaced_model_package_arn: str | None
+    replaced_model_name: str | None
+    model_data_url: str
+    reason: str
+    # From the package's metadata, as the promotion that registered it recorded them.
+    metric: str | None
+    challenger: str | None
+    features: int | None
+    objective: str | None
+
+    def summary(self) -> dict[str, Any]:
+        """The document without ``training`` and ``evaluation``: what the run record keeps."""
+        return {
+            "modelPackageArn": self.model_package_arn,
+            "modelPackageVersion": self.model_package_version,
+            "trainedByRun": self.trained_by_run,
+            "replacedModelPackageArn": self.replaced_model_package_arn,
+            "replacedModelName": self.replaced_model_name,
+        }
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "training": {"modelDataUrl": self.model_data_url},
+            "evaluation": {
+                "decision": "promote",
+                "reason": self.reason,
+                "rollback": True,
+                "modelPackageArn": self.model_package_arn,
+                "modelPackageVersion": self.model_package_version,
+                "trainedByRun": self.trained_by_run,
+                "metric": self.metric,
+                "challenger": self.challenger,
+                "features": self.features,
+                "objective": self.objective,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """``$.run``: a training run's plan, or a rollback run's (``rollback`` set: no training)."""
+
+    run_id: str
+    status: PlanStatus
+    source: Source
+    deployment_mode: DeploymentMode
+    metric: str
+    champion: Champion | None
+    deploy: PlanDeploy
+    # None for a rollback.
+    training_mode: Mode | None = None
+    training_mode_reason: str | None = None
+    data: PlanData | None = None
+    training_job: dict[str, Any] | None = None  # a CreateTrainingJob request
+    # The same request on on-demand capacity; None for a stack that trains on demand anyway.
+    on_demand_training_job: dict[str, Any] | None = None
+    # The gate: EvaluateModels reads these (refit.run_state.RunSection).
+    force_decision: ForcedDecision | None = None
+    champion_problem: str | None = None
+    test_sets: HoldoutSplit | None = None
+    # A training run's only: a rollback's document leaves these keys out.
+    started_at: str | None = None
+    data_window: PlanDataWindow | None = None
+    higher_is_better: bool | None = None
+    rollback: PlanRollback | None = None
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.rollback is not None
+
+    @property
+    def training_job_name(self) -> str | None:
+        return None if self.training_job is None else str(self.training_job["TrainingJobName"])
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON document the state machine receives as ``$.run``.
+
+        A rollback's has ``kind`` and ``rollback`` and no ``startedAt``, ``dataWindow`` or
+        ``higherIsBetter``; a training run's the other way round. A fresh copy: changing it
+        leaves the plan as it was.
+        """
+        rollback = self.rollback
+        document: dict[str, Any] = {"runId": self.run_id, "status": self.status}
+        if rollback is not None:
+            document["kind"] = "rollback"
+        document |= {
+            "source": self.source,
+            "trainingMode": self.training_mode,
+            "trainingModeReason": self.training_mode_reason,
+        }
+        if rollback is None:
+            document |= {
+                "startedAt": self.started_at,
+                "dataWindow": _rendered(self.data_window),
+            }
+        document |= {"deploymentMode": self.deployment_mode, "metric": self.metric}
+        if rollback is None:
+            document["higherIsBetter"] = self.higher_is_better
+        document |= {
+            "data": _rendered(self.data),
+            "champion": self.champion.to_dict() if self.champion else None,
+            "trainingJob": self.training_job,
+            "onDemandTrainingJob": self.on_demand_training_job,
+            "deploy": self.deploy.to_document(),
+            "forceDecision": self.force_decision,
+            "championProblem": self.champion_problem,
+            "testSets": self.test_sets.to_dict() if self.test_sets else None,
+        }
+        if rollback is not None:
+            document["rollback"] = rollback.to_document()
+        return copy.deepcopy(document)
+
+
+def _rendered(part: PlanDataWindow | PlanData | None) -> dict[str, Any] | None:
+    return None if part is None else part.to_document()
 
 
 @dataclass(frozen=True)
@@ -95,7 +344,7 @@ def metric_definitions(metric: str) -> list[dict[str, str]]:
     ]
 
 
-def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
+def build_run_plan(inputs: PlanInputs, settings: Settings) -> RunPlan:
     champion = inputs.champion.champion
     mode, reason = choose_training_mode(
         inputs.request.training_mode, champion, inputs.request.source
@@ -111,23 +360,23 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
     status: PlanStatus = "ready" if inputs.selection.accepted else "rejected-input"
     job_name = layout.sagemaker_name(inputs.run_id)
     training_job = _training_job(inputs, settings, job_name, mode)
-    return {
-        "runId": inputs.run_id,
-        "status": status,
-        "source": inputs.request.source,
-        "trainingMode": mode,
-        "trainingModeReason": reason,
-        "startedAt": inputs.started_at,
-        "dataWindow": {"since": since, "outsideWindow": inputs.selection.outside_window},
-        "deploymentMode": deployment_mode,
-        "metric": settings.evaluation_metric,
+    return RunPlan(
+        run_id=inputs.run_id,
+        status=status,
+        source=inputs.request.source,
+        training_mode=mode,
+        training_mode_reason=reason,
+        started_at=inputs.started_at,
+        data_window=PlanDataWindow(since, inputs.selection.outside_window),
+        deployment_mode=deployment_mode,
+        metric=settings.evaluation_metric,
         # Fails here (before an hour of training) if the metric is not one refit can gate on.
-        "higherIsBetter": higher_is_better(settings.evaluation_metric),
-        "data": _data_summary(inputs),
-        "champion": champion.to_dict() if champion else None,
-        "trainingJob": training_job,
-        "onDemandTrainingJob": _on_demand_training_job(training_job, inputs.run_id, settings),
-        "deploy": _deploy(
+        higher_is_better=higher_is_better(settings.evaluation_metric),
+        data=_data_summary(inputs),
+        champion=champion,
+        training_job=training_job,
+        on_demand_training_job=_on_demand_training_job(training_job, inputs.run_id, settings),
+        deploy=_deploy(
             settings,
             inputs.run_id,
             endpoint_exists=inputs.champion.endpoint_exists,
@@ -135,11 +384,10 @@ def build_run_plan(inputs: PlanInputs, settings: Settings) -> dict[str, Any]:
             environment=_serving_environment(inputs.code_uri, inputs.region),
             has_batch_input=inputs.has_batch_input,
         ),
-        # The gate: EvaluateModels reads these (refit.run_state.RunSection).
-        "forceDecision": inputs.request.force_decision,
-        "championProblem": inputs.warm_start.champion_problem if inputs.warm_start else None,
-        "testSets": inputs.test_sets.to_dict() if inputs.test_sets else None,
-    }
+        force_decision=inputs.request.force_decision,
+        champion_problem=inputs.warm_start.champion_problem if inputs.warm_start else None,
+        test_sets=inputs.test_sets,
+    )
 
 
 def _unless_warm_start_is_unsafe(
@@ -167,35 +415,34 @@ def _manifest_channel(name: str, uri: str) -> dict[str, Any]:
     return channel
 
 
-def plan_size(plan: dict[str, Any]) -> int:
-    return len(json.dumps(plan, separators=(",", ":")).encode())
+def plan_size(plan: RunPlan) -> int:
+    """The bytes of the rendered document, compact (what Step Functions counts)."""
+    return len(json.dumps(plan.to_document(), separators=(",", ":")).encode())
 
 
-def _data_summary(inputs: PlanInputs) -> dict[str, Any]:
+def _data_summary(inputs: PlanInputs) -> PlanData:
     selection = inputs.selection
-    inline: list[dict[str, Any]] = []
+    inline: list[RejectedFile] = []
     used = 0
     for rejected in selection.rejected[: layout.INLINE_KEYS_MAX]:
-        entry = rejected.to_dict()
-        entry["reason"] = entry["reason"][:_INLINE_REASON_MAX_CHARS]
-        used += len(json.dumps(entry).encode())
+        entry = replace(rejected, reason=rejected.reason[:_INLINE_REASON_MAX_CHARS])
+        used += len(json.dumps(entry.to_dict()).encode())
         if used > INLINE_REJECTED_MAX_BYTES:
             break
         inline.append(entry)
-    return {
-        "accepted": len(selection.accepted),
-        "rejected": len(selection.rejected),
-        "skipped": len(selection.skipped),
-        "rows": selection.rows,
-        "columns": selection.columns,
-        "manifestUri": inputs.manifests.manifest_uri,
-        "trainManifestUri": inputs.manifests.train_manifest_uri,
-        "rejectedFiles": inline,
-        "rejectedFilesInline": len(inline),
-    }
+    return PlanData(
+        accepted=len(selection.accepted),
+        rejected=len(selection.rejected),
+        skipped=len(selection.skipped),
+        rows=selection.rows,
+        columns=selection.columns,
+        manifest_uri=inputs.manifests.manifest_uri,
+        train_manifest_uri=inputs.manifests.train_manifest_uri,
+        rejected_files=tuple(inline),
+    )
 
 
-def _tags(settings: Settings, run_id: str, role: str | None = None) -> list[dict[str, str]]:
+def _tags(settings: Settings, run_id: str, role: str | None = None) -> list[Tag]:
     tags = [
         {"Key": layout.TAG_STACK, "Value": settings.stack_name},
         {"Key": layout.TAG_RUN, "Value": run_id},
@@ -332,7 +579,7 @@ def build_rollback_plan(
     champion: ChampionState,
     deployment_mode: DeploymentMode,
     settings: Settings,
-) -> dict[str, Any]:
+) -> RunPlan:
     """The plan of a rollback run (refit.registry.rollback): no training job, the target's
     container.
 
@@ -347,20 +594,14 @@ def build_rollback_plan(
         + (f", replacing {live.model_name}" if live else "")
     )
     metadata = target.metadata
-    return {
-        "runId": run_id,
-        "status": "rollback",
-        "kind": "rollback",
-        "source": "manual",
-        "trainingMode": None,
-        "trainingModeReason": None,
-        "deploymentMode": deployment_mode,
-        "metric": settings.evaluation_metric,
-        "data": None,
-        "champion": live.to_dict() if live else None,
-        "trainingJob": None,
-        "onDemandTrainingJob": None,
-        "deploy": _deploy(
+    return RunPlan(
+        run_id=run_id,
+        status="rollback",
+        source="manual",
+        deployment_mode=deployment_mode,
+        metric=settings.evaluation_metric,
+        champion=live,
+        deploy=_deploy(
             settings,
             run_id,
             endpoint_exists=champion.endpoint_exists,
@@ -369,30 +610,20 @@ def build_rollback_plan(
             # A batch stack's rollback moves the champion; the next batch transform uses it.
             has_batch_input=False,
         ),
-        "forceDecision": None,
-        "championProblem": None,
-        "testSets": None,
-        "rollback": {
-            "modelPackageArn": target.package_arn,
-            "modelPackageVersion": version,
-            "trainedByRun": target.trained_by_run,
-            "replacedModelPackageArn": live.model_package_arn if live else None,
-            "replacedModelName": live.model_name if live else None,
-            "training": {"modelDataUrl": target.model_data_url},
-            "evaluation": {
-                "decision": "promote",
-                "reason": reason,
-                "rollback": True,
-                "modelPackageArn": target.package_arn,
-                "modelPackageVersion": version,
-                "trainedByRun": target.trained_by_run,
-                "metric": metadata.get("metric"),
-                "challenger": metadata.get("challenger"),
-                "features": _int_or_none(metadata.get("features")),
-                "objective": metadata.get("objective"),
-            },
-        },
-    }
+        rollback=PlanRollback(
+            model_package_arn=target.package_arn,
+            model_package_version=version,
+            trained_by_run=target.trained_by_run,
+            replaced_model_package_arn=live.model_package_arn if live else None,
+            replaced_model_name=live.model_name if live else None,
+            model_data_url=target.model_data_url,
+            reason=reason,
+            metric=metadata.get("metric"),
+            challenger=metadata.get("challenger"),
+            features=_int_or_none(metadata.get("features")),
+            objective=metadata.get("objective"),
+        ),
+    )
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -420,56 +651,54 @@ def _deploy(
     image: str,
     environment: dict[str, str],
     has_batch_input: bool,
-) -> dict[str, Any]:
+) -> PlanDeploy:
     job_name = layout.sagemaker_name(run_id)
-    return {
-        "modelName": job_name,
-        "endpointConfigName": job_name,
-        "endpointName": settings.endpoint_name,
-        "endpointExists": endpoint_exists,
-        "image": image,
-        "environment": environment,
-        "instanceType": settings.endpoint_instance_type,
-        "instanceCount": settings.endpoint_instance_count,
-        "tags": _tags(settings, run_id),
-        "modelTags": _tags(settings, run_id, "model"),
-        "endpointConfigTags": _tags(settings, run_id, "endpoint-config"),
-        "pollSeconds": settings.endpoint_poll_seconds,
-        # Polls for provisioning only: WaitForRollout sleeps through the shifts and the bake of
-        # an update (refit.rollout) in one transition before the first poll.
-        "maxPolls": settings.endpoint_max_polls,
-        "deploymentConfig": settings.rollout.deployment_config(),
-        "rolloutSeconds": settings.rollout.shifting_seconds if endpoint_exists else 0,
-        "transform": {
-            "hasInput": has_batch_input,
-            "TransformJobName": job_name,
-            "ModelName": job_name,
-            "TransformInput": {
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": _s3(settings, layout.BATCH_INPUT_PREFIX),
-                    }
+    return PlanDeploy(
+        model_name=job_name,
+        endpoint_config_name=job_name,
+        endpoint_name=settings.endpoint_name,
+        endpoint_exists=endpoint_exists,
+        image=image,
+        environment=environment,
+        instance_type=settings.endpoint_instance_type,
+        instance_count=settings.endpoint_instance_count,
+        tags=tuple(_tags(settings, run_id)),
+        model_tags=tuple(_tags(settings, run_id, "model")),
+        endpoint_config_tags=tuple(_tags(settings, run_id, "endpoint-config")),
+        poll_seconds=settings.endpoint_poll_seconds,
+        max_polls=settings.endpoint_max_polls,
+        deployment_config=settings.rollout.deployment_config(),
+        rollout_seconds=settings.rollout.shifting_seconds if endpoint_exists else 0,
+        transform=PlanTransform(
+            has_input=has_batch_input,
+            request={
+                "TransformJobName": job_name,
+                "ModelName": job_name,
+                "TransformInput": {
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": _s3(settings, layout.BATCH_INPUT_PREFIX),
+                        }
+                    },
+                    "ContentType": "text/csv",
+                    "SplitType": "Line",
                 },
-                "ContentType": "text/csv",
-                "SplitType": "Line",
+                "TransformOutput": {
+                    "S3OutputPath": _s3(settings, f"{layout.BATCH_OUTPUT_PREFIX}{run_id}/"),
+                    "AssembleWith": "Line",
+                    "Accept": "text/csv",
+                },
+                "TransformResources": {
+                    "InstanceType": settings.endpoint_instance_type,
+                    "InstanceCount": 1,
+                },
+                "BatchStrategy": "MultiRecord",
+                "MaxPayloadInMB": 6,
+                "Tags": _tags(settings, run_id, "transform"),
             },
-            "TransformOutput": {
-                "S3OutputPath": _s3(settings, f"{layout.BATCH_OUTPUT_PREFIX}{run_id}/"),
-                "AssembleWith": "Line",
-                "Accept": "text/csv",
-            },
-            "TransformResources": {
-                "InstanceType": settings.endpoint_instance_type,
-                "InstanceCount": 1,
-            },
-            "BatchStrategy": "MultiRecord",
-            "MaxPayloadInMB": 6,
-            "Tags": _tags(settings, run_id, "transform"),
             # Written once the job has succeeded: consumers of the run's output prefix wait for it.
-            "successMarker": {
-                "Bucket": settings.data_bucket,
-                "Key": f"{layout.BATCH_OUTPUT_PREFIX}{run_id}/{layout.SUCCESS_MARKER}",
-            },
-        },
-    }
+            success_marker_bucket=settings.data_bucket,
+            success_marker_key=f"{layout.BATCH_OUTPUT_PREFIX}{run_id}/{layout.SUCCESS_MARKER}",
+        ),
+    )
