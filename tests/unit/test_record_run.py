@@ -16,7 +16,8 @@ from state_builders import (
 
 from refit.config import ConfigError
 from refit.ledger.run_records import ChampionPointer, RunRecords
-from refit.record_run.run_report import ROLLED_BACK, ROLLED_BACK_ERROR, record_run
+from refit.record_run.outcome import ROLLED_BACK, ROLLED_BACK_ERROR
+from refit.record_run.run_report import record_run
 from refit.registry import lineage
 
 

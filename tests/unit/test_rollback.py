@@ -27,7 +27,8 @@ from state_builders import IMAGE, model_data_url
 
 from refit.ledger.run_queue import RunInProgress, RunLock, RunQueue
 from refit.ledger.run_records import ChampionPointer, RunRecords
-from refit.record_run.run_report import RESTORED, ROLLED_BACK, record_run
+from refit.record_run.outcome import RESTORED, ROLLED_BACK
+from refit.record_run.run_report import record_run
 from refit.registry import lineage
 from refit.registry.rollback import NoRollbackTarget, RollbackTarget, find_rollback_target
 from refit.run_input import RollbackRequest

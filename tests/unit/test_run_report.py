@@ -19,14 +19,10 @@ from state_builders import (
 
 from refit.config import Settings
 from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
-from refit.record_run.cost import PriceTable
-from refit.record_run.run_report import (
-    InvalidRunOutcome,
-    RunReport,
-    describe_error,
-    record_run,
-    spot_savings_percent,
-)
+from refit.record_run.cost import PriceTable, spot_savings_percent
+from refit.record_run.outcome import InvalidRunOutcome, describe_error
+from refit.record_run.run_report import RunReport, record_run
+from refit.run_state import StateError
 
 SETTINGS = Settings.from_env(SETTINGS_ENV)
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -653,7 +649,8 @@ def test_on_demand_savings_are_zero_whatever_the_times() -> None:
 
 
 def test_error_cause_is_bounded() -> None:
-    described = describe_error({"Error": "States.TaskFailed", "Cause": "x" * 100_000})
+    error = StateError.parse({"Error": "States.TaskFailed", "Cause": "x" * 100_000})
+    described = describe_error(error)
     assert described is not None
     assert len(described["Cause"]) == 4000
 

@@ -262,9 +262,9 @@ def clean_up(
         for entry in indexed
         if entry.model_package_arn and entry.model_name in in_use.models
     }
-    current_package = (parsed.evaluation or {}).get("modelPackageArn")
+    current_package = parsed.evaluation.model_package_arn if parsed.evaluation else None
     if current_package:
-        live_packages.add(str(current_package))
+        live_packages.add(current_package)
     # A rollback run takes the package it replaces off the endpoint for being bad; RecordRun
     # rejects it only after cleanup, so it is excluded here already.
     replaced = parsed.run.replaced_package_arn if parsed.run else None

@@ -1,7 +1,7 @@
 """What a run cost, estimated: the price table (``prices.json``) and every piece of cost arithmetic.
 
 Nothing else in refit multiplies seconds by prices. RecordRun builds the usages from the state
-document (:mod:`refit.record_run.run_report`), this module prices them; the CLI only adds up the
+document (:mod:`refit.record_run.usage`), this module prices them; the CLI only adds up the
 results.
 
 Training cost = ``BillableTimeInSeconds × InstanceCount × on-demand USD/hour / 3600``.
