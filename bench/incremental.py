@@ -111,7 +111,7 @@ def why(number: int, result: JobResult) -> str:
 
 def data_window(evaluation: dict[str, Any]) -> DataWindow:
     """The champion pointer's window after this job's model is promoted
-    (refit.record_run.run_report)."""
+    (refit.record_run.record)."""
     sample = evaluation.get("replaySample") or {}
     return DataWindow(None, sample.get("baseRows"), sample.get("seenRows"))
 

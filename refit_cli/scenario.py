@@ -92,7 +92,7 @@ STACK_PARAMETERS: Mapping[str, str] = {
     "BatchingWindowSeconds": "2",
     # Below AWS's minimum (5): local endpoints are ready within a second.
     "EndpointPollSeconds": "1",
-    # Switch at once, no baking: tests/local_cloud/test_rollout.py shows canary and rollback.
+    # Switch at once, no baking: tests/integration/test_rollout.py shows canary and rollback.
     "RolloutMode": "AllAtOnce",
     "RolloutBakeSeconds": "0",
 }

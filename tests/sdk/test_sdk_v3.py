@@ -16,9 +16,9 @@ import boto3
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
-from sdk_harness import ROOT, data_files, evaluation_of, predictions_of, run_flow
 
 from local_cloud.cloud import LocalCloud
+from tests.sdk.sdk_harness import ROOT, data_files, evaluation_of, predictions_of, run_flow
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from static_helpers import ASL_PATH, TEMPLATE_PATH, load_template
+
+from tests.static.static_helpers import ASL_PATH, TEMPLATE_PATH, load_template
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from static_helpers import REPO
+
+from tests.static.static_helpers import REPO
 
 SCRIPT = REPO / "scripts" / "generate_image_map.py"
 VERSION = "3.0-5"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from static_helpers import REPO
+from tests.static.static_helpers import REPO
 
 LAYER = REPO / "layers" / "refit" / "refit"
 EMULATOR = REPO / "local_cloud"

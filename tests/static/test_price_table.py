@@ -9,9 +9,9 @@ from datetime import date
 from typing import Any
 
 import pytest
-from static_helpers import REPO
 
 from refit.record_run.cost import PriceTable
+from tests.static.static_helpers import REPO
 
 PRICES_PATH = REPO / "layers" / "refit" / "refit" / "record_run" / "prices.json"
 # The regions refit must price (the main US, EU and AP regions).

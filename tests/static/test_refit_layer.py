@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
-from static_helpers import REPO
 
 from local_cloud.artifacts import MAKEFILE_LAYER_PREFIXES
+from tests.static.static_helpers import REPO
 
 LAYER_DIR = REPO / "layers" / "refit"
 REQUIREMENTS = LAYER_DIR / "requirements.txt"

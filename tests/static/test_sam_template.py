@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 from cfnlint.api import lint
-from static_helpers import (
+
+from refit import layout
+from refit.config import ConfigError, Settings
+from refit.metrics import SUPPORTED_METRICS
+from refit.run_input import parse_run_input
+from tests.static.static_helpers import (
     FUNCTIONS,
     REPO,
     actions_of,
@@ -19,11 +24,6 @@ from static_helpers import (
     strings_in,
     walk,
 )
-
-from refit import layout
-from refit.config import ConfigError, Settings
-from refit.metrics import SUPPORTED_METRICS
-from refit.run_input import parse_run_input
 
 # cfn-lint findings accepted on purpose: rule id -> why. Empty: the template lints clean.
 CFN_LINT_ALLOWED: dict[str, str] = {}

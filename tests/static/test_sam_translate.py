@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
-from static_helpers import ASL_PATH, load_template
+
+from tests.static.static_helpers import ASL_PATH, load_template
 
 
 @pytest.fixture(scope="module")

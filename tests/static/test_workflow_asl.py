@@ -15,7 +15,14 @@ import pytest
 from statelint.config import Config
 from statelint.linter import Linter
 from statelint.problem import ProblemType
-from static_helpers import (
+
+from refit.config import Settings
+from refit.data.datasets import DataFile, DataSelection, RunManifests
+from refit.prepare_run.run_plan import PlanInputs, RunPlan, build_rollback_plan, build_run_plan
+from refit.registry.champion import Champion, ChampionState
+from refit.registry.rollback import RollbackTarget
+from refit.run_input import RunRequest
+from tests.static.static_helpers import (
     ASL_PATH,
     SUBSTITUTIONS,
     allowed_actions,
@@ -24,13 +31,6 @@ from static_helpers import (
     strings_in,
     walk,
 )
-
-from refit.config import Settings
-from refit.data.datasets import DataFile, DataSelection, RunManifests
-from refit.prepare_run.run_plan import PlanInputs, RunPlan, build_rollback_plan, build_run_plan
-from refit.registry.champion import Champion, ChampionState
-from refit.registry.rollback import RollbackTarget
-from refit.run_input import RunRequest
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 SAGEMAKER_TASK = re.compile(r"arn:aws:states:::sagemaker:(\w+?)(\.sync)?")

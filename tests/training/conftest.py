@@ -9,7 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from training_harness import TRAINING_DIR, Job, regression_rows
+
+from tests.training.training_harness import TRAINING_DIR, Job, regression_rows
 
 
 def load_training_module(name: str) -> ModuleType:

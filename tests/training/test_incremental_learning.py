@@ -14,7 +14,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 import xgboost as xgb
-from training_harness import Job, predict, regression_rows, rmse, train_booster
+
+from tests.training.training_harness import Job, predict, regression_rows, rmse, train_booster
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 import xgboost as xgb
-from training_harness import (
+
+from tests.training.training_harness import (
     FEATURES,
     csv_text,
     model_archive,

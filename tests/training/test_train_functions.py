@@ -14,15 +14,15 @@ import refit_errors
 import refit_hyperparameters
 import refit_scoring
 import xgboost as xgb
-from training_harness import (
+
+from refit import layout, metrics
+from tests.training.training_harness import (
     Table,
     binary_rows,
     multiclass_rows,
     regression_rows,
     train_booster,
 )
-
-from refit import layout, metrics
 
 
 def test_shared_names_match_layout(train_module: ModuleType) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import xgboost as xgb
-from training_harness import (
+
+from tests.training.training_harness import (
     FEATURES,
     Job,
     Table,

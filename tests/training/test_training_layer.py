@@ -5,9 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from training_harness import TRAINING_DIR
-
 from refit import layout
+from tests.training.training_harness import TRAINING_DIR
 
 
 def test_layer_holds_only_the_runtime_scripts(tmp_path: Path) -> None:

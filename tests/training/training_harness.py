@@ -1,7 +1,4 @@
-"""Run training/train.py the way SageMaker does: a job layout in a temp dir, one subprocess.
-
-Named ``training_harness`` (not ``harness``) because test directories share one import path.
-"""
+"""Run training/train.py the way SageMaker does: a job layout in a temp dir, one subprocess."""
 
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ from typing import Any
 from moto.core.utils import utcnow
 from moto.sagemaker.models import sagemaker_backends
 from moto.stepfunctions.models import stepfunctions_backends
-from moto_stack import ACCOUNT, BUCKET, REGION, SETTINGS_ENV
 
 from refit import layout
 from refit.config import Settings
+from tests.unit.moto_stack import ACCOUNT, BUCKET, REGION, SETTINGS_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_DIR = REPO_ROOT / "events"

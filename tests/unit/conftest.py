@@ -7,10 +7,17 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from moto import mock_aws
-from moto_stack import BUCKET, REGION, SETTINGS_ENV, TABLE, Aws, create_model_package_group
-from runs_table import create_runs_table
 
 from refit.config import Settings
+from tests.runs_table import create_runs_table
+from tests.unit.moto_stack import (
+    BUCKET,
+    REGION,
+    SETTINGS_ENV,
+    TABLE,
+    Aws,
+    create_model_package_group,
+)
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-from moto_stack import ACCOUNT, BUCKET, REGION, STACK
-
 from refit import layout
 from refit.ledger.run_records import RunRecords
+from tests.unit.moto_stack import ACCOUNT, BUCKET, REGION, STACK
 
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/refit-test-sagemaker"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.0-5"

@@ -3,8 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from builders import deploy_endpoint, set_endpoint_status
-from moto_stack import STACK, TABLE, Aws
 
 from refit.ledger.run_records import ChampionPointer, RunRecords
 from refit.registry.champion import (
@@ -14,6 +12,8 @@ from refit.registry.champion import (
     EndpointFailed,
     resolve_champion,
 )
+from tests.unit.builders import deploy_endpoint, set_endpoint_status
+from tests.unit.moto_stack import STACK, TABLE, Aws
 
 ENDPOINT = "refit-test-endpoint"
 POINTER = ChampionPointer(

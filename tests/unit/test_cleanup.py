@@ -6,8 +6,12 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from moto_stack import GROUP, STACK, TABLE, Aws
-from state_builders import (
+
+from refit.cleanup_resources.cleanup import clean_up
+from refit.ledger.run_records import RunRecords
+from refit.record_run.run_report import record_run
+from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
+from tests.unit.state_builders import (
     ENDPOINT,
     IMAGE,
     config_names,
@@ -20,10 +24,6 @@ from state_builders import (
     model_names,
     promoted_state,
 )
-
-from refit.cleanup_resources.cleanup import clean_up
-from refit.ledger.run_records import RunRecords
-from refit.record_run.run_report import record_run
 
 OTHER_STACK = "refit-test-2"
 

@@ -2,17 +2,16 @@ from __future__ import annotations
 
 import json
 
-from lambda_handlers import load_handler
-from moto_stack import STACK, TABLE, Aws
-from state_builders import (
+from refit.ledger.run_records import RunRecords
+from tests.lambda_handlers import load_handler
+from tests.unit.moto_stack import STACK, TABLE, Aws
+from tests.unit.state_builders import (
     ENDPOINT,
     FakeLambdaContext,
     create_run_resources,
     model_names,
     promoted_state,
 )
-
-from refit.ledger.run_records import RunRecords
 
 
 def test_handler_cleans_up_and_returns_the_report(aws: Aws) -> None:

@@ -8,13 +8,13 @@ from typing import Any
 
 import boto3
 import pytest
-from moto_stack import GROUP, STACK, TABLE, Aws
-from state_builders import promoted_state
 
 from refit.ledger.run_records import RunRecords
 from refit.record_run.run_report import record_run
 from refit.registry import lineage
 from refit_cli import cli
+from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
+from tests.unit.state_builders import promoted_state
 
 
 def _stack_with_outputs(aws: Aws) -> None:

@@ -5,13 +5,13 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from builders import csv_rows, keys_under, put
-from moto_stack import BUCKET, Aws
 from refit_data import label_rule
 
 from refit.data import datasets
 from refit.data.datasets import NoTestData
 from refit.run_input import DataObject, RunRequest
+from tests.unit.builders import csv_rows, keys_under, put
+from tests.unit.moto_stack import BUCKET, Aws
 
 MB = 1024 * 1024
 

@@ -3,18 +3,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from lambda_handlers import load_handler
-from moto_stack import Aws
-from state_builders import (
+
+from refit import layout
+from refit.evaluate_models.promotion import EvaluationUnavailable
+from tests.lambda_handlers import load_handler
+from tests.unit.moto_stack import Aws
+from tests.unit.state_builders import (
     FakeLambdaContext,
     evaluation_json,
     put_job_output,
     run_plan,
     training_result,
 )
-
-from refit import layout
-from refit.evaluate_models.promotion import EvaluationUnavailable
 
 
 def test_handler_returns_the_evaluation_section(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:

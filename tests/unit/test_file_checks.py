@@ -13,7 +13,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from builders import (
+from refit_data import label_rule
+
+from refit.data import file_checks
+from tests.lambda_handlers import load_handler
+from tests.unit.builders import (
     FakeLambdaContext,
     csv_rows,
     keys_under,
@@ -21,11 +25,7 @@ from builders import (
     run_prepare,
     write_training_code,
 )
-from lambda_handlers import load_handler
-from moto_stack import BUCKET, Aws
-from refit_data import label_rule
-
-from refit.data import file_checks
+from tests.unit.moto_stack import BUCKET, Aws
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 

@@ -11,9 +11,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from builders import FakeLambdaContext, csv_rows, deploy_endpoint, put, write_training_code
-from lambda_handlers import load_handler
-from moto_stack import BUCKET, STACK, TABLE, Aws
 
 from refit import layout
 from refit.ledger.run_queue import RunQueue
@@ -21,6 +18,15 @@ from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
 from refit.prepare_run.holdout import champion_run_started_at, split_holdout
 from refit.prepare_run.warm_start import WarmStart, check_warm_start, known_pointer, outgrown
 from refit.registry.champion import Champion
+from tests.lambda_handlers import load_handler
+from tests.unit.builders import (
+    FakeLambdaContext,
+    csv_rows,
+    deploy_endpoint,
+    put,
+    write_training_code,
+)
+from tests.unit.moto_stack import BUCKET, STACK, TABLE, Aws
 
 MODEL_URL = f"s3://{BUCKET}/models/s3-old/output/model.tar.gz"
 CHAMPION = Champion("s3-old", MODEL_URL, "s3-old-config", 3, "pointer")

@@ -5,22 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from builders import deploy_endpoint
-from model_registry import insert_model_packages
 from moto.sagemaker.models import sagemaker_backends
-from moto_stack import ACCOUNT, GROUP, REGION, STACK, TABLE, Aws
-from state_builders import (
+
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.record_run.run_report import record_run
+from refit.registry import lineage
+from refit.registry.champion import resolve_champion
+from tests.model_registry import insert_model_packages
+from tests.unit.builders import deploy_endpoint
+from tests.unit.moto_stack import ACCOUNT, GROUP, REGION, STACK, TABLE, Aws
+from tests.unit.state_builders import (
     evaluation_result,
     model_data_url,
     promoted_state,
     run_plan,
     training_result,
 )
-
-from refit.ledger.run_records import ChampionPointer, RunRecords
-from refit.record_run.run_report import record_run
-from refit.registry import lineage
-from refit.registry.champion import resolve_champion
 
 
 def _records(aws: Aws) -> RunRecords:

@@ -8,7 +8,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from builders import (
+
+from refit.data.datasets import NoTestData
+from refit.ledger.run_queue import RunInProgress, RunLock, RunQueue
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.registry.champion import EndpointBusy
+from refit.run_input import DataObject, InvalidRunInput
+from tests.lambda_handlers import load_handler
+from tests.unit.builders import (
     PREPARE_EXECUTION_ARN,
     FakeLambdaContext,
     csv_rows,
@@ -20,14 +27,7 @@ from builders import (
     set_endpoint_status,
     write_training_code,
 )
-from lambda_handlers import load_handler
-from moto_stack import BUCKET, STACK, TABLE, Aws
-
-from refit.data.datasets import NoTestData
-from refit.ledger.run_queue import RunInProgress, RunLock, RunQueue
-from refit.ledger.run_records import ChampionPointer, RunRecords
-from refit.registry.champion import EndpointBusy
-from refit.run_input import DataObject, InvalidRunInput
+from tests.unit.moto_stack import BUCKET, STACK, TABLE, Aws
 
 # Failed runs publish no application metric; Powertools warns about that, which is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")

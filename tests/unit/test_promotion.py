@@ -8,14 +8,6 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from moto_stack import BUCKET, REGION
-from state_builders import (
-    evaluation_json,
-    model_data_url,
-    put_job_output,
-    run_plan,
-    training_result,
-)
 
 from refit import layout
 from refit.evaluate_models import promotion
@@ -28,6 +20,14 @@ from refit.evaluate_models.promotion import (
     load_evaluation,
     output_archive_url,
     read_evaluation,
+)
+from tests.unit.moto_stack import BUCKET, REGION
+from tests.unit.state_builders import (
+    evaluation_json,
+    model_data_url,
+    put_job_output,
+    run_plan,
+    training_result,
 )
 
 

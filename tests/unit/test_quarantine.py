@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from builders import csv_rows, keys_under, put
-from moto_stack import BUCKET, STACK, TABLE, Aws
-
 from refit import layout
 from refit.data.trained_data import TrainedVersion
 from refit.ledger.run_queue import RunQueue, execution_input
 from refit.ledger.run_records import RunRecords
 from refit.run_input import DataObject
 from refit.start_retrain.quarantine import failed_file, retry_without_failed_file
+from tests.unit.builders import csv_rows, keys_under, put
+from tests.unit.moto_stack import BUCKET, STACK, TABLE, Aws
 
 RUN = "s3-failed"
 NOW = "2026-12-07T20:00:00Z"

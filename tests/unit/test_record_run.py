@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import pytest
-from builders import deploy_endpoint, set_endpoint_status
-from lambda_handlers import load_handler
-from moto_stack import GROUP, STACK, TABLE, Aws
-from state_builders import (
+
+from refit.config import ConfigError
+from refit.ledger.run_records import ChampionPointer, RunRecords
+from refit.record_run.outcome import ROLLED_BACK, ROLLED_BACK_ERROR
+from refit.record_run.run_report import record_run
+from refit.registry import lineage
+from tests.lambda_handlers import load_handler
+from tests.unit.builders import deploy_endpoint, set_endpoint_status
+from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
+from tests.unit.state_builders import (
     ENDPOINT,
     IMAGE,
     FakeLambdaContext,
@@ -13,12 +19,6 @@ from state_builders import (
     received_notifications,
     subscribe_queue,
 )
-
-from refit.config import ConfigError
-from refit.ledger.run_records import ChampionPointer, RunRecords
-from refit.record_run.outcome import ROLLED_BACK, ROLLED_BACK_ERROR
-from refit.record_run.run_report import record_run
-from refit.registry import lineage
 
 
 def test_handler_records_notifies_and_answers(aws: Aws) -> None:

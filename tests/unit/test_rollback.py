@@ -14,16 +14,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from builders import (
-    csv_rows,
-    deploy_endpoint,
-    put,
-    run_prepare,
-    write_training_code,
-)
-from lambda_handlers import load_handler
-from moto_stack import BUCKET, GROUP, STACK, TABLE, Aws
-from state_builders import IMAGE, model_data_url
 
 from refit.ledger.run_queue import RunInProgress, RunLock, RunQueue
 from refit.ledger.run_records import ChampionPointer, RunRecords
@@ -32,6 +22,16 @@ from refit.record_run.run_report import record_run
 from refit.registry import lineage
 from refit.registry.rollback import NoRollbackTarget, RollbackTarget, find_rollback_target
 from refit.run_input import RollbackRequest
+from tests.lambda_handlers import load_handler
+from tests.unit.builders import (
+    csv_rows,
+    deploy_endpoint,
+    put,
+    run_prepare,
+    write_training_code,
+)
+from tests.unit.moto_stack import BUCKET, GROUP, STACK, TABLE, Aws
+from tests.unit.state_builders import IMAGE, model_data_url
 
 # Failed runs publish no application metric; Powertools warns about that, which is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from moto_stack import SETTINGS_ENV
 
 from refit.config import ConfigError, Settings
 from refit.rollout import RolloutPolicy
+from tests.unit.moto_stack import SETTINGS_ENV
 
 
 def test_linear_shifts_in_steps_and_names_the_rollback_alarms() -> None:

@@ -6,19 +6,19 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from builders import execution_arn, execution_status_change
-from moto_stack import GROUP, STACK, TABLE, Aws
-from state_builders import (
+
+from refit.ledger.run_records import RunRecords
+from refit.registry import lineage
+from refit.start_retrain.run_ended import ExecutionEnded, record_ended_run
+from tests.unit.builders import execution_arn, execution_status_change
+from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
+from tests.unit.state_builders import (
     evaluation_result,
     received_notifications,
     run_plan,
     subscribe_queue,
     training_result,
 )
-
-from refit.ledger.run_records import RunRecords
-from refit.registry import lineage
-from refit.start_retrain.run_ended import ExecutionEnded, record_ended_run
 
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:refit-test-retrain"
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from builders import load_event
 
 from refit.run_input import (
     DataObject,
@@ -12,6 +11,7 @@ from refit.run_input import (
     RunRequest,
     parse_run_input,
 )
+from tests.unit.builders import load_event
 
 
 def test_empty_input_trains_on_everything_with_stack_defaults() -> None:

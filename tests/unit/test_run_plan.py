@@ -6,8 +6,6 @@ import re
 from typing import Any
 
 import pytest
-from builders import IMAGE, settings
-from moto_stack import BUCKET, SETTINGS_ENV, STACK
 
 from refit import layout
 from refit.data.datasets import DataFile, DataSelection, RejectedFile, RunManifests
@@ -24,6 +22,8 @@ from refit.prepare_run.run_plan import (
 from refit.prepare_run.warm_start import WarmStart
 from refit.registry.champion import Champion, ChampionState
 from refit.run_input import RunRequest, TrainingMode
+from tests.unit.builders import IMAGE, settings
+from tests.unit.moto_stack import BUCKET, SETTINGS_ENV, STACK
 
 CODE_URI = f"s3://{BUCKET}/code/sourcedir-0123456789abcdef.tar.gz"
 CHAMPION = Champion(

@@ -9,15 +9,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from builders import (
-    create_state_machine,
-    end_execution,
-    execution_arn,
-    execution_statuses,
-    executions,
-)
 from moto.stepfunctions.models import stepfunctions_backends
-from moto_stack import ACCOUNT, REGION, STACK, TABLE, Aws
 
 from refit.ledger.run_queue import (
     MAX_INPUT_BYTES,
@@ -35,6 +27,14 @@ from refit.ledger.run_queue import (
 )
 from refit.ledger.run_records import RunRecords
 from refit.run_input import DataObject
+from tests.unit.builders import (
+    create_state_machine,
+    end_execution,
+    execution_arn,
+    execution_statuses,
+    executions,
+)
+from tests.unit.moto_stack import ACCOUNT, REGION, STACK, TABLE, Aws
 
 VALID_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 NOW = "2026-11-28T10:00:00Z"

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from moto_stack import STACK, TABLE, Aws
-
 from refit.ledger.run_records import ChampionPointer, RunRecords, dynamo_item, plain_item
+from tests.unit.moto_stack import STACK, TABLE, Aws
 
 
 def test_run_record_is_started_then_finished(aws: Aws) -> None:

@@ -5,8 +5,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from moto_stack import SETTINGS_ENV, STACK, TABLE, Aws
-from state_builders import (
+
+from refit.config import Settings
+from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
+from refit.record_run.cost import PriceTable, spot_savings_percent
+from refit.record_run.outcome import InvalidRunOutcome, describe_error
+from refit.record_run.run_report import RunReport, record_run
+from refit.run_state import StateError
+from tests.unit.moto_stack import SETTINGS_ENV, STACK, TABLE, Aws
+from tests.unit.state_builders import (
     ENDPOINT,
     evaluation_result,
     model_data_url,
@@ -16,13 +23,6 @@ from state_builders import (
     subscribe_queue,
     training_result,
 )
-
-from refit.config import Settings
-from refit.ledger.run_records import ChampionPointer, DataWindow, RunRecords
-from refit.record_run.cost import PriceTable, spot_savings_percent
-from refit.record_run.outcome import InvalidRunOutcome, describe_error
-from refit.record_run.run_report import RunReport, record_run
-from refit.run_state import StateError
 
 SETTINGS = Settings.from_env(SETTINGS_ENV)
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)

@@ -6,7 +6,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from builders import (
+
+from refit.ledger.run_queue import RunQueue, execution_name
+from refit.ledger.run_records import RunRecords
+from refit.registry import lineage
+from refit.run_input import DataObject
+from tests.lambda_handlers import load_handler
+from tests.unit.builders import (
     FakeLambdaContext,
     create_state_machine,
     end_execution,
@@ -18,20 +24,14 @@ from builders import (
     object_created,
     sqs_event,
 )
-from lambda_handlers import load_handler
-from moto_stack import GROUP, STACK, TABLE, Aws
-from state_builders import (
+from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
+from tests.unit.state_builders import (
     evaluation_result,
     received_notifications,
     run_plan,
     subscribe_queue,
     training_result,
 )
-
-from refit.ledger.run_queue import RunQueue, execution_name
-from refit.ledger.run_records import RunRecords
-from refit.registry import lineage
-from refit.run_input import DataObject
 
 ETAG = "0cc175b9c0f1b6a831c399e269772661"
 NO_FAILURES: dict[str, Any] = {"batchItemFailures": []}

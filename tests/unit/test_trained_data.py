@@ -14,22 +14,22 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from builders import (
+from refit_data import label_rule
+
+from refit import layout
+from refit.data import datasets, trained_data
+from refit.ledger.run_records import RunRecords
+from refit.run_input import RunRequest
+from tests.lambda_handlers import load_handler
+from tests.unit.builders import (
     FakeLambdaContext,
     csv_rows,
     put,
     run_prepare,
     write_training_code,
 )
-from lambda_handlers import load_handler
-from moto_stack import BUCKET, STACK, TABLE, Aws
-from refit_data import label_rule
-from state_builders import evaluation_json, put_job_output
-
-from refit import layout
-from refit.data import datasets, trained_data
-from refit.ledger.run_records import RunRecords
-from refit.run_input import RunRequest
+from tests.unit.moto_stack import BUCKET, STACK, TABLE, Aws
+from tests.unit.state_builders import evaluation_json, put_job_output
 
 REGRESSION_LABELS = label_rule("reg:squarederror")
 

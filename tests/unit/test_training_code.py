@@ -7,8 +7,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from builders import write_training_code
-from moto_stack import BUCKET, Aws
 
 from refit import layout
 from refit.prepare_run.training_code import (
@@ -16,6 +14,8 @@ from refit.prepare_run.training_code import (
     build_sourcedir,
     publish_training_code,
 )
+from tests.unit.builders import write_training_code
+from tests.unit.moto_stack import BUCKET, Aws
 
 
 def members(archive: bytes) -> list[tarfile.TarInfo]:

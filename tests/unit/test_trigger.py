@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from botocore.exceptions import ClientError
-from builders import (
+
+from refit.ledger.run_queue import Dispatch, RunLock, RunQueue, execution_name
+from refit.run_input import DataObject
+from refit.start_retrain import trigger
+from refit.start_retrain.run_ended import ExecutionEnded
+from tests.unit.builders import (
     create_state_machine,
     end_execution,
     execution_arn,
@@ -17,12 +22,7 @@ from builders import (
     object_created,
     sqs_event,
 )
-from moto_stack import BUCKET, STACK, TABLE, Aws
-
-from refit.ledger.run_queue import Dispatch, RunLock, RunQueue, execution_name
-from refit.run_input import DataObject
-from refit.start_retrain import trigger
-from refit.start_retrain.run_ended import ExecutionEnded
+from tests.unit.moto_stack import BUCKET, STACK, TABLE, Aws
 
 NOW = "2026-11-28T10:00:00Z"
 ETAG = "0cc175b9c0f1b6a831c399e269772661"
