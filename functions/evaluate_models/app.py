@@ -14,6 +14,7 @@ from refit.config import Settings
 from refit.evaluate_models import promotion
 from refit.ledger.run_records import RunRecords
 from refit.registry import lineage
+from refit.run_state import RunState
 
 settings = Settings.from_env()
 s3 = boto3.client("s3")
@@ -28,8 +29,9 @@ metrics = Metrics()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Input ``{"run": $.run, "training": $.training}``; output becomes ``$.evaluation``."""
+    state = RunState.parse(event)
     decision = promotion.evaluate(
-        s3, event, settings.min_improvement, settings.max_retained_regression
+        s3, state, settings.min_improvement, settings.max_retained_regression
     )
     metrics.add_metric(name=decision.cloudwatch_metric, unit=MetricUnit.Count, value=1)
     if decision.forced:
@@ -37,4 +39,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.info("evaluated", extra={"decision": decision.verdict, "reason": decision.reason})
     evaluation = decision.to_dict()
     # Every trained model enters the registry, PendingManualApproval until RecordRun decides.
-    return {**evaluation, **lineage.register(sagemaker, records, group, event, evaluation)}
+    return {**evaluation, **lineage.register(sagemaker, records, group, state, evaluation)}

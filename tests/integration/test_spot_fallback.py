@@ -48,6 +48,7 @@ from refit.ledger.run_queue import RunQueue
 from refit.ledger.run_records import RunRecords
 from refit.prepare_run.prepare import PrepareRunEvent, prepare_run
 from refit.record_run.run_report import record_run
+from refit.run_state import RunState
 from tests.emulator.local_sagemaker_harness import FAST_SETTINGS, IMAGE, wait_until
 from tests.emulator.moto_patches_harness import (
     ROLE_ARN,
@@ -193,7 +194,9 @@ def _stack(server: MotoServer, work_dir: Path) -> Iterator[Stack]:
 
     handlers: dict[str, Callable[[Any], Any]] = {
         "PrepareRun": prepare,
-        "EvaluateModels": lambda event: promotion.evaluate(s3, event, 0.0).to_dict(),
+        "EvaluateModels": lambda event: promotion.evaluate(
+            s3, RunState.parse(event), 0.0
+        ).to_dict(),
         "CleanupResources": lambda event: {"deleted": {}, "kept": {}},
         "RecordRun": lambda event: record_run(event, records, sns, topic, settings).to_dict(),
     }

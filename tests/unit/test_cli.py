@@ -12,6 +12,7 @@ import pytest
 from refit.ledger.run_records import RunRecords
 from refit.record_run.run_report import record_run
 from refit.registry import lineage
+from refit.run_state import RunState
 from refit_cli import cli
 from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
 from tests.unit.state_builders import promoted_state
@@ -235,7 +236,9 @@ def test_models_shows_the_lineage_newest_first_and_the_live_package(
     ):
         state = promoted_state(run_id)
         records.put_started(run_id, {"startedAt": f"2026-11-0{run_id[-1]}T00:00:00Z"})
-        registered = lineage.register(aws.sagemaker, records, GROUP, state, state["evaluation"])
+        registered = lineage.register(
+            aws.sagemaker, records, GROUP, RunState.parse(state), state["evaluation"]
+        )
         state["evaluation"] = {**state["evaluation"], "decision": decision, **registered}
         event = {"outcome": outcome, "executionName": run_id, "state": state}
         record_run(event, records, aws.sns, topic, aws.settings, sagemaker=aws.sagemaker)

@@ -11,6 +11,7 @@ from refit.ledger.run_records import ChampionPointer, RunRecords
 from refit.record_run.run_report import record_run
 from refit.registry import lineage
 from refit.registry.champion import resolve_champion
+from refit.run_state import RunState
 from tests.model_registry import insert_model_packages
 from tests.unit.builders import deploy_endpoint
 from tests.unit.moto_stack import ACCOUNT, GROUP, REGION, STACK, TABLE, Aws
@@ -28,7 +29,7 @@ def _records(aws: Aws) -> RunRecords:
 
 
 def _register(aws: Aws, run_id: str, decision: str = "promote") -> dict[str, Any]:
-    event = {"run": run_plan(run_id), "training": training_result(run_id)}
+    event = RunState.parse({"run": run_plan(run_id), "training": training_result(run_id)})
     return lineage.register(aws.sagemaker, _records(aws), GROUP, event, evaluation_result(decision))
 
 
@@ -68,7 +69,7 @@ def test_register_creates_one_pending_package_with_the_run_lineage(aws: Aws) -> 
 
 def test_a_registry_failure_is_recorded_not_raised(aws: Aws) -> None:
     # Given a group that does not exist
-    event = {"run": run_plan("run-1"), "training": training_result("run-1")}
+    event = RunState.parse({"run": run_plan("run-1"), "training": training_result("run-1")})
     # When registering
     result = lineage.register(
         aws.sagemaker, _records(aws), "missing-group", event, evaluation_result("promote")
@@ -172,7 +173,7 @@ def _insert_past_packages(first: int, count: int) -> None:
 
     def request(n: int) -> dict[str, Any]:
         run_id = f"past-{n:05d}"
-        event = {"run": run_plan(run_id), "training": training_result(run_id)}
+        event = RunState.parse({"run": run_plan(run_id), "training": training_result(run_id)})
         return lineage.package_request(GROUP, event, evaluation_result("reject"))
 
     requests = (request(n) for n in range(first, first + count))

@@ -21,6 +21,7 @@ from refit.evaluate_models.promotion import (
     output_archive_url,
     read_evaluation,
 )
+from refit.run_state import RunState
 from tests.unit.moto_stack import BUCKET, REGION
 from tests.unit.state_builders import (
     evaluation_json,
@@ -371,7 +372,7 @@ def test_evaluate_honours_the_plans_forced_decision(s3: Any) -> None:
         "run": {**run_plan("run-2"), "forceDecision": "reject"},
         "training": training_result("run-2"),
     }
-    decision = evaluate(s3, state, 0.0)
+    decision = evaluate(s3, RunState.parse(state), 0.0)
     assert (decision.verdict, decision.forced) == ("reject", True)
 
 
@@ -381,7 +382,7 @@ def test_a_forced_promotion_still_needs_a_readable_evaluation(s3: Any) -> None:
         "training": training_result("run-9"),
     }
     with pytest.raises(EvaluationUnavailable, match="cannot read"):
-        evaluate(s3, state, 0.0)
+        evaluate(s3, RunState.parse(state), 0.0)
 
 
 def test_a_champion_the_job_could_not_score_is_replaced_and_the_reason_says_why(s3: Any) -> None:
@@ -398,7 +399,7 @@ def test_a_champion_the_job_could_not_score_is_replaced_and_the_reason_says_why(
     )
     state = {"run": run_plan("run-3", champion="job-run-1"), "training": training_result("run-3")}
     # When evaluated
-    decision = evaluate(s3, state, 0.0)
+    decision = evaluate(s3, RunState.parse(state), 0.0)
     # Then the challenger is promoted without a comparison, and the record says why
     assert decision.verdict == "promote"
     assert problem in decision.reason
@@ -411,7 +412,9 @@ def test_a_champion_prepare_run_left_out_is_explained_by_the_plan(s3: Any) -> No
         {layout.EVALUATION_FILE: json.dumps(evaluation_json(champion=None)).encode()},
     )
     plan = {**run_plan("run-4"), "championProblem": "its artifact s3://b/m.tar.gz is missing"}
-    decision = evaluate(s3, {"run": plan, "training": training_result("run-4")}, 0.0)
+    decision = evaluate(
+        s3, RunState.parse({"run": plan, "training": training_result("run-4")}), 0.0
+    )
     assert decision.verdict == "promote"
     assert "artifact s3://b/m.tar.gz is missing" in decision.reason
 
@@ -422,7 +425,7 @@ def test_evaluate_reads_the_run_and_training_sections(s3: Any) -> None:
     put_job_output(s3, "job-run-2")
     state = {"run": run_plan("run-2"), "training": training_result("run-2")}
     # When evaluated
-    decision = evaluate(s3, state, 0.01)
+    decision = evaluate(s3, RunState.parse(state), 0.01)
     # Then the configured metric and minimum apply
     assert decision.verdict == "promote"
 
@@ -437,9 +440,9 @@ def test_evaluate_refuses_an_unscored_champion(s3: Any) -> None:
     state = {"run": run_plan("run-2", champion="job-run-1"), "training": training_result("run-2")}
     # When / Then promoting without the gate is refused
     with pytest.raises(EvaluationUnavailable, match="did not score it"):
-        evaluate(s3, state, 0.0)
+        evaluate(s3, RunState.parse(state), 0.0)
 
 
 def test_evaluate_needs_the_run_and_training(s3: Any) -> None:
     with pytest.raises(EvaluationUnavailable, match=r"run\.metric and training\.modelDataUrl"):
-        evaluate(s3, {"run": run_plan()}, 0.0)
+        evaluate(s3, RunState.parse({"run": run_plan()}), 0.0)

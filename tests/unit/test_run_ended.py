@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from refit.ledger.run_records import RunRecords
 from refit.registry import lineage
+from refit.run_state import RunState
 from refit.start_retrain.run_ended import ExecutionEnded, record_ended_run
 from tests.unit.builders import execution_arn, execution_status_change
 from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
@@ -46,7 +47,7 @@ def record_ended(aws: Aws, run: ExecutionEnded, sagemaker: Any = None) -> bool:
 def registered(aws: Aws, run_id: str) -> str:
     """A RUNNING run whose challenger EvaluateModels registered (PendingManualApproval)."""
     records(aws).put_started(run_id, {"startedAt": "2026-11-28T09:00:00Z"})
-    event = {"run": run_plan(run_id), "training": training_result(run_id)}
+    event = RunState.parse({"run": run_plan(run_id), "training": training_result(run_id)})
     result = lineage.register(
         aws.sagemaker, records(aws), GROUP, event, evaluation_result("promote")
     )

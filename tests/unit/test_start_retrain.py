@@ -11,6 +11,7 @@ from refit.ledger.run_queue import RunQueue, execution_name
 from refit.ledger.run_records import RunRecords
 from refit.registry import lineage
 from refit.run_input import DataObject
+from refit.run_state import RunState
 from tests.lambda_handlers import load_handler
 from tests.unit.builders import (
     FakeLambdaContext,
@@ -324,7 +325,7 @@ def test_the_package_of_a_stopped_run_is_rejected(app: ModuleType, aws: Aws) -> 
     handle(app, aws, sqs_event(upload("a.csv")))
     (run,) = started(aws)
     records(aws).put_started(run["name"], {"startedAt": "2026-11-28T09:20:00Z"})
-    event = {"run": run_plan(run["name"]), "training": training_result(run["name"])}
+    event = RunState.parse({"run": run_plan(run["name"]), "training": training_result(run["name"])})
     registered = lineage.register(
         aws.sagemaker, records(aws), GROUP, event, evaluation_result("promote")
     )

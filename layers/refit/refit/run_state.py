@@ -90,6 +90,13 @@ class DataSummary:
         )
 
 
+def _strings(document: Mapping[str, Any] | None) -> Mapping[str, str] | None:
+    """A string-to-string map (a container environment); anything else reads as absent."""
+    if not document or not all(isinstance(v, str) for v in document.values()):
+        return None
+    return dict(document)
+
+
 @dataclass(frozen=True)
 class DeployPlan:
     """``$.run.deploy``: the names the deployment states create."""
@@ -106,6 +113,9 @@ class DeployPlan:
     endpoint_exists: bool | None = None
     transform_instance_type: str | None = None
     transform_instance_count: int | None = None
+    # The serving container (refit.registry.lineage registers the model with it).
+    image: str | None = None
+    environment: Mapping[str, str] | None = None
 
     @classmethod
     def parse(cls, deploy: Mapping[str, Any]) -> DeployPlan:
@@ -123,6 +133,8 @@ class DeployPlan:
             endpoint_exists=flag(deploy, "endpointExists"),
             transform_instance_type=text(transform_resources, "InstanceType"),
             transform_instance_count=integer(transform_resources, "InstanceCount"),
+            image=text(deploy, "image"),
+            environment=_strings(section(deploy, "environment")),
         )
 
 

@@ -384,13 +384,12 @@ def _gate_on_fresh_data(evaluation: Evaluation, metric: str, min_improvement: fl
 
 def evaluate(
     s3: S3Client,
-    state: Mapping[str, Any],
+    parsed: RunState,
     min_improvement: float,
     max_retained_regression: float = 0.0,
     now: datetime | None = None,
 ) -> Decision:
-    """EvaluateModels: ``{"run", "training"}`` in, the decision out."""
-    parsed = RunState.parse(state)
+    """EvaluateModels: ``{"run", "training"}`` (parsed) in, the decision out."""
     metric = parsed.run.metric if parsed.run else None
     model_data_url = parsed.training.model_data_url if parsed.training else None
     if metric is None or model_data_url is None:

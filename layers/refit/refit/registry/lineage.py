@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from refit.ledger.run_records import RunRecords
 from refit.registry.champion import EndpointBusy, EndpointFailed, resolve_champion
+from refit.run_state import RunState
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -75,27 +76,23 @@ def _metadata(values: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def package_request(
-    group: str, event: Mapping[str, Any], evaluation: Mapping[str, Any]
-) -> dict[str, Any]:
+def package_request(group: str, state: RunState, evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """CreateModelPackage for the challenger of ``{"run", "training"}`` scored as ``evaluation``."""
-    run = event.get("run") or {}
-    training = event.get("training") or {}
-    deploy = run.get("deploy") or {}
-    data = run.get("data") or {}
-    run_id = str(run.get("runId"))
+    run, training = state.run, state.training
+    deploy = run.deploy if run else None
+    run_id = str(run.run_id if run else None)
     container: dict[str, Any] = {
-        "Image": deploy.get("image"),
-        "ModelDataUrl": training.get("modelDataUrl"),
+        "Image": deploy.image if deploy else None,
+        "ModelDataUrl": training.model_data_url if training else None,
     }
-    if deploy.get("environment"):
-        container["Environment"] = dict(deploy["environment"])
+    if deploy and deploy.environment:
+        container["Environment"] = dict(deploy.environment)
     metadata = _metadata(
         {
             "runId": run_id,
-            "manifestUri": data.get("manifestUri"),
-            "trainingMode": evaluation.get("mode") or run.get("trainingMode"),
-            "trainingJobName": training.get("TrainingJobName"),
+            "manifestUri": run.data.manifest_uri if run and run.data else None,
+            "trainingMode": evaluation.get("mode") or (run.training_mode if run else None),
+            "trainingJobName": training.job_name if training else None,
             **{key: evaluation.get(key) for key in _METRIC_KEYS},
         }
     )
@@ -117,7 +114,7 @@ def register(
     sagemaker: SageMakerClient,
     records: RunRecords,
     group: str,
-    event: Mapping[str, Any],
+    state: RunState,
     evaluation: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Register the run's model once; ``$.evaluation`` keys ``modelPackageArn`` (or ``...Error``).
@@ -125,12 +122,12 @@ def register(
     A registry failure does not fail the run (the model is trained and scored): it is logged and
     kept as ``modelPackageError``, like a failed cumulative manifest update.
     """
-    run_id = str((event.get("run") or {}).get("runId"))
+    run_id = str(state.run.run_id if state.run else None)
     try:
         known = records.get_run(run_id) or {}
         arn = known.get("modelPackageArn")
         if not arn:
-            arn = sagemaker.create_model_package(**package_request(group, event, evaluation))[
+            arn = sagemaker.create_model_package(**package_request(group, state, evaluation))[
                 "ModelPackageArn"
             ]
             records.annotate(run_id, {"modelPackageArn": arn})
