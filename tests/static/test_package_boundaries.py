@@ -4,6 +4,7 @@ refit, and the command line and demo sit on top of both (README, "Layout")."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.static.static_helpers import REPO
@@ -55,3 +56,23 @@ def test_the_layer_is_grouped_by_workflow_stage() -> None:
     functions = {p.name for p in (REPO / "functions").iterdir() if (p / "app.py").is_file()}
     # each workflow function's domain code is the subpackage of the same name, where it has one
     assert functions & set(packages) == functions - {"check_data_file"}
+
+
+def test_the_readme_map_lists_every_module_of_the_layer() -> None:
+    # Given the README's table of the domain package ("| `<folder>/` | what | `module`, ... |")
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("| `refit/…` | what | modules |") :]
+    rows = section[: section.index("\n\n")].splitlines()[2:]
+    listed = {}
+    for row in rows:
+        folder, _, modules = (cell.strip() for cell in row.strip("|").split("|"))
+        name = "" if folder == "top level" else folder.strip("`/")
+        listed[name] = sorted(re.findall(r"`(\w+)`", modules))
+    # Then each subpackage (and the top level) lists exactly its modules
+    actual = {
+        "" if directory == LAYER else directory.name: sorted(
+            p.stem for p in directory.glob("*.py") if p.stem != "__init__"
+        )
+        for directory in [LAYER, *(p for p in LAYER.iterdir() if (p / "__init__.py").is_file())]
+    }
+    assert listed == actual
