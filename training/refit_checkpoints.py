@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+import refit_distributed as distributed
 import xgboost as xgb
 from refit_errors import TrainingStopped, first_line
 
@@ -114,22 +115,35 @@ def write_atomically(path: Path, content: bytes | bytearray) -> None:
 
 
 class CheckpointCallback(xgb.callback.TrainingCallback):
-    """Saves a checkpoint every ``interval`` rounds of this run; on SIGTERM saves one and stops."""
+    """Saves a checkpoint every ``interval`` rounds of this run; on SIGTERM saves one and stops.
+
+    On a multi-host job only the leader saves (``save``; SageMaker syncs each host's checkpoint
+    directory with the same S3 prefix) and the hosts stop after the same round: a SIGTERM any of
+    them received stops all of them, else one would wait forever in the next round's collective.
+    """
 
     def __init__(
-        self, checkpoints: Checkpoints, interval: int, base_rounds: int, stop: StopSignal
+        self,
+        checkpoints: Checkpoints,
+        interval: int,
+        base_rounds: int,
+        stop: StopSignal,
+        save: bool = True,
     ) -> None:
         super().__init__()
         self.checkpoints = checkpoints
         self.interval = interval
         self.base_rounds = base_rounds
         self.stop = stop
+        self.save = save
 
     def after_iteration(
         self, model: xgb.Booster, epoch: int, evals_log: xgb.callback.TrainingCallback.EvalsLog
     ) -> bool:
         rounds = model.num_boosted_rounds()
-        if self.stop.requested or (rounds - self.base_rounds) % self.interval == 0:
+        self.stop.requested = bool(distributed.largest(int(self.stop.requested)))
+        due = self.stop.requested or (rounds - self.base_rounds) % self.interval == 0
+        if due and self.save:
             self.checkpoints.save(model)
             log.info("checkpoint saved at round %d", rounds)
         return self.stop.requested

@@ -43,6 +43,7 @@ import json
 import logging
 import struct
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,17 @@ def _archive_members(archive: Path, names: tuple[str, str]) -> tuple[bytes, byte
     return found[names[0]], found[names[1]]
 
 
+def replay_capacity(capacity: int, columns: int) -> int:
+    """Rows the replay sample keeps: ``capacity``, within ``REPLAY_MAX_BYTES``."""
+    return min(capacity, max(1, REPLAY_MAX_BYTES // (4 * columns)))
+
+
 def updated_replay(
-    previous: ReplaySample | None, new_rows: Matrix, capacity: int, seed: int
+    previous: ReplaySample | None,
+    new_rows: Matrix,
+    capacity: int,
+    seed: int,
+    new_count: int | None = None,
 ) -> ReplaySample:
     """A uniform sample of ``capacity`` rows of history + ``new_rows`` (reservoir, by batch).
 
@@ -155,20 +165,25 @@ def updated_replay(
     rows is hypergeometric: ``capacity`` draws without replacement from ``seen`` old rows and
     ``len(new_rows)`` new ones; the old rows kept are a uniform subset of the old sample, which
     is itself uniform over the old history.
+
+    ``new_count``: how many new rows ``new_rows`` stands for when it is itself a uniform sample
+    of them (a multi-host job gathers one from each host); default ``len(new_rows)``.
     """
-    capacity = min(capacity, max(1, REPLAY_MAX_BYTES // (4 * new_rows.shape[1])))
+    capacity = replay_capacity(capacity, new_rows.shape[1])
     rng = np.random.default_rng(seed)
+    arrived = len(new_rows) if new_count is None else new_count
     seen = previous.seen_rows if previous is not None else 0
-    total = seen + len(new_rows)
+    total = seen + arrived
     if previous is None or total <= capacity:
-        kept_new = min(len(new_rows), capacity)
+        kept_new = min(arrived, capacity)
     else:
-        kept_new = int(rng.hypergeometric(len(new_rows), seen, min(capacity, total)))
+        kept_new = int(rng.hypergeometric(arrived, seen, min(capacity, total)))
+    kept_new = min(kept_new, len(new_rows))
     parts = [new_rows[rng.choice(len(new_rows), kept_new, replace=False)]]
     if previous is not None:
         kept_old = min(capacity - kept_new, len(previous.rows))
         parts.insert(0, previous.rows[rng.choice(len(previous.rows), kept_old, replace=False)])
-    base = previous.base_rows if previous is not None else len(new_rows)
+    base = previous.base_rows if previous is not None else arrived
     return ReplaySample(
         np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), total, base_rows=base
     )
@@ -272,11 +287,14 @@ def refresh_leaves(
     objective: str,
     reg_lambda: float,
     row_weight: float = 1.0,
+    reduce: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]] | None = None,
 ) -> xgb.Booster:
     """``booster`` with every leaf re-estimated on old statistics + ``rows`` (module docstring).
 
     ``row_weight``: how many new rows each of ``rows`` stands for (a sample of them), so the
-    new data weighs in the blend as much as if every row had been read.
+    new data weighs in the blend as much as if every row had been read. ``reduce``: on a
+    multi-host job, sums each tree's new gradient statistics over the hosts (each reads its own
+    rows; the trees are refreshed in order, so one sum per tree), else None.
     """
     # The model as UBJSON, its per-tree arrays written in place (the JSON round trip of a
     # ~340-tree model cost ~0.35 CPU s, a tenth of an incremental job).
@@ -285,7 +303,7 @@ def refresh_leaves(
     etas = tree_etas(booster)
     # One leaf index per row and tree, as (trees, rows) int32: each tree's column contiguous.
     leaves = np.ascontiguousarray(
-        booster.predict(rows, pred_leaf=True).reshape(rows.num_row(), -1).T, dtype=np.int32
+        booster.predict(rows, pred_leaf=True).reshape(rows.num_row(), len(trees)).T, dtype=np.int32
     )
     labels = rows.get_label().astype(np.float64)
     old_values = [tree["split_conditions"].astype(np.float64) for tree in trees]
@@ -299,6 +317,8 @@ def refresh_leaves(
         size = len(value)
         g_new = row_weight * np.bincount(nodes, gradient, minlength=size).astype(np.float64)
         h_new = row_weight * np.bincount(nodes, hessian, minlength=size).astype(np.float64)
+        if reduce is not None:
+            g_new, h_new = np.split(reduce(np.concatenate([g_new, h_new])), 2)
         h_old = tree["sum_hessian"].astype(np.float64)
         is_leaf = tree["left_children"] == -1
         blended = (value * (h_old + reg_lambda) - etas[t] * g_new) / (h_old + h_new + reg_lambda)

@@ -125,3 +125,23 @@ def average_precision(labels: npt.NDArray[np.float64], scores: npt.NDArray[np.fl
 def format_metric(value: float) -> str:
     """Positional notation, so MetricDefinitions regexes like ``([0-9.]+)`` read it whole."""
     return np.format_float_positional(value, trim="-")
+
+
+def collective_score(
+    booster: xgb.Booster,
+    rows: xgb.DMatrix,
+    config: TrainingConfig,
+    iteration_range: tuple[int, int] = (0, 0),
+) -> float:
+    """``config.metric`` as xgboost itself evaluates it, which on a multi-host job sums each
+    host's part (every host holds a shard of ``rows``): what :func:`score` gives on one host,
+    up to how xgboost computes the metric (e.g. ties in auc)."""
+    model = booster if iteration_range == (0, 0) else booster[slice(*iteration_range)]
+    name = config.xgboost_metric
+    # "[0]\tdata-<metric>:<value>" per eval_metric the booster has
+    for part in model.eval_set([(rows, "data")]).split("\t")[1:]:
+        key, _, value = part.partition(":")
+        if key == f"data-{name}":
+            result = float(value)
+            return 1.0 - result if config.metric == "accuracy" else result
+    raise TrainingError(f"xgboost did not evaluate {name}")

@@ -75,6 +75,7 @@ if __name__ == "__main__":
 import numpy as np
 import numpy.typing as npt
 import refit_data as data
+import refit_distributed as distributed
 import refit_incremental as incremental
 import xgboost as xgb
 
@@ -91,7 +92,7 @@ from refit_checkpoints import (
 )
 from refit_errors import TrainingError, TrainingStopped, first_line
 from refit_hyperparameters import TrainingConfig, load_hyperparameters, training_config
-from refit_scoring import format_metric, score
+from refit_scoring import collective_score, format_metric, score
 
 # Shared with layers/refit/refit/layout.py, their source: this script runs in the SageMaker image,
 # which does not have the refit package.
@@ -206,6 +207,39 @@ def load_channel(
     return ChannelData(table, data.ExpectedColumns(table.shape[1], f"as in {names[0]}"))
 
 
+def load_train(directory: Path, rule: data.LabelRule, cluster: distributed.Cluster) -> ChannelData:
+    """The train channel: on a multi-host job this host's shard (``ShardedByS3Key``), which may
+    be empty; every host's files must have the same columns."""
+    if cluster.world == 1:
+        return load_channel(CHANNEL_TRAIN, directory, None, rule)
+    own = load_channel(CHANNEL_TRAIN, directory, None, rule) if has_data(directory) else None
+    mine = own.columns.count if own is not None else 0
+    columns = distributed.largest(mine)
+    fewest = -distributed.largest(-(mine or columns))
+    if columns == 0:
+        raise TrainingError(
+            f"channel {CHANNEL_TRAIN} has no data files on any of the job's {cluster.world} hosts"
+        )
+    if fewest != columns:
+        raise TrainingError(
+            f"the hosts' {CHANNEL_TRAIN} files differ: {fewest} and {columns} columns "
+            "(label included)"
+        )
+    if own is None:
+        log.warning("host %s has no train files: it joins with none", cluster.current_host)
+        return ChannelData(
+            np.empty((0, columns), dtype=np.float32),
+            data.ExpectedColumns(columns, "as on the job's other hosts"),
+        )
+    return own
+
+
+def shard(rows: Matrix, cluster: distributed.Cluster) -> Matrix:
+    """This host's share of a table every host holds (validation, replay): every
+    ``world``-th row from its rank on, so each row counts once across the hosts."""
+    return rows if cluster.world == 1 else rows[cluster.rank :: cluster.world]
+
+
 def has_data(directory: Path) -> bool:
     return directory.is_dir() and bool(data.data_files(directory))
 
@@ -274,7 +308,8 @@ def with_class_count(
 
 
 def largest_class(labels: list[npt.NDArray[np.float32]]) -> int:
-    return int(max(float(column.max()) for column in labels))
+    """The largest label of any host (a host's train shard may be empty)."""
+    return distributed.largest(int(max((float(c.max()) for c in labels if len(c)), default=0)))
 
 
 def champion_classes(champion: xgb.Booster) -> int:
@@ -368,7 +403,13 @@ def boost(
     if job.round_delay > 0:
         callbacks.append(RoundDelay(job.round_delay))
     callbacks.append(
-        CheckpointCallback(job.checkpoints, config.checkpoint_interval, base_rounds, stop)
+        CheckpointCallback(
+            job.checkpoints,
+            config.checkpoint_interval,
+            base_rounds,
+            stop,
+            save=job.cluster.is_leader,
+        )
     )  # before EarlyStopping, whose stop skips later callbacks
     if validation is not None:
         evals.append((validation, "validation"))
@@ -413,6 +454,13 @@ def starting_point(
     is never boosted on twice.
     """
     newest = checkpoints.newest()
+    # Every host resumes from the same round: the leader's checkpoint, synced to all of them.
+    leaders = distributed.from_leader(newest[0] if newest is not None else 0)
+    if (newest[0] if newest is not None else 0) != leaders:
+        raise TrainingError(
+            f"this host's newest checkpoint is round {newest[0] if newest else 0}, the leader's "
+            f"{leaders}: every host must start from the same checkpoints ({checkpoints.directory})"
+        )
     if newest is None:
         return initial, 0
     rounds, booster = newest
@@ -465,6 +513,7 @@ class Job:
     stop: StopSignal
     round_delay: float
     features: int
+    cluster: distributed.Cluster = distributed.SINGLE_HOST
 
 
 @dataclass(frozen=True)
@@ -518,7 +567,7 @@ def train_incremental(
     fit_parts, validation_parts = [new_fit], [new_validation]
     if replay is not None:
         old_fit, old_validation = incremental.split_rows(
-            replay.rows, config.validation_fraction, seed + 1
+            shard(replay.rows, job.cluster), config.validation_fraction, seed + 1
         )
         fit_parts.append(old_fit)
         validation_parts.append(old_validation)
@@ -548,9 +597,10 @@ def train_incremental(
                     incremental.matrix(sample),
                     config.objective,
                     config.reg_lambda,
-                    row_weight=len(new_fit) / len(sample),
+                    row_weight=len(new_fit) / max(1, len(sample)),
+                    reduce=distributed.totals,
                 )
-                refresh_rows = len(sample)
+                refresh_rows = int(distributed.total(len(sample)))
             except incremental.ModelFormatError as error:
                 refresh = f"the model's layout is unknown to the refresh: {error}"
                 log.warning("leaf refresh skipped: %s", refresh)
@@ -581,7 +631,7 @@ def train_incremental(
         )
     # Not the champion itself: the replay rows of the validation set are rows it was fit on.
     appended = boosted.num_boosted_rounds() - base_rounds
-    scores = validation_scores(refreshed, boosted, base_rounds, validation, config)
+    scores = validation_scores(refreshed, boosted, base_rounds, validation, config, job.cluster)
     gain = scores["boostedValidation"] - scores["refreshedValidation"]
     improved = gain > 0 if config.higher_is_better else gain < 0
     challenger = boosted if appended and improved else refreshed
@@ -589,12 +639,12 @@ def train_incremental(
     added_trees = rounds_added * incremental.trees_per_round(challenger)
     etas = np.concatenate([champion_etas, np.full(added_trees, config.incremental_eta)])
     details = {
-        "newRows": len(new_rows),
+        "newRows": int(distributed.total(len(new_rows))),
         "replayRows": len(replay.rows) if replay is not None else 0,
         "replaySeenRows": replay.seen_rows if replay is not None else None,
         "replayProblem": replay_problem,
-        "fitRows": fit.num_row(),
-        "validationRows": validation.num_row(),
+        "fitRows": int(distributed.total(fit.num_row())),
+        "validationRows": int(distributed.total(validation.num_row())),
         "leafRefresh": "blended" if refresh is None else None,
         "leafRefreshSkipped": refresh,
         "leafRefreshRows": refresh_rows,
@@ -615,18 +665,21 @@ def validation_scores(
     base_rounds: int,
     validation: xgb.DMatrix,
     config: TrainingConfig,
+    cluster: distributed.Cluster = distributed.SINGLE_HOST,
 ) -> dict[str, float]:
     """The refreshed champion and the boosted model on the validation rows. ``boosted`` is
     ``refreshed`` plus rounds from ``base_rounds`` on: its margin is the refreshed margin (the
-    DMatrix's base margin) plus the appended trees, so the champion's trees are read once."""
-    refreshed_score = score(refreshed, validation, config)
+    DMatrix's base margin) plus the appended trees, so the champion's trees are read once.
+    On several hosts the rows are sharded: xgboost's own metric, summed across the hosts."""
+    scorer = collective_score if cluster.world > 1 else score
+    refreshed_score = scorer(refreshed, validation, config)
     appended = boosted.num_boosted_rounds() - base_rounds
     if appended <= 0:
         return {"refreshedValidation": refreshed_score, "boostedValidation": refreshed_score}
     margin = refreshed.predict(validation, output_margin=True)
     on_refreshed = validation.slice(np.arange(validation.num_row()))
     on_refreshed.set_base_margin(margin.reshape(-1))
-    boosted_score = score(
+    boosted_score = scorer(
         boosted, on_refreshed, config, iteration_range=(base_rounds, boosted.num_boosted_rounds())
     )
     return {"refreshedValidation": refreshed_score, "boostedValidation": boosted_score}
@@ -655,12 +708,15 @@ def check_drift(
     new_rows: Matrix,
     replay: incremental.ReplaySample,
     config: TrainingConfig,
+    cluster: distributed.Cluster = distributed.SINGLE_HOST,
 ) -> incremental.DriftCheck | None:
-    """The champion on the new rows vs on the test data when it was trained (both unseen)."""
+    """The champion on the new rows vs on the test data when it was trained (both unseen). On
+    several hosts each samples its share of the new rows and every host scores them all."""
     reference = replay.reference_score
     if reference is None or replay.metric != config.metric:
         return None  # a sample from another metric (or none recorded): nothing to compare with
-    scored = incremental.uniform_sample(new_rows, incremental.DRIFT_CHECK_ROWS, len(new_rows))
+    share = incremental.DRIFT_CHECK_ROWS // cluster.world
+    scored = distributed.gathered(incremental.uniform_sample(new_rows, share, len(new_rows)))
     try:
         on_new = score(champion, incremental.matrix(scored), config)
     except TrainingError as error:
@@ -673,13 +729,27 @@ def check_drift(
 
 
 def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
+    """The job on this host; on a multi-host job every host runs it inside one collective."""
     paths = job_paths(env)
+    cluster = distributed.cluster_of(env, paths.hyperparameters_file.parent)
+    with distributed.joined(cluster):
+        return train_and_score(env, paths, stop, cluster)
+
+
+def train_and_score(
+    env: Mapping[str, str], paths: JobPaths, stop: StopSignal, cluster: distributed.Cluster
+) -> dict[str, Any]:
+    """Train the challenger and, on the leader, score both models and write the outputs.
+
+    Every step that calls the collective (training, and the totals and samples the hosts
+    combine) runs on every host in the same order; only the leader scores and writes.
+    """
     config = training_config(load_hyperparameters(env, paths.hyperparameters_file))
     champion, champion_problem = read_champion(paths.champion)
     # The labels the objective can learn (refit_data.label_rule): PrepareRun checked the train
     # files by the same rule; a class count the stack fixed bounds multi:* labels.
     rule = data.label_rule(config.objective, config.extra_params.get("num_class"))
-    train = load_channel(CHANNEL_TRAIN, paths.train, None, rule)
+    train = load_train(paths.train, rule, cluster)
     test = load_channel(CHANNEL_TEST, paths.test, train.columns, rule).matrix
     # Older test data (see docs/architecture.md, "The gate"): optional, same columns.
     retained = (
@@ -687,8 +757,14 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
         if has_data(paths.test_retained)
         else None
     )
+    # Every host holds the whole validation channel: each evaluates its share of the rows.
     validation = (
-        load_channel(CHANNEL_VALIDATION, paths.validation, train.columns, rule).matrix
+        incremental.matrix(
+            shard(
+                load_channel(CHANNEL_VALIDATION, paths.validation, train.columns, rule).rows,
+                cluster,
+            )
+        )
         if has_data(paths.validation)
         else None
     )
@@ -712,7 +788,11 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     if mode == "incremental":
         assert champion is not None
         replay, replay_problem = load_replay(paths.replay, features)
-        drift = check_drift(champion, train.rows, replay, config) if replay is not None else None
+        drift = (
+            check_drift(champion, train.rows, replay, config, cluster)
+            if replay is not None
+            else None
+        )
         if drift is not None and drift.detected:
             mode, mode_fallback = "full", drift.reason
             log.warning("%s", drift.reason)
@@ -722,6 +802,7 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
         stop,
         float(env.get("REFIT_TEST_ROUND_DELAY") or 0),
         features,
+        cluster,
     )
     if mode == "incremental":
         assert champion is not None
@@ -736,13 +817,21 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
         history = None
     challenger = trained.challenger
     incremental.record_tree_etas(challenger, trained.tree_etas)
+    train_rows = int(distributed.total(len(train.rows)))
     next_replay = incremental.updated_replay(
-        history, train.rows, config.replay_rows, seed=len(train.rows)
+        history,
+        replay_candidates(train.rows, train_rows, config.replay_rows, cluster),
+        config.replay_rows,
+        seed=train_rows,
+        new_count=train_rows,
     )
     if mode == "incremental" and history is None:
         # Continued without the champion's sample: the trees' base is not known.
         next_replay = dataclasses.replace(next_replay, base_rows=None)
 
+    if not cluster.is_leader:
+        log.info("host %s done: the leader scores and writes the outputs", cluster.current_host)
+        return {"host": cluster.current_host, "trainRows": len(train.rows)}
     champion_score, unscored = score_champion(champion, test, config)
     retained_champion, _ = (
         score_champion(champion, retained, config) if retained is not None else (None, None)
@@ -759,7 +848,7 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
         "objective": config.objective,
         "modeFallback": mode_fallback,
         "championProblem": champion_problem or unscored,
-        "trainRows": len(train.rows),
+        "trainRows": train_rows,
         "mode": mode,
         "championRounds": champion.num_boosted_rounds() if champion is not None else None,
         "challengerRounds": challenger.num_boosted_rounds(),
@@ -772,6 +861,19 @@ def run(env: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     incremental.write_replay(paths.output_data_dir, next_replay, challenger_score, config.metric)
     write_outputs(paths, challenger, evaluation, config.metric)
     return evaluation
+
+
+def replay_candidates(
+    rows: Matrix, total_rows: int, capacity: int, cluster: distributed.Cluster
+) -> Matrix:
+    """The new rows the next replay sample draws from: all of them on one host; on several, a
+    uniform sample from each host in proportion to its rows, gathered (every host's rows would
+    not fit on one)."""
+    if cluster.world == 1:
+        return rows
+    keep = incremental.replay_capacity(capacity, rows.shape[1])
+    share = -(-keep * len(rows) // max(1, total_rows))  # rounded up: never fewer than needed
+    return distributed.gathered(incremental.uniform_sample(rows, share, len(rows)))
 
 
 def report_failure(path: Path, message: str) -> None:
@@ -798,12 +900,14 @@ def main() -> int:
         return EXIT_STOPPED
     except TrainingError as error:
         report_failure(failure_file(env), str(error))
+        distributed.abandon(EXIT_FAILED)
         return EXIT_FAILED
     except Exception as error:
         log.exception("unexpected error")
         report_failure(
             failure_file(env), f"unexpected error: {type(error).__name__}: {first_line(error)}"
         )
+        distributed.abandon(EXIT_FAILED)
         return EXIT_FAILED
     log.info("done: %s", json.dumps(evaluation))
     return 0

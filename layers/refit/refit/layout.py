@@ -95,6 +95,7 @@ TRAINING_MODULES = (
     TRAINING_ENTRY_POINT,
     "refit_checkpoints.py",
     DATA_CONTRACT_MODULE,
+    "refit_distributed.py",
     "refit_errors.py",
     "refit_hyperparameters.py",
     "refit_incremental.py",
