@@ -503,6 +503,7 @@ def test_parameters_have_the_issue_defaults(template: dict[str, Any]) -> None:
         "TrainingImageUri": "",
         "TrainingInstanceType": "ml.m5.xlarge",
         "TrainingInstanceCount": 1,
+        "TrainingInputMode": "File",
         "UseSpotTraining": "true",
         "MaxRuntimeSeconds": 3600,
         "MaxWaitSeconds": 7200,

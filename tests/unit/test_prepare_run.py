@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -276,3 +277,23 @@ def test_a_manual_run_records_its_files_so_late_events_do_not_train_them_again(
     }
     # and the late event for b.csv is a duplicate
     assert run_queue(aws).enqueue([late_object], "2026-11-28T09:30:00Z") == []
+
+
+def test_a_two_host_stack_gets_the_data_in_parts_it_can_shard(
+    app: ModuleType, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stack training on two hosts, and one file of data
+    monkeypatch.setattr(app, "settings", replace(app.settings, training_instance_count=2))
+    put(aws.s3, "data/train/2026/11/a.csv", csv_rows(40))
+    # When a run is prepared
+    plan = prepare(app, load_event("execution-input-manual.json"))
+    # Then the job's train channel is a prefix of two parts, sharded between the hosts
+    train = plan["trainingJob"]["InputDataConfig"][0]
+    source = train["DataSource"]["S3DataSource"]
+    assert source["S3DataType"] == "S3Prefix"
+    assert source["S3DataDistributionType"] == "ShardedByS3Key"
+    assert plan["trainingJob"]["ResourceConfig"]["InstanceCount"] == 2
+    parts = keys_under(aws.s3, source["S3Uri"].removeprefix(f"s3://{BUCKET}/"))
+    assert len(parts) == 2
+    body = b"".join(aws.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in parts)
+    assert body == csv_rows(40)

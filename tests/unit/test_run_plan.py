@@ -9,6 +9,7 @@ import pytest
 
 from refit import layout
 from refit.data.datasets import DataFile, DataSelection, RejectedFile, RunManifests
+from refit.data.train_channel import TrainChannel
 from refit.metrics import UnsupportedMetricError
 from refit.prepare_run.holdout import HoldoutSplit
 from refit.prepare_run.run_plan import (
@@ -461,3 +462,23 @@ def test_a_new_endpoint_has_no_rollout_to_wait_for() -> None:
     # Then WaitForRollout sleeps 0 s
     assert plan.deploy.endpoint_exists is False
     assert plan.deploy.rollout_seconds == 0
+
+
+def test_a_multi_host_job_reads_the_train_channel_prepare_run_shaped() -> None:
+    # Given a train channel of parts shared by two hosts, streamed
+    channel = TrainChannel(
+        f"s3://{BUCKET}/runs/r/channel/train/", "S3Prefix", "ShardedByS3Key", "FastFile", 4
+    )
+    # When the plan is built for a two-host stack
+    plan = build_run_plan(
+        dataclasses.replace(inputs(), train_channel=channel),
+        settings(training_instance_count=2),
+    )
+    # Then the job's train channel is that one, the other channels replicated in File mode
+    train, *others = job(plan)["InputDataConfig"]
+    assert train == channel.request()
+    assert train["InputMode"] == "FastFile"
+    assert job(plan)["ResourceConfig"]["InstanceCount"] == 2
+    for other in others:
+        assert "InputMode" not in other
+        assert other["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "FullyReplicated"

@@ -16,6 +16,9 @@ from refit.rollout import ROLLOUT_MODES, RolloutMode, RolloutPolicy
 
 DeploymentMode = Literal["endpoint", "batch"]
 DEPLOYMENT_MODES: tuple[DeploymentMode, ...] = ("endpoint", "batch")
+# How the train channel reaches the job: copied to the volume first, or streamed (FastFile).
+TrainInputMode = Literal["File", "FastFile"]
+INPUT_MODES: tuple[TrainInputMode, ...] = ("File", "FastFile")
 
 
 class ConfigError(RuntimeError):
@@ -65,6 +68,13 @@ class _Env:
             if raw == mode:
                 return mode
         raise ConfigError(f"{name} must be one of {', '.join(DEPLOYMENT_MODES)}, got {raw!r}")
+
+    def input_mode(self, name: str, default: TrainInputMode) -> TrainInputMode:
+        raw = self.text(name, default)
+        for mode in INPUT_MODES:
+            if raw == mode:
+                return mode
+        raise ConfigError(f"{name} must be one of {', '.join(INPUT_MODES)}, got {raw!r}")
 
     def rollout_mode(self, name: str, default: RolloutMode) -> RolloutMode:
         raw = self.text(name, default)
@@ -122,6 +132,9 @@ class Settings:
     endpoint_max_polls: int
     training_code_dir: str
     rollout: RolloutPolicy
+    # File: the train channel is copied to the volume before training; FastFile streams it
+    # (refit.data.train_channel).
+    training_input_mode: TrainInputMode = "File"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +151,7 @@ class Settings:
             training_instance_type=env.text("TRAINING_INSTANCE_TYPE", "ml.m5.xlarge"),
             training_instance_count=env.integer("TRAINING_INSTANCE_COUNT", 1, minimum=1),
             use_spot_training=env.flag("USE_SPOT_TRAINING", True),
+            training_input_mode=env.input_mode("TRAINING_INPUT_MODE", "File"),
             max_runtime_seconds=env.integer("MAX_RUNTIME_SECONDS", 3600, minimum=60),
             max_wait_seconds=env.integer("MAX_WAIT_SECONDS", 7200, minimum=60),
             checkpoint_interval_rounds=env.integer("CHECKPOINT_INTERVAL_ROUNDS", 10, minimum=1),

@@ -122,6 +122,12 @@ def run_prefix(run_id: str) -> str:
     return f"{RUNS_PREFIX}{run_id}/"
 
 
+def train_channel_prefix(run_id: str) -> str:
+    """``runs/<run>/channel/train/``: the train channel's parts when the job has several hosts
+    or reads in FastFile mode (refit.data.train_channel)."""
+    return f"{run_prefix(run_id)}channel/{CHANNEL_TRAIN}/"
+
+
 def pinned_data_key(run_id: str, key: str) -> str:
     """Where PrepareRun pins a validated ``data/train/<rel>`` version: ``runs/<run>/data/<rel>``."""
     if not key.startswith(TRAIN_PREFIX):

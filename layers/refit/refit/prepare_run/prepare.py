@@ -25,6 +25,7 @@ from aws_lambda_powertools import Logger
 from refit import layout
 from refit.config import Settings
 from refit.data import datasets, file_checks
+from refit.data.train_channel import train_channel
 from refit.data.trained_data import load_trained
 from refit.ledger.run_queue import RunQueue, StepFunctionsExecutions, hold_run_lock
 from refit.ledger.run_records import ChampionPointer, RunRecords
@@ -201,6 +202,19 @@ def prepare_run(
         # trained again by the next run.
         queue.take(run_id, [f.data_object() for f in selection.accepted], started_at)
     manifests = datasets.write_manifests(s3, bucket, run_id, request, selection, started_at)
+    channel = (
+        train_channel(
+            s3,
+            bucket,
+            run_id,
+            selection.accepted,
+            manifests.train_manifest_uri,
+            settings.training_instance_count,
+            settings.training_input_mode,
+        )
+        if selection.accepted
+        else None
+    )
     code_uri = publish_training_code(s3, bucket, settings.training_code_dir)
     # Which test data is fresh vs retained.
     test_sets = split_holdout(s3, bucket, run_id, champion_run_started_at(records, champion))
@@ -210,6 +224,7 @@ def prepare_run(
             request=request,
             selection=selection,
             manifests=manifests,
+            train_channel=channel,
             champion=state,
             code_uri=code_uri,
             has_validation_data=datasets.has_objects(

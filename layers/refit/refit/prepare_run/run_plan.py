@@ -26,6 +26,7 @@ from refit import layout
 from refit.config import DeploymentMode, Settings
 from refit.data.datasets import DataSelection, RunManifests
 from refit.data.rejected import RejectedFile
+from refit.data.train_channel import TrainChannel
 from refit.metrics import higher_is_better
 from refit.prepare_run.holdout import HoldoutSplit
 from refit.prepare_run.warm_start import WarmStart
@@ -305,6 +306,8 @@ class PlanInputs:
     started_at: str | None = None
     # The data window the run trains in (refit.ledger.run_records.DataWindow.since); None: all data.
     data_window_since: str | None = None
+    # The train channel (refit.data.train_channel); None: the pinned copies' manifest, one host.
+    train_channel: TrainChannel | None = None
 
 
 def choose_training_mode(
@@ -474,19 +477,10 @@ def _training_job(
     inputs: PlanInputs, settings: Settings, job_name: str, mode: Mode
 ) -> dict[str, Any]:
     champion = inputs.champion.champion
-    channels: list[dict[str, Any]] = [
-        {
-            "ChannelName": layout.CHANNEL_TRAIN,
-            "DataSource": {
-                "S3DataSource": {
-                    "S3DataType": "ManifestFile",
-                    "S3Uri": inputs.manifests.train_manifest_uri,
-                    "S3DataDistributionType": "FullyReplicated",
-                }
-            },
-            "ContentType": "text/csv",
-        }
-    ]
+    train = inputs.train_channel or TrainChannel.of_manifest(
+        inputs.manifests.train_manifest_uri, len(inputs.selection.accepted)
+    )
+    channels: list[dict[str, Any]] = [train.request()]
     if inputs.has_validation_data:
         channels.append(
             _prefix_channel(layout.CHANNEL_VALIDATION, _s3(settings, layout.VALIDATION_PREFIX))
