@@ -8,6 +8,8 @@ measured side by side.
 5 API calls of champion lookup and cleanup, 10 vs 10,000       bench.lookups
 6 serving: endpoint latency, batch transform vs raw xgboost    bench.local_cloud_figures
 7 state transitions per successful run                         bench.local_cloud_figures
+8 data validation: a run of 1,000 files x 100 MB                bench.validation
+9 training on 2 hosts vs 1: memory per host, rows read          bench.distributed
 
 Figures without the local cloud run first; 2, 3, 6 and 7 share one local cloud. The table
 (figure, measured, target, pass/FAIL, reproduce) is printed and written to
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import cold_start, incremental, local_cloud_figures, lookups, validation
+from bench import cold_start, distributed, incremental, local_cloud_figures, lookups, validation
 from bench.report import Row, closing_notes, document, error_row, markdown_table, write
 
 LOCAL_CLOUD = {2, 3, 6, 7}
@@ -34,22 +36,24 @@ NAMES = {
     4: ("Lambda cold start and size", "≤ 250 ms, ≤ 15 MB"),
     5: ("lookup API calls", "constant / proportional"),
     8: ("data validation", "a run of 1,000 files x 100 MB fits"),
+    9: ("training on 2 hosts vs 1", "≤ 0.6x data memory per host"),
 }
 STANDALONE: dict[int, Callable[..., list[Row]]] = {
     1: incremental.measure,
     4: cold_start.measure,
     5: lookups.measure,
     8: validation.measure,
+    9: distributed.measure,
 }
 
 
 def parse_figures(text: str | None) -> set[int]:
     if not text:
-        return set(range(1, 9))
+        return set(range(1, 10))
     chosen = {int(part) for part in text.replace(" ", "").split(",") if part}
-    unknown = chosen - set(range(1, 9))
+    unknown = chosen - set(range(1, 10))
     if unknown:
-        raise argparse.ArgumentTypeError(f"no figure {sorted(unknown)}: choose from 1-8")
+        raise argparse.ArgumentTypeError(f"no figure {sorted(unknown)}: choose from 1-9")
     return chosen
 
 

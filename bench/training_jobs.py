@@ -11,9 +11,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,3 +115,112 @@ def run_job(
 def _write(path: Path, body: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(body)
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """One host of a multi-host job: what its train.py process used and read."""
+
+    host: str
+    cpu_seconds: float
+    max_rss_mb: float
+    train_rows: int  # from its log: "channel train: <rows> rows"
+
+
+def run_hosts(
+    work: Path,
+    *,
+    shards: list[list[bytes]],
+    test: bytes,
+    hyperparameters: dict[str, Any],
+) -> tuple[list[HostResult], float, dict[str, Any]]:
+    """One job on ``len(shards)`` hosts, each an ``/opt/ml`` tree under ``work`` with its shard of
+    the train channel, meeting on loopback (``REFIT_TRACKER``) as the local runtime runs them:
+    per-host results, the job's wall seconds, and the leader's evaluation."""
+    hosts = [f"algo-{number + 1}" for number in range(len(shards))]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        tracker = f"127.0.0.1:{probe.getsockname()[1]}"
+    processes = []
+    started = time.monotonic()
+    for host, shard in zip(hosts, shards, strict=True):
+        root = work / host / "opt" / "ml"
+        config = root / "input" / "config"
+        config.mkdir(parents=True)
+        (config / "hyperparameters.json").write_text(
+            json.dumps({key: str(value) for key, value in hyperparameters.items()})
+        )
+        (config / "resourceconfig.json").write_text(
+            json.dumps({"current_host": host, "hosts": hosts, "network_interface_name": "lo"})
+        )
+        (config / "checkpointconfig.json").write_text(
+            json.dumps({"LocalPath": str(work / host / "checkpoints")})
+        )
+        for number, body in enumerate(shard):
+            _write(root / "input" / "data" / "train" / f"part-{number:03d}.csv", body)
+        _write(root / "input" / "data" / "test" / "holdout.csv", test)
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "REFIT_"))}
+        env = {
+            **inherited,
+            "SM_ROOT": str(root),
+            "SM_OUTPUT_FAILURE": str(work / host / "failure.txt"),
+            "REFIT_TRACKER": tracker,
+        }
+        log = (work / host / "job.log").open("wb")
+        processes.append(
+            (
+                host,
+                log,
+                subprocess.Popen(
+                    [sys.executable, str(TRAIN_SCRIPT)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+            )
+        )
+    peaks = {process.pid: 0.0 for _, _, process in processes}
+    watcher = threading.Thread(target=_watch_peaks, args=(peaks,), daemon=True)
+    watcher.start()
+    ended = [
+        (host, log, process, *os.wait4(process.pid, 0)[1:]) for host, log, process in processes
+    ]
+    watcher.join()
+    results = []
+    for host, log, process, status, usage in ended:
+        log.close()
+        text = (work / host / "job.log").read_text()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise TrainingFailed(f"{host}: train.py failed: {text[-2000:]}")
+        found = re.search(r"channel train: (\d+) rows", text)
+        results.append(
+            HostResult(
+                host,
+                usage.ru_utime + usage.ru_stime,
+                peaks[process.pid],
+                int(found.group(1)) if found else 0,
+            )
+        )
+    wall = time.monotonic() - started
+    leader = work / hosts[0] / "opt" / "ml" / "output" / "data" / "evaluation.json"
+    return results, wall, json.loads(leader.read_text())
+
+
+def _watch_peaks(peaks: dict[int, float]) -> None:
+    """Each process's peak RSS in MB, from ``VmHWM`` in ``/proc/<pid>/status`` (Linux), until
+    they have all ended. Not ``ru_maxrss``: Linux counts into it the forking parent's memory
+    (the benchmark's own data), recorded when the child execs."""
+    alive = set(peaks)
+    while alive:
+        for pid in list(alive):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                alive.discard(pid)
+                continue
+            found = re.search(r"VmHWM:\s+(\d+) kB", status)
+            if found is None:  # a zombie: it has ended
+                alive.discard(pid)
+                continue
+            peaks[pid] = max(peaks[pid], int(found.group(1)) / 1024)
+        time.sleep(0.02)

@@ -52,7 +52,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_parse_figures() -> None:
-    assert parse_figures(None) == set(range(1, 9))
+    assert parse_figures(None) == set(range(1, 10))
     assert parse_figures("3, 1") == {1, 3}
     with pytest.raises(Exception, match="no figure"):
         parse_figures("9")
