@@ -55,7 +55,7 @@ def test_parse_figures() -> None:
     assert parse_figures(None) == set(range(1, 10))
     assert parse_figures("3, 1") == {1, 3}
     with pytest.raises(Exception, match="no figure"):
-        parse_figures("9")
+        parse_figures("10")
 
 
 def test_table_marks_misses_and_notes_say_why() -> None:
