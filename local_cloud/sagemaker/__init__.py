@@ -4,9 +4,10 @@ moto records SageMaker resources but runs nothing. :class:`LocalSageMaker` does 
 in process, against an injected boto3 S3 client (moto in-process, a moto server, or real S3):
 
 - **training jobs** run the script-mode program (``sagemaker_program`` from
-  ``sagemaker_submit_directory``) in a subprocess, inside a local ``/opt/ml`` tree, with the
-  training toolkit's ``SM_*`` environment (or ``AlgorithmSpecification.ContainerEntrypoint``,
-  in a private mount namespace that sees the tree at ``/opt/ml``), checkpoint sync,
+  ``sagemaker_submit_directory``) in a subprocess per host (``InstanceCount``), each inside its
+  own local ``/opt/ml`` tree, with the training toolkit's ``SM_*`` environment (or
+  ``AlgorithmSpecification.ContainerEntrypoint``, in a private mount namespace that sees the
+  tree at ``/opt/ml``), channels replicated or sharded between the hosts, checkpoint sync,
   managed-spot emulation (capacity waits, injected interruptions with resume from S3
   checkpoints, MaxWait/MaxRuntime limits)
   and SageMaker's statuses, secondary-status transitions, times and metrics;

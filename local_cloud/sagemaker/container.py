@@ -15,6 +15,12 @@ A training container sees::
 environment the SageMaker training toolkit gives a script: the ``SM_*`` variables (pointing into
 ``root``), plus refit's own overrides ``SM_ROOT``, ``SM_CHECKPOINT_DIR`` and ``SM_OUTPUT_FAILURE``
 (which ``training/train.py`` honours) and the toolkit's ``SAGEMAKER_BASE_DIR``.
+
+A job with ``ResourceConfig.InstanceCount`` = N runs on hosts ``algo-1`` .. ``algo-N``
+(:func:`hosts`), each with its own tree; ``current_host`` picks the host a config file or an
+environment is for (default ``algo-1``, the only host of a single-instance job).
+:func:`channel_shares` splits a channel's objects between the hosts by its
+``S3DataDistributionType``.
 """
 
 from __future__ import annotations
@@ -26,11 +32,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 CONTAINER_ROOT = PurePosixPath("/opt/ml")
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
-CURRENT_HOST = "algo-1"
+CURRENT_HOST = "algo-1"  # the first host: a single-instance job's only one
+HOST_PREFIX = "algo-"
+NETWORK_INTERFACE = "eth0"
+FILE_MODE = "File"
+FAST_FILE_MODE = "FastFile"
+PIPE_MODE = "Pipe"
+INPUT_MODES = (PIPE_MODE, FILE_MODE, FAST_FILE_MODE)  # AWS's enum, in its order
+FULLY_REPLICATED = "FullyReplicated"
+SHARDED_BY_S3_KEY = "ShardedByS3Key"
+DISTRIBUTION_TYPES = (FULLY_REPLICATED, SHARDED_BY_S3_KEY)
 FAILURE_REASON_MAX = 1024
 RESERVED_HYPERPARAMETER_PREFIX = "sagemaker_"
 PROGRAM_HYPERPARAMETER = "sagemaker_program"
@@ -223,17 +238,55 @@ def channel_names(request: Mapping[str, Any]) -> list[str]:
     return [str(channel["ChannelName"]) for channel in request.get("InputDataConfig") or []]
 
 
+def instance_count(request: Mapping[str, Any]) -> int:
+    """``ResourceConfig.InstanceCount`` (1 when absent)."""
+    return int((request.get("ResourceConfig") or {}).get("InstanceCount") or 1)
+
+
+def hosts(request: Mapping[str, Any]) -> list[str]:
+    """The job's hosts, as SageMaker names them: ``algo-1`` .. ``algo-<InstanceCount>``."""
+    return [f"{HOST_PREFIX}{index}" for index in range(1, instance_count(request) + 1)]
+
+
+def channel_input_mode(request: Mapping[str, Any], channel: Mapping[str, Any]) -> str:
+    """The channel's ``InputMode``, else the job's ``AlgorithmSpecification.TrainingInputMode``
+    (AWS: "If you don't set a value for InputMode, SageMaker uses the value set for
+    TrainingInputMode"), else ``File``."""
+    algorithm = request.get("AlgorithmSpecification") or {}
+    return str(channel.get("InputMode") or algorithm.get("TrainingInputMode") or FILE_MODE)
+
+
+def distribution_type(channel: Mapping[str, Any]) -> str:
+    source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
+    return str(source.get("S3DataDistributionType") or FULLY_REPLICATED)
+
+
+T = TypeVar("T")
+
+
+def channel_shares(objects: list[T], host_count: int, distribution: str) -> list[list[T]]:
+    """Each host's objects of a channel, in host order.
+
+    ``FullyReplicated``: every host gets every object. ``ShardedByS3Key``: AWS "replicate[s] a
+    subset of data on each ML compute instance [...] each instance gets approximately 1/n of
+    the number of S3 objects" and a host may get none ("Don't choose more ML compute instances
+    for training than available S3 objects. If you do, some nodes won't get any data")
+    (API_S3DataSource). AWS does not say which objects go where: here the list, sorted as the
+    caller gives it (by S3 key), is dealt round-robin, object ``j`` to host ``j mod n``, so the
+    counts differ by at most one and host ``algo-1`` gets the first object.
+    """
+    if distribution == SHARDED_BY_S3_KEY:
+        return [objects[index::host_count] for index in range(host_count)]
+    return [list(objects) for _ in range(host_count)]
+
+
 def input_data_config(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     """``inputdataconfig.json``: per channel, what the container is told about it."""
     config: dict[str, dict[str, str]] = {}
     for channel in request.get("InputDataConfig") or []:
-        source = channel.get("DataSource", {}).get("S3DataSource", {})
         entry = {
-            "TrainingInputMode": channel.get(
-                "InputMode",
-                request.get("AlgorithmSpecification", {}).get("TrainingInputMode", "File"),
-            ),
-            "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
+            "TrainingInputMode": channel_input_mode(request, channel),
+            "S3DistributionType": distribution_type(channel),
             "RecordWrapperType": channel.get("RecordWrapperType", "None"),
         }
         if channel.get("ContentType"):
@@ -242,20 +295,22 @@ def input_data_config(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return config
 
 
-def resource_config(request: Mapping[str, Any]) -> dict[str, Any]:
-    """``resourceconfig.json`` for a single-host job (the local runtime runs one host)."""
+def resource_config(request: Mapping[str, Any], current_host: str = CURRENT_HOST) -> dict[str, Any]:
+    """``resourceconfig.json`` of ``current_host``: every host of the job in ``hosts``, one
+    homogeneous instance group (what SageMaker writes for a request without InstanceGroups)."""
     instance_type = request.get("ResourceConfig", {}).get("InstanceType", "local")
+    all_hosts = hosts(request)
     return {
-        "current_host": CURRENT_HOST,
-        "hosts": [CURRENT_HOST],
-        "network_interface_name": "eth0",
+        "current_host": current_host,
+        "hosts": all_hosts,
+        "network_interface_name": NETWORK_INTERFACE,
         "current_instance_type": instance_type,
         "current_group_name": "homogeneousCluster",
         "instance_groups": [
             {
                 "instance_group_name": "homogeneousCluster",
                 "instance_type": instance_type,
-                "hosts": [CURRENT_HOST],
+                "hosts": all_hosts,
             }
         ],
     }
@@ -271,11 +326,13 @@ def checkpoint_config(layout: TrainingLayout, request: Mapping[str, Any]) -> dic
     return result
 
 
-def write_config_files(layout: TrainingLayout, request: Mapping[str, Any]) -> None:
+def write_config_files(
+    layout: TrainingLayout, request: Mapping[str, Any], current_host: str = CURRENT_HOST
+) -> None:
     files: dict[str, Any] = {
         "hyperparameters.json": hyperparameters(request),
         "inputdataconfig.json": input_data_config(request),
-        "resourceconfig.json": resource_config(request),
+        "resourceconfig.json": resource_config(request, current_host),
     }
     if request.get("CheckpointConfig"):
         files["checkpointconfig.json"] = checkpoint_config(as_seen_by(layout, request), request)
@@ -296,9 +353,12 @@ def training_environment(
     layout: TrainingLayout,
     request: Mapping[str, Any],
     base_environment: Mapping[str, str] | None = None,
+    current_host: str = CURRENT_HOST,
 ) -> dict[str, str]:
-    """The script's environment: ``base_environment`` (default: this process's) without any
-    inherited ``SM_*``, plus the request's ``Environment`` and the toolkit's variables."""
+    """The script's environment on ``current_host``: ``base_environment`` (default: this
+    process's) without any inherited ``SM_*``, plus the request's ``Environment`` and the
+    toolkit's variables (``SM_HOSTS``, ``SM_CURRENT_HOST``, ``SM_TRAINING_ENV``'s ``is_master``
+    and ``master_hostname``: the toolkit's ``hosts[0]``)."""
     layout = as_seen_by(layout, request)
     base = dict(os.environ if base_environment is None else base_environment)
     env = {k: v for k, v in base.items() if not k.startswith("SM_")}
@@ -308,28 +368,28 @@ def training_environment(
     channels = channel_names(request)
     program, submit_directory = script_mode_program(request)
     job_name = str(request["TrainingJobName"])
-    hosts = [CURRENT_HOST]
+    all_hosts = hosts(request)
     data_config = input_data_config(request)
-    resources = resource_config(request)
+    resources = resource_config(request, current_host)
     # SM_TRAINING_ENV: the toolkit's whole TrainingEnv as one document (its to_env_vars).
     training_env = {
         "additional_framework_parameters": {},
         "channel_input_dirs": {c: str(layout.channel_dir(c)) for c in channels},
-        "current_host": CURRENT_HOST,
+        "current_host": current_host,
         "framework_module": None,
-        "hosts": hosts,
+        "hosts": all_hosts,
         "hyperparameters": user_hps,
         "input_config_dir": str(layout.config_dir),
         "input_data_config": data_config,
         "input_dir": str(layout.input_dir),
-        "is_master": True,
+        "is_master": current_host == all_hosts[0],
         "job_name": job_name,
         "log_level": 20,
-        "master_hostname": hosts[0],
+        "master_hostname": all_hosts[0],
         "model_dir": str(layout.model_dir),
         "module_dir": submit_directory,
         "module_name": PurePosixPath(program).stem,
-        "network_interface_name": "eth0",
+        "network_interface_name": NETWORK_INTERFACE,
         "num_cpus": os.cpu_count() or 1,
         "num_gpus": 0,
         "output_data_dir": str(layout.output_data_dir),

@@ -2,7 +2,8 @@
 
 SageMaker writes each training container's stdout/stderr to log group
 ``/aws/sagemaker/TrainingJobs``, one stream per host and container start:
-``<job name>/algo-1-<epoch seconds>`` (a spot job resumed on new capacity starts a new stream).
+``<job name>/algo-<i>-<epoch seconds>`` (``algo-1`` .. ``algo-N`` for ``InstanceCount`` = N; a
+spot job resumed on new capacity starts a new stream per host).
 Endpoints log to ``/aws/sagemaker/Endpoints/<endpoint>`` (stream ``<variant>/<instance id>``)
 and batch transforms to ``/aws/sagemaker/TransformJobs`` (``<job>/<instance id>``): here the
 model server's own lines (loading, and each failed invocation's traceback, which the image's

@@ -45,8 +45,9 @@ class LocalSageMaker:
             None: no alarm exists (naming one is a ValidationError). The runtime never
             imports moto: the API layer passes a reader of its CloudWatch.
         logs: a boto3 CloudWatch Logs client: each training container's output goes to
-            ``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<epoch>``; endpoints and
-            transform jobs log the model server's lines to their groups (:mod:`.job_logs`).
+            ``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-<i>-<epoch>`` per host;
+            endpoints and transform jobs log the model server's lines to their groups
+            (:mod:`.job_logs`).
             None: the output stays in the job's local log file only.
 
     Thread-safe. Use as a context manager, or call :meth:`close`.

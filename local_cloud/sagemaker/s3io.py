@@ -178,10 +178,25 @@ def walk_files(directory: Path) -> Iterator[Path]:
 
 def tar_directory(source: Path, archive: Path) -> None:
     """``source``'s files in a gzipped tarball, named relative to ``source`` (``xgboost-model``)."""
+    tar_directories([source], archive)
+
+
+def tar_directories(sources: list[Path], archive: Path) -> list[str]:
+    """Every source's files merged in one gzipped tarball, each named relative to its source.
+    A name already taken by an earlier source is left out; returns those names (sorted)."""
     archive.parent.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    clashes: set[str] = set()
     with tarfile.open(archive, "w:gz") as tar:
-        for relative in walk_files(source):
-            tar.add(source / relative, arcname=relative.as_posix(), recursive=False)
+        for source in sources:
+            for relative in walk_files(source):
+                name = relative.as_posix()
+                if name in taken:
+                    clashes.add(name)
+                    continue
+                tar.add(source / relative, arcname=name, recursive=False)
+                taken.add(name)
+    return sorted(clashes)
 
 
 def extract_tar(archive: Path, destination: Path) -> None:

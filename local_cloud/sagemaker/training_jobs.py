@@ -1,24 +1,36 @@
-"""Training jobs: a CreateTrainingJob request run as a local subprocess, the way SageMaker would.
+"""Training jobs: a CreateTrainingJob request run as local subprocesses, the way SageMaker would.
 
 One :class:`TrainingJob` per request, run on its own thread:
 
 1. ``Starting``: for a managed-spot job, wait for "spot capacity" (``spot_capacity_delay``, or
    forever with the capacity-never-arrives injection, until ``MaxWaitTimeInSeconds``).
-2. ``Downloading``: a fresh ``/opt/ml`` tree (:class:`.container.TrainingLayout`) under
-   ``<work_dir>/training-jobs/<job>/attempt-<n>``; every channel (``S3Prefix`` or
-   ``ManifestFile``), the checkpoints from ``CheckpointConfig.S3Uri``, and the sourcedir.
-3. ``Training``: ``python <sagemaker_program> --hp value ...`` in the code dir (script mode),
-   or the request's ``ContainerEntrypoint`` + ``ContainerArguments`` in a private mount
-   namespace where the tree is ``/opt/ml`` (``unshare -m``, root on Linux; elsewhere the job
-   fails saying so), with the runtime's python as ``python3`` first on PATH; in its own
-   process group, output appended to ``<job>/training.log``; checkpoints synced to S3 every
-   ``checkpoint_sync_interval_seconds``; limits, StopTrainingJob, injected spot interruptions
-   and injected failures checked every ``poll_interval_seconds``. SIGTERM, then SIGKILL after
-   the grace period; an injected failure SIGKILLs at once, as the kernel's OOM killer does, and
-   the job ends ``Failed`` with the injected FailureReason.
-4. A spot interruption goes ``Interrupted`` and back to 1 with a new attempt directory: the
-   script finds the checkpoints re-downloaded from S3 and resumes.
-5. ``Uploading``: ``model/`` → ``<S3OutputPath>/<job>/output/model.tar.gz``, ``output/data/`` →
+2. ``Downloading``: a fresh ``/opt/ml`` tree (:class:`.container.TrainingLayout`) per host
+   under ``<work_dir>/training-jobs/<job>/attempt-<n>`` (the tree itself for a single-instance
+   job, ``attempt-<n>/algo-<i>`` for each host of an ``InstanceCount`` = N job); every channel
+   (``S3Prefix`` or ``ManifestFile``, ``File`` or ``FastFile`` input mode: both downloaded),
+   replicated to every host or split between them (``ShardedByS3Key``,
+   :func:`.container.channel_shares`), the checkpoints from ``CheckpointConfig.S3Uri`` (to
+   every host), the sourcedir, and each host's config files (``resourceconfig.json`` names it).
+3. ``Training``: on every host, ``python <sagemaker_program> --hp value ...`` in its code dir
+   (script mode), or the request's ``ContainerEntrypoint`` + ``ContainerArguments`` in a
+   private mount namespace where the host's tree is ``/opt/ml`` (``unshare -m``, root on Linux;
+   elsewhere the job fails saying so), with the runtime's python as ``python3`` first on PATH;
+   each in its own process group, output appended to ``<job>/training.log`` (prefixed with the
+   host when there are several) and to one CloudWatch stream per host; each host's checkpoint
+   directory synced to the same S3 prefix every ``checkpoint_sync_interval_seconds``; limits,
+   StopTrainingJob, injected spot interruptions and injected failures checked every
+   ``poll_interval_seconds``. SIGTERM to every host, then SIGKILL after the grace period; an
+   injected failure SIGKILLs them at once, as the kernel's OOM killer does, and the job ends
+   ``Failed`` with the injected FailureReason. A host that exits non-zero fails the job with its
+   FailureReason (its failure file, else its exit code and last lines), the others are
+   SIGTERMed; the job completes when every host exits 0. The hosts of a multi-instance job
+   share 127.0.0.1: ``REFIT_TRACKER=127.0.0.1:<free port>`` (a new port per attempt) tells
+   them where the first host's XGBoost tracker listens, which SageMaker never sets (its
+   hosts reach ``algo-1`` by name).
+4. A spot interruption goes ``Interrupted`` and back to 1 with a new attempt directory: every
+   host finds the checkpoints re-downloaded from S3 and resumes.
+5. ``Uploading``: the hosts' ``model/`` directories, merged (the first host's file wins a name
+   clash) → ``<S3OutputPath>/<job>/output/model.tar.gz``, their ``output/data/`` →
    ``output.tar.gz`` (also after a stop or a limit, as SageMaker keeps what the script saved).
 
 Time and billing model (all wall-clock, via the injected monotonic clock):
@@ -31,6 +43,9 @@ Time and billing model (all wall-clock, via the injected monotonic clock):
   ``1 - billable / training`` grow with waiting and interruptions, and with the price fraction.
 - ``MaxRuntimeInSeconds`` counts attempt time (downloading → process exit), not capacity waits;
   ``MaxWaitTimeInSeconds`` (spot) counts everything since the job started.
+- Both are per instance, whatever ``InstanceCount`` is (the hosts run side by side): AWS
+  "Multiply BillableTimeInSeconds by the number of instances (InstanceCount) in your training
+  cluster to get the total compute time" (DescribeTrainingJob).
 """
 
 from __future__ import annotations
@@ -44,8 +59,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,6 +88,9 @@ log = logging.getLogger(__name__)
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 RUNTIME_LOG_PREFIX = "[local-sagemaker]"
+# Refit's own (training/refit_distributed.py), never set by SageMaker: where the hosts of a
+# multi-instance job find the first host's XGBoost tracker, as address:port.
+TRACKER_VARIABLE = "REFIT_TRACKER"
 
 IN_PROGRESS = "InProgress"
 COMPLETED = "Completed"
@@ -139,6 +159,20 @@ class _Result:
     failure_reason: str | None = None
 
 
+@dataclass(eq=False)
+class _HostRun:
+    """One host of an attempt: its tree, its checkpoint sync and, once started, its process.
+    ``exit_code`` is set (under the job's lock) by the thread that waits for the process."""
+
+    name: str
+    layout: container.TrainingLayout
+    uploader: s3io.TreeUploader | None = None
+    process: subprocess.Popen[bytes] | None = None
+    log_stream: str | None = None
+    exit_code: int | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class _Metric:
     name: str
@@ -146,7 +180,16 @@ class _Metric:
 
 
 class _JobLog:
-    """The job's log file (all attempts), its tail, and metrics parsed from it as lines arrive."""
+    """The job's log file (all attempts, every host), each host's tail and CloudWatch stream,
+    and metrics parsed as lines arrive.
+
+    With one host the file holds the script's lines as they are; with several each line is
+    prefixed ``algo-<i> | `` (as the SageMaker Python SDK's local mode, docker compose, shows
+    them) while each host's stream holds its own lines unprefixed, as on AWS. Metrics
+    (``MetricDefinitions``) are read from the first host's lines only: AWS does not document
+    which hosts' output ``FinalMetricDataList`` is parsed from, and a distributed script prints
+    its job-wide metrics on its leader (refit's ``train.py`` scores the test sets on algo-1).
+    """
 
     def __init__(
         self,
@@ -154,26 +197,36 @@ class _JobLog:
         metrics: list[_Metric],
         tail_lines: int,
         now: Callable[[], datetime],
-        stream: job_logs.StreamWriter,
+        sink: job_logs.CloudWatchLogs | None,
         job_name: str,
+        hosts: list[str],
     ) -> None:
         self.path = path
-        self._stream = stream
+        self._hosts = list(hosts)
+        self._prefixed = len(hosts) > 1
+        self._metrics_host = hosts[0]
+        self._streams = {
+            host: job_logs.StreamWriter(sink, job_logs.TRAINING_JOBS_GROUP) for host in hosts
+        }
         self._job_name = job_name
         self._metrics = metrics
         self._now = now
         self._lock = threading.Lock()
-        self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._tails: dict[str, collections.deque[str]] = {
+            host: collections.deque(maxlen=tail_lines) for host in hosts
+        }
         self._values: dict[str, tuple[float, datetime]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] = path.open("a", encoding="utf-8")
 
-    def script_line(self, line: str) -> None:
+    def script_line(self, host: str, line: str) -> None:
         line = line.rstrip("\r\n")
         with self._lock:
-            self._write(line)
-            self._tail.append(line)
-            self._stream.line(line)
+            self._write(f"{host} | {line}" if self._prefixed else line)
+            self._tails[host].append(line)
+            self._streams[host].line(line)
+            if host != self._metrics_host:
+                return
             for metric in self._metrics:
                 match = metric.pattern.search(line)
                 if match is None:
@@ -195,15 +248,22 @@ class _JobLog:
             self._file.write(line + "\n")
             self._file.flush()
 
-    def tail(self) -> list[str]:
+    def tail(self, host: str) -> list[str]:
         with self._lock:
-            return list(self._tail)
+            return list(self._tails[host])
+
+    def stream(self, host: str) -> str | None:
+        """The host's current CloudWatch stream (None without a sink)."""
+        return self._streams[host].stream
 
     def start_attempt(self) -> None:
-        """A new container: an empty tail and a new CloudWatch stream."""
+        """New containers: empty tails and a new CloudWatch stream per host
+        (``<job>/algo-<i>-<epoch>``)."""
         with self._lock:
-            self._tail.clear()
-        self._stream.start(job_logs.training_stream(self._job_name, self._stream.stream))
+            for tail in self._tails.values():
+                tail.clear()
+        for host, stream in self._streams.items():
+            stream.start(job_logs.training_stream(self._job_name, stream.stream, host))
 
     def final_metrics(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -215,12 +275,13 @@ class _JobLog:
     def flush_stream(self) -> None:
         """Send what CloudWatch has not got yet (the job polls this: a quiet script's last
         lines must not wait for its next one)."""
-        self._stream.flush()
+        for stream in self._streams.values():
+            stream.flush()
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
-        self._stream.flush()
+        self.flush_stream()
 
 
 def _validate_script_mode(request: dict[str, Any]) -> None:
@@ -262,11 +323,17 @@ def validate_request(request: dict[str, Any]) -> None:
             )
     if container.container_command(request) is None:
         _validate_script_mode(request)
+    _validate_resources(request)
+    _enum(
+        algorithm.get("TrainingInputMode"),
+        container.INPUT_MODES,
+        "algorithmSpecification.trainingInputMode",
+    )
     _s3_uri(
         request.get("OutputDataConfig", {}).get("S3OutputPath"), "OutputDataConfig.S3OutputPath"
     )
     seen: set[str] = set()
-    for channel in request.get("InputDataConfig") or []:
+    for index, channel in enumerate(request.get("InputDataConfig") or [], start=1):
         channel_name = channel.get("ChannelName")
         if not isinstance(channel_name, str) or not re.fullmatch(
             r"[A-Za-z0-9\.\-_]{1,64}", channel_name
@@ -278,6 +345,14 @@ def validate_request(request: dict[str, Any]) -> None:
         source = channel.get("DataSource", {}).get("S3DataSource")
         if not source:
             raise ValidationError(f"channel {channel_name}: only S3DataSource is supported")
+        where = f"inputDataConfig.{index}.member"
+        _enum(channel.get("InputMode"), container.INPUT_MODES, f"{where}.inputMode")
+        _enum(
+            source.get("S3DataDistributionType"),
+            container.DISTRIBUTION_TYPES,
+            f"{where}.dataSource.s3DataSource.s3DataDistributionType",
+        )
+        _validate_input_mode(request, channel, source)
         if source.get("S3DataType") not in ("S3Prefix", "ManifestFile"):
             raise ValidationError(
                 f"channel {channel_name}: S3DataType {source.get('S3DataType')!r} is not "
@@ -299,6 +374,57 @@ def validate_request(request: dict[str, Any]) -> None:
     if checkpoint:
         _s3_uri(checkpoint.get("S3Uri"), "CheckpointConfig.S3Uri")
     _metric_definitions(request)
+
+
+def _enum(value: Any, allowed: tuple[str, ...], where: str) -> None:
+    """AWS's message for a value outside a field's enum (absent is fine: it has a default)."""
+    if value is not None and value not in allowed:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+
+
+def _validate_resources(request: dict[str, Any]) -> None:
+    resources = request.get("ResourceConfig") or {}
+    if resources.get("InstanceGroups"):
+        raise ValidationError(
+            "ResourceConfig.InstanceGroups (heterogeneous clusters) is not supported by the "
+            "local runtime: give InstanceType and InstanceCount"
+        )
+    count = resources.get("InstanceCount", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValidationError(
+            f"ResourceConfig.InstanceCount must be a whole number of at least 1, got {count!r}"
+        )
+
+
+def _validate_input_mode(
+    request: dict[str, Any], channel: dict[str, Any], source: dict[str, Any]
+) -> None:
+    """The channel's input mode (its InputMode, else the job's TrainingInputMode).
+
+    ``File`` and ``FastFile`` both present the objects as files under
+    ``/opt/ml/input/data/<channel>``; FastFile streams them on read on AWS, the local runtime
+    downloads them first, which is the same contract for the script. AWS: "Fast file
+    currently supports S3 prefixes only (it does not support manifest and augmented
+    manifest)" (SageMaker Developer Guide, "Setting up training jobs to access datasets",
+    model-access-training-data). ``Pipe`` (a FIFO per channel and epoch) is not emulated.
+    """
+    mode = container.channel_input_mode(request, channel)
+    name = channel.get("ChannelName")
+    data_type = source.get("S3DataType")
+    if mode == container.FAST_FILE_MODE and data_type != "S3Prefix":
+        raise ValidationError(
+            f"Channel {name}: FastFile input mode supports only S3DataType S3Prefix, not "
+            f"{data_type}. Use File input mode for a {data_type} channel."
+        )
+    if mode == container.PIPE_MODE:
+        raise ValidationError(
+            f"Channel {name}: Pipe input mode is not supported by the local SageMaker runtime, "
+            "which presents every channel as files under /opt/ml/input/data/<channel>: use "
+            "File or FastFile."
+        )
 
 
 def _s3_uri(value: Any, what: str) -> s3io.S3Location:
@@ -353,21 +479,23 @@ class TrainingJob:
         self._checkpoint_local_path = str(
             checkpoint.get("LocalPath") or container.DEFAULT_CHECKPOINT_PATH
         )
+        self._hosts = container.hosts(request)
         shutil.rmtree(job_dir, ignore_errors=True)  # a reused work_dir: start from nothing
         self._log = _JobLog(
             job_dir / "training.log",
             _metric_definitions(request),
             settings.log_tail_lines,
             now,
-            job_logs.StreamWriter(logs, job_logs.TRAINING_JOBS_GROUP),
+            logs,
             self.name,
+            self._hosts,
         )
 
         self._lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._abort = False  # close(): short grace, no uploads
         self._thread = threading.Thread(target=self._run, name=f"training-{self.name}", daemon=True)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._runs: list[_HostRun] = []  # the current (or last) attempt's hosts
 
         created = now()
         self._status = IN_PROGRESS
@@ -388,7 +516,7 @@ class TrainingJob:
         self._attempt_seconds = 0.0  # finished attempts, downloading → exit
         self._attempt_started: float | None = None
         self._job_started = clock()
-        self._layout: container.TrainingLayout | None = None
+        self._layouts: list[container.TrainingLayout] = []  # the current attempt's, host order
         self._add_transition(
             "Starting", MESSAGES["spot_wait"] if self._spot else MESSAGES["launching"]
         )
@@ -418,6 +546,15 @@ class TrainingJob:
                     "LogFile": str(self._log.path),
                     "JobDirectory": str(self._job_dir),
                     "PendingSpotInterruptions": len(self._injections.interruptions),
+                    "Hosts": [
+                        {
+                            "Host": run.name,
+                            "Directory": str(run.layout.root),
+                            "ExitCode": run.exit_code,
+                            "LogStream": run.log_stream,
+                        }
+                        for run in self._runs
+                    ],
                 },
             }
             if self._training_end is not None:
@@ -590,25 +727,40 @@ class TrainingJob:
             self._attempt_started = None
 
     def _attempt(self, attempt: int) -> _Result:
-        layout = container.TrainingLayout(
-            self._job_dir / f"attempt-{attempt}", self._checkpoint_local_path
-        )
-        self._layout = layout
+        # One host keeps the historical tree, attempt-<k>/; several get attempt-<k>/algo-<i>/.
+        attempt_dir = self._job_dir / f"attempt-{attempt}"
+        layouts = [
+            container.TrainingLayout(
+                attempt_dir if len(self._hosts) == 1 else attempt_dir / host,
+                self._checkpoint_local_path,
+            )
+            for host in self._hosts
+        ]
+        self._layouts = layouts
         self._add_transition(
             "Downloading",
             MESSAGES["downloading"]
             if attempt == 1
             else f"{MESSAGES['downloading']} (attempt {attempt})",
         )
-        self._log.note(f"attempt {attempt}: downloading into {layout.root}")
+        where = layouts[0].root if len(layouts) == 1 else f"{attempt_dir}/<host>"
+        self._log.note(f"attempt {attempt}: downloading into {where}")
         try:
-            stopped = self._download(layout)
+            stopped = self._download(layouts)
         except (ClientError, BotoCoreError, ValueError, OSError) as error:
             return _Result(Outcome.FAILED, f"ClientError: Data download failed: {error}")
         if stopped is not None:
             return _Result(stopped)
         command = container.container_command(self.request)
-        if command is not None:
+        if command is None:
+            program, _ = container.script_mode_program(self.request)
+            if not (layouts[0].code_dir / s3io.safe_relative_path(program)).is_file():
+                return _Result(
+                    Outcome.FAILED,
+                    f"AlgorithmError: ExecuteUserScriptError: {program} not found in "
+                    f"{container.SUBMIT_DIRECTORY_HYPERPARAMETER}",
+                )
+        else:
             problem = container.namespace_problem()
             if problem is not None:
                 return _Result(
@@ -616,125 +768,237 @@ class TrainingJob:
                     "AlgorithmError: ContainerEntrypoint needs the job's tree at /opt/ml: the "
                     f"local runtime runs it in a private mount namespace, but {problem}",
                 )
-            args = container.namespace_command(layout.root, command)
-        else:
-            program, _ = container.script_mode_program(self.request)
-            script = layout.code_dir / s3io.safe_relative_path(program)
-            if not script.is_file():
-                return _Result(
-                    Outcome.FAILED,
-                    f"AlgorithmError: ExecuteUserScriptError: {program} not found in "
-                    f"{container.SUBMIT_DIRECTORY_HYPERPARAMETER}",
-                )
-            args = [self._settings.python_executable, str(script)]
-            if self._settings.pass_hyperparameters_as_args:
-                args += container.user_args(container.decoded_hyperparameters(self.request))
-        uploader = (
-            s3io.TreeUploader(self._s3, layout.checkpoint_dir, self._checkpoint_uri)
-            if self._checkpoint_uri is not None
-            else None
-        )
-        if uploader is not None:
-            uploader.mark_current()
+        runs = []
+        for host, layout in zip(self._hosts, layouts, strict=True):
+            # Every host syncs its checkpoint directory with the same CheckpointConfig.S3Uri.
+            uploader = (
+                s3io.TreeUploader(self._s3, layout.checkpoint_dir, self._checkpoint_uri)
+                if self._checkpoint_uri is not None
+                else None
+            )
+            if uploader is not None:
+                uploader.mark_current()
+            runs.append(_HostRun(host, layout, uploader))
         self._add_transition("Training", MESSAGES["training"])
-        return self._train(layout, args, uploader)
+        return self._train(runs, command)
 
-    def _download(self, layout: container.TrainingLayout) -> Outcome | None:
-        layout.create(container.channel_names(self.request))
+    def _download(self, layouts: list[container.TrainingLayout]) -> Outcome | None:
+        """Every host's channels (its share: :func:`.container.channel_shares`), checkpoints,
+        sourcedir and config files."""
+        for layout in layouts:
+            layout.create(container.channel_names(self.request))
         for channel in self.request.get("InputDataConfig") or []:
+            name = channel["ChannelName"]
             source = channel["DataSource"]["S3DataSource"]
             objects = s3io.resolve_objects(self._s3, source["S3Uri"], source["S3DataType"])
             if not objects:  # SageMaker fails a job whose channel designates no object
                 raise ValueError(
                     f'No S3 objects found under S3 URL "{source["S3Uri"]}" given in input '
-                    f"data source (channel {channel['ChannelName']})"
+                    f"data source (channel {name})"
                 )
-            s3io.download_objects(self._s3, objects, layout.channel_dir(channel["ChannelName"]))
-            self._log.note(f"channel {channel['ChannelName']}: {len(objects)} objects")
+            distribution = container.distribution_type(channel)
+            objects = sorted(objects, key=lambda obj: (obj.location.bucket, obj.location.key))
+            shares = container.channel_shares(objects, len(layouts), distribution)
+            for layout, share in zip(layouts, shares, strict=True):
+                s3io.download_objects(self._s3, share, layout.channel_dir(name))
+            if len(layouts) == 1:
+                self._log.note(f"channel {name}: {len(objects)} objects")
+            else:
+                counts = ", ".join(
+                    f"{host} {len(share)}" for host, share in zip(self._hosts, shares, strict=True)
+                )
+                self._log.note(f"channel {name}: {len(objects)} objects, {distribution}: {counts}")
             limit = self._limit_reached()
             if limit is not None:
                 return limit
         if self._checkpoint_uri is not None:
+            # AWS: "Existing checkpoints in S3 are written to the SageMaker container at the
+            # start of the job" (model-checkpoints): to every host's container.
             checkpoints = s3io.list_prefix(self._s3, self._checkpoint_uri)
-            s3io.download_objects(self._s3, checkpoints, layout.checkpoint_dir)
+            for layout in layouts:
+                s3io.download_objects(self._s3, checkpoints, layout.checkpoint_dir)
             if checkpoints:
                 self._log.note(f"checkpoints: {len(checkpoints)} files from {self._checkpoint_uri}")
         submit_directory = container.script_mode_program(self.request)[1]
-        if submit_directory:  # script mode; a ContainerEntrypoint brings its code in channels
-            s3io.download_and_extract(self._s3, submit_directory, layout.code_dir, layout.root)
-        container.write_config_files(layout, self.request)
+        for host, layout in zip(self._hosts, layouts, strict=True):
+            if submit_directory:  # script mode; a ContainerEntrypoint brings its code in channels
+                s3io.download_and_extract(self._s3, submit_directory, layout.code_dir, layout.root)
+            container.write_config_files(layout, self.request, host)
         return self._limit_reached()
 
-    def _train(
-        self,
-        layout: container.TrainingLayout,
-        args: list[str],
-        uploader: s3io.TreeUploader | None,
-    ) -> _Result:
-        env = container.training_environment(layout, self.request)
+    def _command(self, run: _HostRun, command: list[str] | None) -> list[str]:
+        if command is not None:
+            return container.namespace_command(run.layout.root, command)
+        program, _ = container.script_mode_program(self.request)
+        args = [
+            self._settings.python_executable,
+            str(run.layout.code_dir / s3io.safe_relative_path(program)),
+        ]
+        if self._settings.pass_hyperparameters_as_args:
+            args += container.user_args(container.decoded_hyperparameters(self.request))
+        return args
+
+    def _environment(self, run: _HostRun, tracker: str | None) -> dict[str, str]:
+        env = container.training_environment(run.layout, self.request, current_host=run.name)
         # The image's python3 is the runtime's interpreter (xgboost, numpy: what the XGBoost
         # image has), first on PATH for a ContainerEntrypoint's shell.
         python_bin = str(Path(self._settings.python_executable).parent)
         env["PATH"] = os.pathsep.join([python_bin, env.get("PATH", os.defpath)])
+        if tracker is not None:
+            # Not SageMaker's: its hosts reach algo-1 by name (the XGBoost container's tracker
+            # listens there on port 9099). The local hosts share 127.0.0.1, where one fixed
+            # port would clash between jobs, so they are given a free port of the loopback
+            # address instead (training/refit_distributed.py reads it).
+            env[TRACKER_VARIABLE] = tracker
+        return env
+
+    def _train(self, runs: list[_HostRun], command: list[str] | None) -> _Result:
+        """Run every host's process to the end: all exit 0, one fails (the others are
+        terminated), or the job is stopped, limited, interrupted or killed by an injection."""
+        tracker = f"127.0.0.1:{_free_port()}" if len(runs) > 1 else None
+        single = len(runs) == 1
+        exit_order: list[_HostRun] = []
         self._log.start_attempt()
-        process = subprocess.Popen(
-            args,
-            cwd=layout.code_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._process = process
-        reader = threading.Thread(
-            target=self._read_output, args=(process,), name=f"training-log-{self.name}", daemon=True
-        )
-        reader.start()
         started = self._clock()
         next_sync = started + self._settings.checkpoint_sync_interval_seconds
         checkpoints_uploaded = 0
         ended_by: Outcome | None = None
         injected_failure: str | None = None
+        first_failure: _HostRun | None = None
+        noted: set[str] = set()  # hosts whose exit is in the log
+        with self._lock:
+            self._runs = runs
         try:
-            while process.poll() is None:
+            for run in runs:
+                run.log_stream = self._log.stream(run.name)
+                self._start_process(run, self._command(run, command), tracker, exit_order)
+            while True:
+                with self._lock:
+                    exited = list(exit_order)
+                for run in exited:
+                    if not single and run.name not in noted:
+                        self._note_exit(run, single)
+                        noted.add(run.name)
+                first_failure = next((run for run in exited if run.exit_code != 0), None)
+                if first_failure is not None and not single:
+                    self._log.note(
+                        f"{first_failure.name} failed (exit code {first_failure.exit_code}): "
+                        "sending SIGTERM to the other hosts"
+                    )
+                    self._terminate(runs)
+                    break
+                if len(exited) == len(runs):
+                    break
                 injected_failure = self._take_failure()
                 if injected_failure is not None:
                     self._log.note(f"injected failure: sending SIGKILL ({injected_failure})")
                     break
                 ended_by = self._limit_reached()
-                if ended_by is None and uploader is not None and self._clock() >= next_sync:
-                    checkpoints_uploaded += _count_checkpoints(uploader.sync())
+                if ended_by is None and self._clock() >= next_sync:
+                    for run in runs:
+                        if run.uploader is not None:
+                            checkpoints_uploaded += _count_checkpoints(run.uploader.sync())
                     next_sync = self._clock() + self._settings.checkpoint_sync_interval_seconds
                 if ended_by is None and self._interruption_due(started, checkpoints_uploaded):
                     ended_by = Outcome.INTERRUPTED
                 if ended_by is not None:
-                    self._log.note(f"sending SIGTERM ({ended_by.value})")
-                    self._terminate(process)
+                    self._log.note(
+                        f"sending SIGTERM ({ended_by.value})"
+                        if single
+                        else f"sending SIGTERM to every host ({ended_by.value})"
+                    )
+                    self._terminate(runs)
                     break
                 self._log.flush_stream()
                 self._stop_requested.wait(self._settings.poll_interval_seconds)
         finally:
-            _kill_group(process.pid, signal.SIGKILL)  # whatever the script left behind
-            process.wait()
+            for run in runs:  # whatever the scripts left behind
+                if run.process is not None:
+                    _kill_group(run.process.pid, signal.SIGKILL)
+            for run in runs:
+                if run.process is not None:
+                    run.process.wait()
             with self._lock:
                 self._run_seconds += self._clock() - started
-            reader.join(timeout=5)
-            self._process = None
-        if uploader is not None and not self._aborting():
-            uploader.sync()
-        code = process.returncode
-        self._log.note(f"training process exited with code {code}")
+            for run in runs:
+                for thread in run.threads:
+                    thread.join(timeout=5)
+        if not self._aborting():
+            for run in runs:
+                if run.uploader is not None:
+                    run.uploader.sync()
+        for run in runs:
+            if run.name not in noted:
+                self._note_exit(run, single)
         if injected_failure is not None:
             return _Result(Outcome.FAILED, injected_failure)
         if ended_by is not None:
             return _Result(ended_by)
         if self._stop_requested.is_set():
             return _Result(Outcome.STOPPED)
-        if code == 0:
+        with self._lock:
+            failures = [run for run in exit_order if run.exit_code != 0]
+        if first_failure is None and failures:
+            first_failure = failures[0]
+        if first_failure is None:
             return _Result(Outcome.COMPLETED)
-        reason = container.failure_reason_from_file(layout.failure_file)
-        return _Result(Outcome.FAILED, reason or self._fallback_reason(code))
+        reason = container.failure_reason_from_file(first_failure.layout.failure_file)
+        return _Result(
+            Outcome.FAILED,
+            reason or self._fallback_reason(first_failure.name, first_failure.exit_code),
+        )
+
+    def _note_exit(self, run: _HostRun, single: bool) -> None:
+        code = run.process.returncode if run.process is not None else None
+        self._log.note(
+            f"training process exited with code {code}"
+            if single
+            else f"{run.name}: training process exited with code {code}"
+        )
+
+    def _start_process(
+        self,
+        run: _HostRun,
+        args: list[str],
+        tracker: str | None,
+        exit_order: list[_HostRun],
+    ) -> None:
+        process = subprocess.Popen(
+            args,
+            cwd=run.layout.code_dir,
+            env=self._environment(run, tracker),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        run.process = process
+        suffix = "" if len(self._hosts) == 1 else f"-{run.name}"
+        run.threads = [
+            threading.Thread(
+                target=self._read_output,
+                args=(run.name, process),
+                name=f"training-log-{self.name}{suffix}",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._await_exit,
+                args=(run, exit_order),
+                name=f"training-wait-{self.name}{suffix}",
+                daemon=True,
+            ),
+        ]
+        for thread in run.threads:
+            thread.start()
+
+    def _await_exit(self, run: _HostRun, exit_order: list[_HostRun]) -> None:
+        """Record the host's exit code, and the order the hosts exit in (the first to fail
+        gives the job its FailureReason)."""
+        assert run.process is not None
+        code = run.process.wait()
+        with self._lock:
+            run.exit_code = code
+            exit_order.append(run)
 
     def _take_failure(self) -> str | None:
         with self._lock:
@@ -759,27 +1023,35 @@ class TrainingJob:
                 self._injections.interruptions.pop(0)
             return due
 
-    def _read_output(self, process: subprocess.Popen[bytes]) -> None:
+    def _read_output(self, host: str, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         with process.stdout:
             for raw in process.stdout:
-                self._log.script_line(raw.decode("utf-8", errors="replace"))
+                self._log.script_line(host, raw.decode("utf-8", errors="replace"))
 
-    def _terminate(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGTERM the process group; SIGKILL once the grace period is over."""
-        _kill_group(process.pid, signal.SIGTERM)
+    def _terminate(self, runs: list[_HostRun]) -> None:
+        """SIGTERM every host's process group; SIGKILL those still running once the grace
+        period is over."""
+        for run in runs:
+            if run.process is not None:
+                _kill_group(run.process.pid, signal.SIGTERM)
         signalled = self._clock()
-        while process.poll() is None:
+        while True:
+            with self._lock:
+                running = [run for run in runs if run.process is not None and run.exit_code is None]
+            if not running:
+                return
             if self._clock() - signalled >= self._grace():
                 self._log.note("grace period over: sending SIGKILL")
-                _kill_group(process.pid, signal.SIGKILL)
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=min(0.05, self._settings.poll_interval_seconds))
+                for run in running:
+                    assert run.process is not None
+                    _kill_group(run.process.pid, signal.SIGKILL)
+                return
+            time.sleep(min(0.05, self._settings.poll_interval_seconds))
 
-    def _fallback_reason(self, code: int) -> str:
+    def _fallback_reason(self, host: str, code: int | None) -> str:
         header = f"AlgorithmError: ExecuteUserScriptError: exit code {code}"
-        tail = "\n".join(self._log.tail())
+        tail = "\n".join(self._log.tail(host))
         if not tail:
             return header
         room = container.FAILURE_REASON_MAX - len(header) - len("\nlast output:\n")
@@ -821,19 +1093,30 @@ class TrainingJob:
             self._end(STOPPED, "Stopped", MESSAGES["stopped"], None)
 
     def _upload_artifacts(self) -> None:
-        layout = self._layout
-        if layout is None or not layout.model_dir.is_dir():
+        """``model.tar.gz`` and ``output.tar.gz``, each from every host's directory: AWS "If
+        multiple containers in a single training job write to this directory they should
+        ensure no file/directory names clash. SageMaker aggregates the result in a TAR file"
+        (your-algorithms-training-algo-output). What wins a clash is not documented: here the
+        hosts are merged in host order and the first host's file wins (the clash is logged)."""
+        layouts = self._layouts
+        if not layouts or not layouts[0].model_dir.is_dir():
             return  # never reached an instance: nothing to keep
         output = s3io.S3Location.parse(self.request["OutputDataConfig"]["S3OutputPath"]).join(
             self.name, "output"
         )
         archives = self._job_dir / "archives"
-        model_archive = archives / "model.tar.gz"
-        s3io.tar_directory(layout.model_dir, model_archive)
-        s3io.upload_file(self._s3, model_archive, output.join("model.tar.gz"))
-        output_archive = archives / "output.tar.gz"
-        s3io.tar_directory(layout.output_data_dir, output_archive)
-        s3io.upload_file(self._s3, output_archive, output.join("output.tar.gz"))
+        for archive_name, directories in (
+            ("model.tar.gz", [layout.model_dir for layout in layouts]),
+            ("output.tar.gz", [layout.output_data_dir for layout in layouts]),
+        ):
+            archive = archives / archive_name
+            clashes = s3io.tar_directories(directories, archive)
+            if clashes:
+                self._log.note(
+                    f"{archive_name}: several hosts wrote {', '.join(clashes)}; kept "
+                    f"{self._hosts[0]}'s (or the first host's that has it)"
+                )
+            s3io.upload_file(self._s3, archive, output.join(archive_name))
         with self._lock:
             self._model_artifact = str(output.join("model.tar.gz"))
             self._output_artifact = str(output.join("output.tar.gz"))
@@ -865,6 +1148,13 @@ class TrainingJob:
 def _count_checkpoints(uploaded: list[str]) -> int:
     """Checkpoint files among uploaded names; hidden temporaries (``.x.partial``) do not count."""
     return sum(1 for name in uploaded if not Path(name).name.startswith("."))
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the job's tracker binds it moments later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:
