@@ -512,7 +512,8 @@ def csv(rows: np.ndarray[Any, Any]) -> str:
 @pytest.mark.slow
 def test_the_real_train_py_on_two_hosts(runtime: LocalSageMaker, s3: Any) -> None:
     pytest.importorskip("xgboost")
-    # Given refit's training code, two train files sharded between two hosts, a replicated test
+    # Given refit's training code, two train files sharded between two hosts, a replicated test,
+    # on spot capacity that is reclaimed once a checkpoint is in S3
     code = put(
         s3,
         "code/refit.tar.gz",
@@ -532,6 +533,7 @@ def test_the_real_train_py_on_two_hosts(runtime: LocalSageMaker, s3: Any) -> Non
                     "eval_metric": "rmse",
                     "refit_mode": "full",
                     "max_depth": "3",
+                    "checkpoint_interval": "4",
                 },
                 channels={
                     "train": ("S3Prefix", f"s3://{BUCKET}/data/train/"),
@@ -539,17 +541,22 @@ def test_the_real_train_py_on_two_hosts(runtime: LocalSageMaker, s3: Any) -> Non
                 },
                 checkpoint_uri=f"s3://{BUCKET}/checkpoints/refit-two-hosts/",
                 max_runtime=120,
+                spot=True,
+                max_wait=240,
+                environment={"REFIT_TEST_ROUND_DELAY": "0.1"},
             ),
             "train",
         )
     )
 
-    # When the job runs
+    # When the job runs, interrupted once
     runtime.start_training_job(request)
-    description = finished_training(runtime, "refit-two-hosts", timeout=120)
+    runtime.inject_spot_interruption("refit-two-hosts", after_checkpoints=1)
+    description = finished_training(runtime, "refit-two-hosts", timeout=180)
 
-    # Then it completes with one model, trained on every row
+    # Then it completes with one model of every planned round, trained on every row
     assert description["TrainingJobStatus"] == "Completed", description.get("FailureReason")
+    assert description["LocalRuntime"]["Interruptions"] == 1
     with tarfile.open(
         fileobj=io.BytesIO(get(s3, "models/refit-two-hosts/output/model.tar.gz"))
     ) as tar:
@@ -558,13 +565,21 @@ def test_the_real_train_py_on_two_hosts(runtime: LocalSageMaker, s3: Any) -> Non
         untar(get(s3, "models/refit-two-hosts/output/output.tar.gz"))["evaluation.json"]
     )
     assert evaluation["trainRows"] == 2 * ROWS_PER_FILE
+    assert evaluation["challengerRounds"] == 12
     # And each host read its own half of the train channel
     log = Path(description["LocalRuntime"]["LogFile"]).read_text()
     for host in HOSTS:
         loaded = [
             line for line in host_lines(log, host) if f"channel train: {ROWS_PER_FILE} rows" in line
         ]
-        assert len(loaded) == 1, host_lines(log, host)
+        assert len(loaded) == 2, host_lines(log, host)  # once per attempt
+    # And after the interruption both hosts resumed from the same checkpoint round
+    resumed = {
+        host: [line for line in host_lines(log, host) if "resuming from checkpoint round" in line]
+        for host in HOSTS
+    }
+    rounds = {host: [line.rsplit(" ", 1)[-1] for line in lines] for host, lines in resumed.items()}
+    assert len(rounds["algo-1"]) == 1 and rounds["algo-1"] == rounds["algo-2"], resumed
     assert {h["Host"]: h["ExitCode"] for h in description["LocalRuntime"]["Hosts"]} == {
         "algo-1": 0,
         "algo-2": 0,
