@@ -8,6 +8,7 @@ Each host ``algo-<i>`` has its own ``/opt/ml`` tree under ``attempt-<k>/algo-<i>
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -584,3 +585,18 @@ def test_the_real_train_py_on_two_hosts(runtime: LocalSageMaker, s3: Any) -> Non
         "algo-1": 0,
         "algo-2": 0,
     }
+    # And its holdout score is the one-host job's on the same data, within the 5 % the merged
+    # quantile sketches allow (tests/training/test_distributed_training.py)
+    alone = copy.deepcopy(request)
+    alone["TrainingJobName"] = "refit-one-host"
+    alone["ResourceConfig"]["InstanceCount"] = 1
+    alone["EnableManagedSpotTraining"] = False
+    alone["CheckpointConfig"]["S3Uri"] = f"s3://{BUCKET}/checkpoints/refit-one-host/"
+    runtime.start_training_job(alone)
+    one_host = finished_training(runtime, "refit-one-host", timeout=120)
+    assert one_host["TrainingJobStatus"] == "Completed", one_host.get("FailureReason")
+    single = json.loads(
+        untar(get(s3, "models/refit-one-host/output/output.tar.gz"))["evaluation.json"]
+    )
+    gap = abs(evaluation["challenger"] - single["challenger"]) / single["challenger"]
+    assert gap <= 0.05, (evaluation["challenger"], single["challenger"])
