@@ -1,9 +1,9 @@
 """A stack training on two hosts, through the real trigger path: one model, half the rows each.
 
-``TrainingInstanceCount=2``: PrepareRun cuts the one uploaded file into two parts of the train
-channel (``ShardedByS3Key``), the local runtime runs ``train.py`` as two hosts that join one XGBoost
-collective, and the run is gated, promoted and priced like any other: the cost counts both
-instances.
+``TrainingInstanceCount=2`` with ``TrainingInputMode=FastFile``: PrepareRun cuts the one uploaded
+file into two parts of the train channel (``ShardedByS3Key``, an S3 prefix as FastFile needs),
+the local runtime runs ``train.py`` as two hosts that join one XGBoost collective, and the run is
+gated, promoted and priced like any other: the cost counts both instances.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ TRAIN_ROWS = 400
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    with fast_cloud(tmp_path_factory, "multi-host", TrainingInstanceCount="2") as started:
+    with fast_cloud(
+        tmp_path_factory, "multi-host", TrainingInstanceCount="2", TrainingInputMode="FastFile"
+    ) as started:
         yield started
 
 
@@ -41,8 +43,10 @@ def test_a_two_host_run_is_promoted_each_host_reading_half(cloud: LocalCloud) ->
     job = run.record["jobName"]
     described = runs.sagemaker.describe_training_job(TrainingJobName=job)
     assert described["ResourceConfig"]["InstanceCount"] == 2
-    train = described["InputDataConfig"][0]["DataSource"]["S3DataSource"]
-    assert train["S3DataDistributionType"] == "ShardedByS3Key"
+    channel = described["InputDataConfig"][0]
+    assert channel["InputMode"] == "FastFile"
+    train = channel["DataSource"]["S3DataSource"]
+    assert (train["S3DataType"], train["S3DataDistributionType"]) == ("S3Prefix", "ShardedByS3Key")
     logs = cloud.client("logs")
     streams = logs.describe_log_streams(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{job}/"
