@@ -601,3 +601,18 @@ def test_the_scheduled_full_retrain_is_off_by_default_and_starts_a_full_run(
     ]
     principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
     assert principal == {"Service": "scheduler.amazonaws.com"}
+
+
+def test_what_the_stack_remembers_outlives_a_replacement_or_a_delete(
+    resources: dict[str, Any],
+) -> None:
+    # Given the stores of data, models and the run ledger (champion pointer, queue, lock)
+    for name in ("DataBucket", "RunsTable", "ModelPackageGroup"):
+        resource = resources[name]
+        # Then neither a replacement nor `sam delete` removes them
+        assert resource["DeletionPolicy"] == "Retain", name
+        if name != "ModelPackageGroup":
+            assert resource["UpdateReplacePolicy"] == "Retain", name
+    # And the ledger can be restored to any second of the last 35 days
+    table = resources["RunsTable"]["Properties"]
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
