@@ -86,3 +86,18 @@ def test_the_code_is_uploaded_once_per_content(aws: Aws, tmp_path: Path) -> None
     assert len(versions) == 1
     uploaded = aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert [m.name for m in members(uploaded)] == sorted(layout.TRAINING_MODULES)
+
+
+def test_code_someone_else_wrote_under_refits_key_is_replaced_not_run(
+    aws: Aws, tmp_path: Path
+) -> None:
+    # Given refit's published code, then another principal's object under the same key
+    code = write_training_code(tmp_path / "training")
+    uri = publish_training_code(aws.s3, BUCKET, code)
+    key = uri.removeprefix(f"s3://{BUCKET}/")
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=b"import os; os.system('exfiltrate')")
+    # When the next run publishes its code
+    assert publish_training_code(aws.s3, BUCKET, code) == uri
+    # Then the key holds refit's archive again, not the stranger's bytes
+    restored = aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert restored == build_sourcedir(code).archive

@@ -9,6 +9,7 @@ a run always names exactly the code it used, and an upload happens only when the
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -74,18 +75,38 @@ def build_sourcedir(code_dir: str | Path) -> SourceDir:
 
 
 def publish_training_code(s3: S3Client, bucket: str, code_dir: str | Path) -> str:
-    """Upload the archive unless that exact content is already there; return its S3 URI."""
+    """Upload the archive unless that exact content is already there; return its S3 URI.
+
+    "Already there" is checked on the bytes, not the key: anyone allowed to write ``code/`` could
+    have replaced the object, and a job runs whatever it holds with the SageMaker role. The
+    archive is uploaded with S3's SHA-256 checksum, and reused only when S3 reports that same
+    checksum; anything else is overwritten with refit's own archive.
+    """
     source = build_sourcedir(code_dir)
+    expected = base64.b64encode(hashlib.sha256(source.archive).digest()).decode()
     try:
-        s3.head_object(Bucket=bucket, Key=source.key)
+        found = s3.head_object(Bucket=bucket, Key=source.key, ChecksumMode="ENABLED")
     except s3.exceptions.ClientError as error:
         if str(getattr(error, "response", {}).get("Error", {}).get("Code")) not in (
             "404",
             "NoSuchKey",
         ):
             raise
-        s3.put_object(
-            Bucket=bucket, Key=source.key, Body=source.archive, ContentType="application/gzip"
+        found = None
+    if found is not None and found.get("ChecksumSHA256") == expected:
+        return f"s3://{bucket}/{source.key}"
+    if found is not None:
+        logger.warning(
+            "training code object does not hold refit's archive: replaced",
+            extra={"key": source.key, "checksum": found.get("ChecksumSHA256")},
         )
-        logger.info("training code uploaded", extra={"key": source.key})
+    s3.put_object(
+        Bucket=bucket,
+        Key=source.key,
+        Body=source.archive,
+        ContentType="application/gzip",
+        ChecksumAlgorithm="SHA256",
+        ChecksumSHA256=expected,  # S3 refuses the upload if the bytes arrive otherwise
+    )
+    logger.info("training code uploaded", extra={"key": source.key})
     return f"s3://{bucket}/{source.key}"
