@@ -103,6 +103,9 @@ class Stack:
     state_machine_arn: str
     plans: dict[str, dict[str, Any]]
     sabotage: dict[str, Callable[[dict[str, Any]], None]]
+    # RecordRun calls of a run to fail (as a throttled table or an SNS outage would)
+    record_failures: dict[str, int]
+    lambdas: FakeLambdas
     s3: Any
     sagemaker: Any
     sfn: Any
@@ -175,6 +178,14 @@ def _stack(server: MotoServer, work_dir: Path) -> Iterator[Stack]:
     records = RunRecords(dynamodb, TABLE, STACK)
     plans: dict[str, dict[str, Any]] = {}
     sabotage: dict[str, Callable[[dict[str, Any]], None]] = {}
+    record_failures: dict[str, int] = {}
+
+    def record(event: dict[str, Any]) -> dict[str, Any]:
+        run = str(event.get("executionName"))
+        if record_failures.get(run, 0) > 0:
+            record_failures[run] -= 1
+            raise ConnectionError("ProvisionedThroughputExceededException (injected)")
+        return record_run(event, records, sns, topic, settings).to_dict()
 
     def prepare(event: dict[str, Any]) -> dict[str, Any]:
         parsed = PrepareRunEvent.parse(event)
@@ -198,7 +209,7 @@ def _stack(server: MotoServer, work_dir: Path) -> Iterator[Stack]:
             s3, RunState.parse(event), 0.0
         ).to_dict(),
         "CleanupResources": lambda event: {"deleted": {}, "kept": {}},
-        "RecordRun": lambda event: record_run(event, records, sns, topic, settings).to_dict(),
+        "RecordRun": record,
     }
     runtime = LocalSageMaker(server.client("s3"), work_dir, settings=FAST_SETTINGS)
     lambdas = FakeLambdas()
@@ -220,6 +231,8 @@ def _stack(server: MotoServer, work_dir: Path) -> Iterator[Stack]:
             state_machine_arn=create_state_machine(sfn, definition, unique(f"{STACK}-retrain")),
             plans=plans,
             sabotage=sabotage,
+            record_failures=record_failures,
+            lambdas=lambdas,
             s3=s3,
             sagemaker=sagemaker,
             sfn=sfn,
@@ -373,3 +386,21 @@ def test_spot_capacity_that_never_comes_is_retried_once_on_demand_from_the_check
     assert record["error"]["Error"] == "States.TaskFailed"
     assert record["error"]["TrainingJobStatus"] == "Failed"
     assert "num_round" in record["error"]["FailureReason"]
+
+
+def test_a_record_that_fails_once_is_written_by_the_retry(stack: Stack) -> None:
+    # Given a run whose first RecordRun call fails (the function raised: a throttled table)
+    run = unique("record-retry")
+    stack.record_failures[run] = 1
+    # When it runs on capacity that is there
+    finished = wait_execution(stack.sfn, stack.start(run), timeout=60)
+    # Then the record state retried the idempotent RecordRun, which wrote the run as promoted
+    assert finished["status"] == "SUCCEEDED", finished
+    path = stack.entered(finished["executionArn"])
+    assert "RecordPromoted" in path and "RecordNotWritten" not in path, path
+    record_calls = [  # RecordRun's payload alone carries an outcome
+        e for _, e in stack.lambdas.calls if e.get("executionName") == run and "outcome" in e
+    ]
+    assert len(record_calls) == 2
+    record = stack.records.get_run(run)
+    assert record is not None and record["status"] == "PROMOTED", record
