@@ -49,7 +49,13 @@ def _s3() -> Any:
 
 def _record_ended(ended: ExecutionEnded) -> bool:
     wrote = record_ended_run(
-        ended, records, sns, topic, settings.stack_name, sagemaker=_sagemaker()
+        ended,
+        records,
+        sns,
+        topic,
+        settings.stack_name,
+        sagemaker=_sagemaker(),
+        endpoint_name=settings.endpoint_name,
     )
     quarantine.retry_without_failed_file(
         ended.name,

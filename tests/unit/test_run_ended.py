@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from refit import layout
 from refit.ledger.run_records import RunRecords
 from refit.registry import lineage
 from refit.run_state import RunState
 from refit.start_retrain.run_ended import ExecutionEnded, record_ended_run
-from tests.unit.builders import execution_arn, execution_status_change
+from tests.unit.builders import deploy_endpoint, execution_arn, execution_status_change
 from tests.unit.moto_stack import GROUP, STACK, TABLE, Aws
 from tests.unit.state_builders import (
     evaluation_result,
@@ -41,6 +42,7 @@ def record_ended(aws: Aws, run: ExecutionEnded, sagemaker: Any = None) -> bool:
         aws.settings.notification_topic_arn,
         STACK,
         sagemaker=sagemaker or aws.sagemaker,
+        endpoint_name=aws.settings.endpoint_name,
     )
 
 
@@ -351,3 +353,34 @@ def test_a_redelivery_after_a_failed_notification_rejects_once(aws: Aws) -> None
     run = records(aws).get_run("s3-abc")
     assert run is not None and run["modelPackageStatus"] == lineage.REJECTED
     assert len(received_notifications(aws.sqs, inbox)) == 1
+
+
+def test_the_package_of_the_model_the_endpoint_serves_is_never_rejected(aws: Aws) -> None:
+    # Given a run whose promotion was verified (the endpoint serves its model) but whose record
+    # could not be written (the execution failed in RecordNotWritten)
+    inbox = subscribe_queue(aws.sns, aws.sqs, aws.settings.notification_topic_arn)
+    arn = registered(aws, "s3-live")
+    deploy_endpoint(
+        aws.sagemaker, aws.settings.endpoint_name, layout.sagemaker_name("s3-live"), "s3://m/x"
+    )
+    # When its end is recorded
+    record_ended(aws, ended("s3-live", "FAILED", error="Refit.RecordFailed", cause="no record"))
+    # Then the live model's package is not Rejected: it stays pending, and the record says why
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.PENDING
+    run = records(aws).get_run("s3-live")
+    assert run is not None and run["status"] == "FAILED"
+    assert run["modelPackageError"] == "not rejected: the endpoint serves this run's model"
+    [note] = received_notifications(aws.sqs, inbox)
+    assert "the endpoint serves this run's model" in note["Message"]
+
+
+def test_the_package_of_a_run_the_endpoint_does_not_serve_is_rejected(aws: Aws) -> None:
+    # Given an endpoint serving another run's model
+    arn = registered(aws, "s3-other")
+    deploy_endpoint(aws.sagemaker, aws.settings.endpoint_name, "champion-model", "s3://m/y")
+    # When the unrecorded run's end is recorded
+    record_ended(aws, ended("s3-other", "FAILED", error="Refit.RecordFailed", cause="no record"))
+    # Then its package is rejected as before
+    package = aws.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == lineage.REJECTED

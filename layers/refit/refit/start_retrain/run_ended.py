@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
+from refit import layout
 from refit.record_run.notify import Notification, publish
 from refit.registry import lineage
 from refit.timestamps import format_utc
@@ -84,6 +86,7 @@ def record_ended_run(
     stack_name: str,
     *,
     sagemaker: SageMakerClient | None = None,
+    endpoint_name: str | None = None,
 ) -> bool:
     """Finish the run record of an execution that ended unrecorded; True when this wrote it.
 
@@ -91,7 +94,9 @@ def record_ended_run(
     applies to a record still RUNNING, or to none at all (stopped before PrepareRun wrote it).
     With ``sagemaker``, the run's registered model package (``modelPackageArn`` of its record)
     is rejected; a registry error is logged and kept as ``modelPackageError``, never raised: the
-    record, the notification and the lock release do not depend on SageMaker.
+    record, the notification and the lock release do not depend on SageMaker. Never the package
+    of the model ``endpoint_name`` serves: a run can fail to record itself after its promotion
+    was verified, and the live model must not be marked Rejected (it stays pending, and says why).
     """
     status = UNRECORDED_STATUSES.get(ended.status)
     if status is None:
@@ -119,7 +124,16 @@ def record_ended_run(
         "run ended without recording its outcome",
         extra={"runId": ended.name, "status": status, "error": error},
     )
-    package = _reject_package(ended.name, status, error, record, sagemaker)
+    live = (
+        bool(record.get("modelPackageArn"))
+        and sagemaker is not None
+        and bool(endpoint_name)
+        and serves_run(sagemaker, str(endpoint_name), ended.name)
+    )
+    if live:
+        package = _live_package(ended.name, record)
+    else:
+        package = _reject_package(ended.name, status, error, record, sagemaker)
     if package:
         records.finish(ended.name, package)
     publish(
@@ -132,10 +146,17 @@ def record_ended_run(
                     f"Run {ended.name} ended {status} at {finished_at} before recording its "
                     "outcome.",
                     f"Reason: {error['Error']}: {error['Cause']}",
-                    "Its SageMaker job was stopped by Step Functions; nothing was promoted by "
-                    "this run. If it was stopped while the endpoint was updating, SageMaker "
-                    "finishes that update and the next run treats whatever the endpoint serves "
-                    "as the champion.",
+                    (
+                        "The endpoint serves this run's model: its promotion was verified before "
+                        "the record failed. The next run treats it as the champion."
+                    )
+                    if live
+                    else (
+                        "Its SageMaker job was stopped by Step Functions; nothing was promoted "
+                        "by this run. If it was stopped while the endpoint was updating, "
+                        "SageMaker finishes that update and the next run treats whatever the "
+                        "endpoint serves as the champion."
+                    ),
                     *_package_lines(package),
                     "Uploads queued meanwhile start the next run now.",
                 ]
@@ -169,6 +190,35 @@ def _reject_package(
             extra={"runId": run_id, "arn": arn, "error": decided["modelPackageError"]},
         )
     return decided
+
+
+def serves_run(sagemaker: SageMakerClient, endpoint_name: str, run_id: str) -> bool:
+    """Whether ``endpoint_name`` serves the model ``run_id`` created (refit names it after the
+    run: ``layout.sagemaker_name``). Unknown (an endpoint that is gone, a Describe refused):
+    False, so the package is handled as any unrecorded run's."""
+    model_name = layout.sagemaker_name(run_id)
+    try:
+        endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+        config = sagemaker.describe_endpoint_config(
+            EndpointConfigName=endpoint["EndpointConfigName"]
+        )
+    except (ClientError, BotoCoreError) as error:
+        logger.info("live model unknown", extra={"endpoint": endpoint_name, "error": str(error)})
+        return False
+    return any(v.get("ModelName") == model_name for v in config.get("ProductionVariants", []))
+
+
+def _live_package(run_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    arn = record.get("modelPackageArn")
+    if not isinstance(arn, str) or not arn:
+        return {}
+    logger.warning("the endpoint serves the model of an unrecorded run", extra={"runId": run_id})
+    return {
+        "modelPackageArn": arn,
+        "modelPackageVersion": lineage.package_version(arn),
+        "modelPackageStatus": None,
+        "modelPackageError": "not rejected: the endpoint serves this run's model",
+    }
 
 
 def _package_lines(package: Mapping[str, Any]) -> list[str]:
