@@ -184,9 +184,12 @@ def updated_replay(
         kept_old = min(capacity - kept_new, len(previous.rows))
         parts.insert(0, previous.rows[rng.choice(len(previous.rows), kept_old, replace=False)])
     base = previous.base_rows if previous is not None else arrived
-    return ReplaySample(
-        np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), total, base_rows=base
-    )
+    sample = np.concatenate(parts).astype(np.float32)
+    # In a canonical order (by label, then each feature): the rows arrive in the order of the
+    # channel's file names, which hold run ids, and the next job's validation split is seeded by
+    # position, so the same rows must give the same sample whatever the files were called.
+    sample = sample[np.lexsort(sample.T[::-1])]
+    return ReplaySample(np.ascontiguousarray(sample), total, base_rows=base)
 
 
 def write_replay(output_data_dir: Path, sample: ReplaySample, score: float, metric: str) -> None:
