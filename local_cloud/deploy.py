@@ -61,7 +61,10 @@ RESOURCE_TYPES: Mapping[str, str] = {
     "AWS::S3::BucketPolicy": "not supported by moto's CloudFormation: deploy puts the policy "
     "without aws:SecureTransport statements (moto enforces them; the emulator is plain HTTP)",
     "AWS::DynamoDB::Table": "created with its GSI; deploy enables TTL and point-in-time recovery",
-    "AWS::SNS::Topic": "created",
+    "AWS::SNS::Topic": "created (moto accepts KmsMasterKeyId and does not encrypt)",
+    "AWS::KMS::Key": "created with rotation; deploy puts its key policy as JSON text (moto's "
+    "CloudFormation stores the object, which its KMS API cannot read); moto evaluates only a "
+    "policy's Deny statements",
     "AWS::SNS::Subscription": "created (email: never delivered locally)",
     "AWS::Events::Rule": "created with its targets",
     "AWS::SQS::Queue": "created with its redrive policy",
@@ -76,7 +79,8 @@ RESOURCE_TYPES: Mapping[str, str] = {
     "AWS::SageMaker::ModelPackageGroup": "not supported by moto's CloudFormation: deploy "
     "creates the group with its tags",
     "AWS::CloudWatch::Alarm": "not supported by moto's CloudFormation: deploy creates it with "
-    "PutMetricAlarm (moto never evaluates alarms: a test trips one with SetAlarmState)",
+    "PutMetricAlarm, its actions included (moto never evaluates alarms nor runs their actions: "
+    "a test trips one with SetAlarmState)",
     "AWS::StepFunctions::StateMachine": "created without a definition (moto ignores "
     "DefinitionS3Location and DefinitionSubstitutions): deploy substitutes and updates it",
     "AWS::Scheduler::Schedule": "only with FullRetrainSchedule set; moto's CloudFormation skips "
@@ -500,6 +504,18 @@ def _fill_queue_policy(
     d.filled.append(f"{logical_id}: Policy on {len(props['Queues'])} queue(s)")
 
 
+def _fill_key(
+    d: _Deployment, logical_id: str, resource: Mapping[str, Any], key_id: str, r: Resolver, _: Any
+) -> None:
+    # moto's CloudFormation keeps KeyPolicy as the template's object; its KMS API then fails
+    # (500) reading it as the JSON text KMS stores. PutKeyPolicy stores the text.
+    props = r.resolve(resource["Properties"])
+    d.aws.kms.put_key_policy(
+        KeyId=key_id, PolicyName="default", Policy=json.dumps(props["KeyPolicy"])
+    )
+    d.filled.append(f"{logical_id}: key policy of {key_id}")
+
+
 def _fill_model_package_group(
     d: _Deployment, logical_id: str, resource: Mapping[str, Any], _n: str, r: Resolver, _: Any
 ) -> None:
@@ -529,6 +545,7 @@ def _fill_alarm(
         "EvaluationPeriods",
         "ComparisonOperator",
         "TreatMissingData",
+        "AlarmActions",
     )
     request: dict[str, Any] = {key: props[key] for key in keys if key in props}
     for key in ("Period", "EvaluationPeriods"):
@@ -651,6 +668,7 @@ _FILLERS: Mapping[str, _Filler] = {
     "AWS::S3::BucketPolicy": _fill_bucket_policy,
     "AWS::SQS::QueuePolicy": _fill_queue_policy,
     "AWS::DynamoDB::Table": _fill_table,
+    "AWS::KMS::Key": _fill_key,
     "AWS::SageMaker::ModelPackageGroup": _fill_model_package_group,
     "AWS::CloudWatch::Alarm": _fill_alarm,
     "AWS::Lambda::Function": _fill_function,

@@ -127,20 +127,39 @@ def test_outputs_resolve_to_created_resources(deployed: Deployed) -> None:
     # every non-conditional resource is in the stack, except those deploy creates itself
     template = load_template()
     expected = {k for k, r in template["Resources"].items() if "Condition" not in r}
-    expected -= {
-        "NotificationEmailSubscription",
-        "DataBucketPolicy",
-        "TriggerQueuePolicy",
-        "ModelPackageGroup",
-        "EndpointErrorsAlarm",
-        "EndpointLatencyAlarm",
-    }
+    expected -= {k for k, r in template["Resources"].items() if r["Type"] in CREATED_BY_DEPLOY}
     expected |= {"DataBucket"}  # CreateBucket holds with the default ExistingBucketName ""
     created = set(stack.resources)
     sam_layers = {"RefitLayer", "TrainingCodeLayer"}
     assert expected - sam_layers <= created
     assert all(any(c.startswith(layer) for c in created) for layer in sam_layers)
     assert not {k for k, (t, _) in stack.resources.items() if t in CREATED_BY_DEPLOY}
+
+
+def test_dead_letters_and_failed_executions_alarm_to_the_encrypted_topic(
+    deployed: Deployed,
+) -> None:
+    # Given the deployed stack's alarms and topic
+    stack = deployed.stack
+    alarms = {
+        a["AlarmName"]: a for a in deployed.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    }
+    # Then the dead letter queue and failed executions each alarm to the notification topic
+    dead_letters = alarms["refit-trigger-dead-letters"]
+    assert dead_letters["Namespace"] == "AWS/SQS"
+    assert dead_letters["Dimensions"] == [
+        {"Name": "QueueName", "Value": stack.dead_letter_queue_url.rsplit("/", 1)[-1]}
+    ]
+    failed = alarms["refit-failed-executions"]
+    assert failed["Dimensions"] == [{"Name": "StateMachineArn", "Value": stack.state_machine_arn}]
+    for alarm in (dead_letters, failed):
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+        assert alarm["AlarmActions"] == [stack.topic_arn]
+    # And the topic is encrypted with the stack's own key, which exists
+    attributes = deployed.client("sns").get_topic_attributes(TopicArn=stack.topic_arn)
+    key = attributes["Attributes"]["KmsMasterKeyId"]
+    assert not key.startswith("alias/aws/")
+    assert deployed.client("kms").describe_key(KeyId=key)["KeyMetadata"]["KeyManager"] == "CUSTOMER"
 
 
 def test_state_machine_definition_is_the_asl_file_with_its_substitutions(

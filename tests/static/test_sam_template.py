@@ -616,3 +616,42 @@ def test_what_the_stack_remembers_outlives_a_replacement_or_a_delete(
     # And the ledger can be restored to any second of the last 35 days
     table = resources["RunsTable"]["Properties"]
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_dead_letters_and_failed_executions_alarm_to_a_topic_alarms_can_use(
+    resources: dict[str, Any],
+) -> None:
+    # Given the two operational alarms
+    alarms = {
+        r["Properties"]["MetricName"]: r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("AlarmActions")
+    }
+    dead_letters = alarms["ApproximateNumberOfMessagesVisible"]
+    failed = alarms["ExecutionsFailed"]
+    # Then they watch the trigger's dead letter queue and the state machine, alarming above 0
+    assert dead_letters["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["TriggerDeadLetterQueue", "QueueName"]}}
+    ]
+    assert failed["Dimensions"] == [
+        {"Name": "StateMachineArn", "Value": {"Ref": "RetrainStateMachine"}}
+    ]
+    for alarm in (dead_letters, failed):
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+        assert alarm["AlarmActions"] == [{"Ref": "NotificationTopic"}]
+    # And the topic's key is the stack's own, whose policy lets CloudWatch publish with it
+    topic = resources["NotificationTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "NotificationKey"}
+    key_statements = resources["NotificationKey"]["Properties"]["KeyPolicy"]["Statement"]
+    assert any(
+        s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+        and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(s["Action"])
+        for s in key_statements
+    )
+    # And every function that publishes to the topic may use the key
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        policies = as_list(resource["Properties"].get("Policies", []))
+        if any(isinstance(p, dict) and "SNSPublishMessagePolicy" in p for p in policies):
+            assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= allowed_actions(resources, name), name
