@@ -70,56 +70,23 @@ def run_job(
     replay_archive: bytes | None = None,
 ) -> JobResult:
     """Lay out one job under ``work`` (must not exist yet), run train.py, measure it."""
+    # The champion's model.tar.gz, and its output.tar.gz as PrepareRun plans the replay channel.
+    channels = {"model/model.tar.gz": champion_archive, "replay/output.tar.gz": replay_archive}
+    (host,), wall = _run([work], [train], test, hyperparameters, channels, tracker=None)
     root = work / "opt" / "ml"
-    config = root / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(
-        json.dumps({key: str(value) for key, value in hyperparameters.items()})
-    )
-    (config / "checkpointconfig.json").write_text(
-        json.dumps({"LocalPath": str(work / "checkpoints")})
-    )
-    channels = root / "input" / "data"
-    for number, body in enumerate(train):
-        _write(channels / "train" / f"part-{number:03d}.csv", body)
-    _write(channels / "test" / "holdout.csv", test)
-    if champion_archive is not None:
-        _write(channels / "model" / "model.tar.gz", champion_archive)
-    if replay_archive is not None:  # the champion's output.tar.gz, as PrepareRun plans it
-        _write(channels / "replay" / "output.tar.gz", replay_archive)
-    failure = work / "failure.txt"
-    log = work / "job.log"
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "REFIT_"))}
-    env = {**inherited, "SM_ROOT": str(root), "SM_OUTPUT_FAILURE": str(failure)}
-    started = time.monotonic()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, str(TRAIN_SCRIPT)], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-    wall = time.monotonic() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        reason = failure.read_text() if failure.exists() else log.read_text()[-2000:]
-        raise TrainingFailed(f"train.py exited {process.returncode}: {reason}")
     return JobResult(
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        cpu_seconds=host.cpu_seconds,
         wall_seconds=wall,
-        max_rss_mb=usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20,
+        max_rss_mb=host.max_rss_mb,
         evaluation=json.loads((root / "output" / "data" / "evaluation.json").read_text()),
         model=(root / "model" / MODEL_FILE).read_bytes(),
         output=_tar_gz(root / "output" / "data"),
     )
 
 
-def _write(path: Path, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
-
-
 @dataclass(frozen=True)
 class HostResult:
-    """One host of a multi-host job: what its train.py process used and read."""
+    """One host of a job: what its train.py process used and read."""
 
     host: str
     cpu_seconds: float
@@ -137,61 +104,71 @@ def run_hosts(
     """One job on ``len(shards)`` hosts, each an ``/opt/ml`` tree under ``work`` with its shard of
     the train channel, meeting on loopback (``REFIT_TRACKER``) as the local runtime runs them:
     per-host results, the job's wall seconds, and the leader's evaluation."""
-    hosts = [f"algo-{number + 1}" for number in range(len(shards))]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         tracker = f"127.0.0.1:{probe.getsockname()[1]}"
+    dirs = [work / f"algo-{number + 1}" for number in range(len(shards))]
+    results, wall = _run(dirs, shards, test, hyperparameters, {}, tracker=tracker)
+    leader = dirs[0] / "opt" / "ml" / "output" / "data" / "evaluation.json"
+    return results, wall, json.loads(leader.read_text())
+
+
+def _run(
+    dirs: list[Path],
+    shards: list[list[bytes]],
+    test: bytes,
+    hyperparameters: dict[str, Any],
+    channels: dict[str, bytes | None],
+    tracker: str | None,
+) -> tuple[list[HostResult], float]:
+    """train.py once per directory (a host: ``algo-<n>``), all at once; each host's CPU seconds
+    (``os.wait4``), peak RSS and rows read, and the wall seconds until the last ended."""
+    hosts = [f"algo-{number + 1}" for number in range(len(dirs))]
     processes = []
     started = time.monotonic()
-    for host, shard in zip(hosts, shards, strict=True):
-        root = work / host / "opt" / "ml"
+    for host, work, shard in zip(hosts, dirs, shards, strict=True):
+        root = work / "opt" / "ml"
         config = root / "input" / "config"
         config.mkdir(parents=True)
         (config / "hyperparameters.json").write_text(
             json.dumps({key: str(value) for key, value in hyperparameters.items()})
         )
-        (config / "resourceconfig.json").write_text(
-            json.dumps({"current_host": host, "hosts": hosts, "network_interface_name": "lo"})
-        )
         (config / "checkpointconfig.json").write_text(
-            json.dumps({"LocalPath": str(work / host / "checkpoints")})
+            json.dumps({"LocalPath": str(work / "checkpoints")})
         )
-        for number, body in enumerate(shard):
-            _write(root / "input" / "data" / "train" / f"part-{number:03d}.csv", body)
-        _write(root / "input" / "data" / "test" / "holdout.csv", test)
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "REFIT_"))}
-        env = {
-            **inherited,
-            "SM_ROOT": str(root),
-            "SM_OUTPUT_FAILURE": str(work / host / "failure.txt"),
-            "REFIT_TRACKER": tracker,
-        }
-        log = (work / host / "job.log").open("wb")
-        processes.append(
-            (
-                host,
-                log,
-                subprocess.Popen(
-                    [sys.executable, str(TRAIN_SCRIPT)],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                ),
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "REFIT_"))}
+        env |= {"SM_ROOT": str(root), "SM_OUTPUT_FAILURE": str(work / "failure.txt")}
+        if tracker is not None:  # several hosts (one host joins no collective)
+            (config / "resourceconfig.json").write_text(
+                json.dumps({"current_host": host, "hosts": hosts, "network_interface_name": "lo"})
             )
-        )
-    peaks = {process.pid: 0.0 for _, _, process in processes}
+            env["REFIT_TRACKER"] = tracker
+        data = root / "input" / "data"
+        for number, body in enumerate(shard):
+            _write(data / "train" / f"part-{number:03d}.csv", body)
+        _write(data / "test" / "holdout.csv", test)
+        for name, archive in channels.items():
+            if archive is not None:
+                _write(data / name, archive)
+        log = (work / "job.log").open("wb")
+        command = [sys.executable, str(TRAIN_SCRIPT)]
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        processes.append((host, work, log, process))
+    peaks = {process.pid: 0.0 for *_, process in processes}
     watcher = threading.Thread(target=_watch_peaks, args=(peaks,), daemon=True)
     watcher.start()
-    ended = [
-        (host, log, process, *os.wait4(process.pid, 0)[1:]) for host, log, process in processes
-    ]
+    ended = [(*entry, *os.wait4(entry[3].pid, 0)[1:]) for entry in processes]
     watcher.join()
+    wall = time.monotonic() - started
     results = []
-    for host, log, process, status, usage in ended:
+    for host, work, log, process, status, usage in ended:
         log.close()
-        text = (work / host / "job.log").read_text()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise TrainingFailed(f"{host}: train.py failed: {text[-2000:]}")
+        text = (work / "job.log").read_text()
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            failure = work / "failure.txt"
+            reason = failure.read_text() if failure.exists() else text[-2000:]
+            raise TrainingFailed(f"{host}: train.py exited {code}: {reason}")
         found = re.search(r"channel train: (\d+) rows", text)
         results.append(
             HostResult(
@@ -201,9 +178,12 @@ def run_hosts(
                 int(found.group(1)) if found else 0,
             )
         )
-    wall = time.monotonic() - started
-    leader = work / hosts[0] / "opt" / "ml" / "output" / "data" / "evaluation.json"
-    return results, wall, json.loads(leader.read_text())
+    return results, wall
+
+
+def _write(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
 
 
 def _watch_peaks(peaks: dict[int, float]) -> None:

@@ -455,11 +455,12 @@ def starting_point(
     """
     newest = checkpoints.newest()
     # Every host resumes from the same round: the leader's checkpoint, synced to all of them.
-    leaders = distributed.from_leader(newest[0] if newest is not None else 0)
-    if (newest[0] if newest is not None else 0) != leaders:
+    own = newest[0] if newest is not None else 0
+    leaders = distributed.from_leader(own)
+    if own != leaders:
         raise TrainingError(
-            f"this host's newest checkpoint is round {newest[0] if newest else 0}, the leader's "
-            f"{leaders}: every host must start from the same checkpoints ({checkpoints.directory})"
+            f"this host's newest checkpoint is round {own}, the leader's {leaders}: every host "
+            f"must start from the same checkpoints ({checkpoints.directory})"
         )
     if newest is None:
         return initial, 0
